@@ -1,0 +1,1 @@
+def read_visium(*a, **k): raise NotImplementedError

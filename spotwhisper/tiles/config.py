@@ -1,0 +1,68 @@
+"""Tile settings (``configs/tiles.yaml``). Sizes are in µm so slides at any resolution agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SpotTileConfig:
+    """DeepSpot layout around each spot: the spot tile, its sub-tiles and its neighbours."""
+
+    tile_um: float | None = None  #: side of the spot tile (µm); None = the spot centre spacing
+    subtile_grid: int = 3  #: the spot tile is cut into grid × grid sub-tiles
+    neighbours: int = 6  #: number of nearest spots forming the ring
+    neighbour_radius: float = 1.6  #: ring radius limit, in spot spacings
+
+
+@dataclass
+class GridTileConfig:
+    """Regular grid for slides without spots."""
+
+    tile_um: float = 200.0  #: side of a grid tile (µm)
+    overlap: float = 0.0  #: fraction of the side shared by neighbouring tiles, in [0, 0.9]
+
+
+@dataclass
+class TissueConfig:
+    """Tissue detection on a thumbnail: Otsu threshold on HSV saturation, dark pixels excluded."""
+
+    thumbnail_max_side: int = 2048  #: thumbnail size (px) the mask is computed on
+    min_saturation: float = 0.05  #: floor for the Otsu threshold (saturation in [0, 1])
+    dark_value: float = 0.15  #: pixels darker than this (HSV value in [0, 1]) are background (black exports)
+    min_object_fraction: float = 0.0005  #: tissue pieces smaller than this fraction of the slide are dropped
+    min_slide_fraction: float = 0.002  #: below this tissue fraction the slide counts as having no tissue
+
+
+@dataclass
+class QCConfig:
+    """Per-tile quality control."""
+
+    min_tissue_fraction: float = 0.25  #: grid tiles with less tissue are skipped; spots get a flag
+    min_blur_variance: float = 15.0  #: variance of the Laplacian (grey levels²) below which a tile is blurred
+
+
+@dataclass
+class StainConfig:
+    """Macenko stain normalisation (optional)."""
+
+    normalize: bool = False
+    io: float = 240.0  #: transmitted light intensity
+    alpha: float = 1.0  #: percentile for robust stain angle extremes
+    beta: float = 0.15  #: optical density below which pixels are treated as background
+    reference_he: list[list[float]] = field(
+        default_factory=lambda: [[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]]
+    )  #: reference stain vectors (RGB OD, columns H and E), Macenko et al. 2009
+    reference_max_c: list[float] = field(default_factory=lambda: [1.9705, 1.0308])
+
+
+@dataclass
+class TileConfig:
+    """Everything the tiles stage needs."""
+
+    spot: SpotTileConfig = field(default_factory=SpotTileConfig)
+    grid: GridTileConfig = field(default_factory=GridTileConfig)
+    tissue: TissueConfig = field(default_factory=TissueConfig)
+    qc: QCConfig = field(default_factory=QCConfig)
+    stain: StainConfig = field(default_factory=StainConfig)
+    batch_size: int = 32  #: tiles per streamed batch
