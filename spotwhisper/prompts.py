@@ -1,0 +1,109 @@
+"""Shared tissue vocabulary and prompt ensembling for every text route.
+
+The vocabulary (``configs/vocabulary.yaml``) names tissue terms with synonyms, marker genes and
+marker proteins. :func:`ensemble_text_embeddings` embeds every template × synonym of a class
+and averages the normalised embeddings (the CONCH / CLIP prompt-ensembling recipe), for any
+``encode`` function mapping texts to vectors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import CONFIG_DIR
+
+
+@dataclass
+class Term:
+    """One vocabulary entry."""
+
+    name: str
+    category: str = "other"
+    synonyms: list[str] = field(default_factory=list)
+    genes: list[str] = field(default_factory=list)
+    proteins: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The name followed by its synonyms."""
+        return [self.name, *self.synonyms]
+
+
+@dataclass
+class Vocabulary:
+    """Terms by name and prompt templates by route (``"transcriptome"``, ``"image"``)."""
+
+    terms: dict[str, Term]
+    templates: dict[str, list[str]]
+
+    def lookup(self, text: str) -> Term | None:
+        """The term whose name or a synonym equals ``text`` (case- and punctuation-insensitive)."""
+        key = normalize_text(text)
+        for term in self.terms.values():
+            if any(normalize_text(n) == key for n in term.names):
+                return term
+        return None
+
+    def find_in(self, text: str) -> list[Term]:
+        """Terms whose name or a synonym occurs as whole words inside ``text``, longest match first."""
+        norm = f" {normalize_text(text)} "
+        hits: list[tuple[int, Term]] = []
+        for term in self.terms.values():
+            best = max((len(n) for n in map(normalize_text, term.names) if f" {n} " in norm), default=0)
+            if best:
+                hits.append((best, term))
+        return [t for _, t in sorted(hits, key=lambda h: -h[0])]
+
+    def templates_for(self, route: str) -> list[str]:
+        if route not in self.templates:
+            raise KeyError(f"no prompt templates for route {route!r} (have {sorted(self.templates)})")
+        return self.templates[route]
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, punctuation to spaces, single spaces ("PD-L1 high!" → "pd l1 high")."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+
+
+def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
+    """Read the vocabulary YAML (default ``configs/vocabulary.yaml``)."""
+    p = Path(path) if path is not None else CONFIG_DIR / "vocabulary.yaml"
+    with open(p) as fh:
+        raw = yaml.safe_load(fh)
+    terms = {name: Term(name=name, **(spec or {})) for name, spec in raw.get("terms", {}).items()}
+    return Vocabulary(terms=terms, templates={k: list(v) for k, v in raw.get("templates", {}).items()})
+
+
+def expand_prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every template filled with every name: ``len(names) * len(templates)`` prompts."""
+    if not names:
+        raise ValueError("no class names to build prompts from")
+    return [t.format(n) for n in names for t in (templates or ["{}"])]
+
+
+def ensemble_text_embeddings(
+    encode: Callable[[list[str]], np.ndarray],
+    classes: Sequence[Sequence[str]],
+    templates: Sequence[str],
+) -> np.ndarray:
+    """Prompt-ensembled class embeddings ``(C, D)``, L2-normalised.
+
+    ``classes[c]`` lists the names (term and synonyms) of class ``c``; every name is put into
+    every template, embedded with ``encode`` (texts → ``(N, D)``), normalised and averaged.
+    """
+    prompts = [expand_prompts(list(names), templates) for names in classes]
+    flat = [p for ps in prompts for p in ps]
+    emb = np.asarray(encode(flat), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    out, start = [], 0
+    for ps in prompts:
+        mean = emb[start : start + len(ps)].mean(axis=0)
+        out.append(mean / max(np.linalg.norm(mean), 1e-12))
+        start += len(ps)
+    return np.stack(out)
