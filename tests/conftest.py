@@ -62,3 +62,14 @@ def synthetic_he(size: tuple[int, int] = (600, 800), seed: int = 0, background: 
 @pytest.fixture
 def he_image() -> np.ndarray:
     return synthetic_he()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI, a run where every test was skipped (or none ran) must fail, not pass silently."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or exitstatus != 0:
+        return
+    passed = len(reporter.stats.get("passed", []))
+    if passed == 0 and os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        session.exitstatus = 1
+        reporter.write_line("CI: no test passed (all skipped or none collected) — failing the run", red=True)

@@ -30,6 +30,8 @@ OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu", ".svslide"}
 SUPPORTED = sorted(PIL_SUFFIXES | TIFF_SUFFIXES | OPENSLIDE_SUFFIXES)
 #: Background value used to pad regions that reach past the slide edge (white glass).
 PAD_VALUE = 255
+#: Side (px) of the blocks a thumbnail is streamed in when no pyramid level is small enough.
+THUMBNAIL_BLOCK_PX = 4096
 # PIL's decompression-bomb guard (89 Mpx) is below an ordinary H&E image; our own limit applies
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_INMEMORY_PIXELS)
 
@@ -123,10 +125,21 @@ class Slide(abc.ABC):
         tw, th = max(1, int(round(w0 * scale))), max(1, int(round(h0 * scale)))
         level = self.best_level_for_downsample(1 / scale)
         lw, lh = self.level_dimensions[level]
-        if lw * lh > MAX_INMEMORY_PIXELS:
-            raise SlideError(f"{self.path}: no pyramid level small enough for a {max_side}px thumbnail")
-        img = self._read(level, 0, 0, lw, lh)
-        return np.asarray(Image.fromarray(img).resize((tw, th), Image.BILINEAR))
+        if lw * lh <= THUMBNAIL_BLOCK_PX**2:
+            img = self._read(level, 0, 0, lw, lh)
+            return np.asarray(Image.fromarray(img).resize((tw, th), Image.BILINEAR))
+        # no small pyramid level: stream the level block by block, shrinking each block
+        out = Image.new("RGB", (tw, th))
+        fx, fy = tw / lw, th / lh
+        for by in range(0, lh, THUMBNAIL_BLOCK_PX):
+            for bx in range(0, lw, THUMBNAIL_BLOCK_PX):
+                bw, bh = min(THUMBNAIL_BLOCK_PX, lw - bx), min(THUMBNAIL_BLOCK_PX, lh - by)
+                x0, y0 = int(round(bx * fx)), int(round(by * fy))
+                x1, y1 = int(round((bx + bw) * fx)), int(round((by + bh) * fy))
+                if x1 > x0 and y1 > y0:
+                    block = Image.fromarray(self._read(level, bx, by, bw, bh))
+                    out.paste(block.resize((x1 - x0, y1 - y0), Image.BILINEAR), (x0, y0))
+        return np.asarray(out)
 
     @abc.abstractmethod
     def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -224,7 +237,7 @@ class TiffSlideBackend(Slide):
         except Exception as err:
             raise SlideError(f"{path}: cannot open as TIFF slide ({err})") from err
         self.level_dimensions = [tuple(int(v) for v in d) for d in self._ts.level_dimensions]
-        meta_mpp = self._ts.properties.get("tiffslide.mpp-x")
+        meta_mpp = self._ts.properties.get("tiffslide.mpp-x") or _ome_mpp(path)
         self._mpp = mpp if mpp is not None else (float(meta_mpp) if meta_mpp else None)
 
     def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -234,6 +247,29 @@ class TiffSlideBackend(Slide):
 
     def close(self) -> None:
         self._ts.close()
+
+
+_OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _ome_mpp(path: Path) -> float | None:
+    """µm per pixel from OME-XML ``PhysicalSizeX`` (with its unit), or ``None``."""
+    import xml.etree.ElementTree as ET
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            xml = tf.ome_metadata if tf.is_ome else None
+        if not xml:
+            return None
+        for el in ET.fromstring(xml).iter():
+            if el.tag.endswith("Pixels") and "PhysicalSizeX" in el.attrib:
+                unit = el.attrib.get("PhysicalSizeXUnit", "µm")
+                return float(el.attrib["PhysicalSizeX"]) * _OME_UNITS_UM.get(unit, 1.0)
+    except (ET.ParseError, ValueError, OSError):
+        return None
+    return None
 
 
 class OpenSlideBackend(Slide):

@@ -63,7 +63,7 @@ def tissue_mask_from_rgb(rgb: np.ndarray, cfg: TissueConfig | None = None) -> np
     candidate = val > cfg.dark_value
     if candidate.sum() < 16:
         return np.zeros(sat.shape, dtype=bool)
-    values = sat[candidate]
+    values = np.where(candidate, sat, 0.0)  # dark background counts as unsaturated
     thr = filters.threshold_otsu(values) if values.max() > values.min() else 1.0
     thr = max(float(thr), cfg.min_saturation)
     mask = candidate & (sat > thr)

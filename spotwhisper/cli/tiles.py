@@ -1,0 +1,54 @@
+"""``spotwhisper tiles preview`` — draw the tiling on the slide so a person can check it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..config import load_config
+from ..io.inputs import load_input
+from ..tiles import TileConfig, compute_tissue_mask, grid_layout, render_preview, save_preview, spot_layout
+from . import add_data_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tiles = subparsers.add_parser("tiles", help="tiling of slides: preview where tiles fall")
+    sub = tiles.add_subparsers(dest="tiles_cmd", metavar="ACTION")
+    p = sub.add_parser(
+        "preview",
+        help="write a PNG of the slide with tiles, sub-tiles and spot centres drawn",
+        description="Write a PNG of the slide with the tissue mask (green), spot tiles (blue; red when "
+        "under 25%% tissue), their sub-tiles and spot centres (yellow). SLIDE is a her2st section (C2), "
+        "an .h5ad with an image, or an image file (then a regular grid over tissue is drawn).",
+    )
+    p.add_argument("slide", help="her2st section id, .h5ad or image file")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <slide>_tiles.png)")
+    p.add_argument("--grid", action="store_true", help="draw a regular grid over tissue instead of spots")
+    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the image does not say")
+    p.add_argument("--config", default="tiles", help="tile config YAML (default configs/tiles.yaml)")
+    p.add_argument("--max-side", type=int, default=2000, help="longer side of the PNG in px")
+    add_data_dir(p)
+    p.set_defaults(func=preview)
+    tiles.set_defaults(func=lambda args: (tiles.print_help(), 2)[1])
+
+
+def preview(args: argparse.Namespace) -> int:
+    cfg = load_config(TileConfig, args.config)
+    inp = load_input(args.slide, args.data_dir, mpp=args.mpp)
+    tissue = compute_tissue_mask(inp.slide, cfg.tissue)
+    if args.grid or inp.adata is None:
+        layout = grid_layout(inp.slide, tissue, cfg.grid, cfg.qc.min_tissue_fraction, cfg.spot.subtile_grid)
+    else:
+        layout = spot_layout(inp.adata, inp.slide, inp.scale, cfg.spot)
+    img = render_preview(inp.slide, layout, tissue, max_side=args.max_side)
+    out = save_preview(img, args.out or Path(f"{inp.name}_tiles.png"))
+    frac = tissue.box_fraction(layout.boxes)
+    Console().print(
+        f"{inp.slide}\n{len(layout)} {layout.kind} tiles of {layout.side_um:.0f} µm ({layout.side_px:.0f} px), "
+        f"{layout.subtile_grid}×{layout.subtile_grid} sub-tiles; median tissue fraction {float(np.median(frac)):.2f}; "
+        f"tissue covers {tissue.fraction:.1%} of the slide\nwrote {out}"
+    )
+    return 0
