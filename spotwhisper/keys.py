@@ -19,6 +19,16 @@ key                        contents
 ``obsm["proteins"]``       virtual protein panel, ``(n, 50)``; names in ``uns["protein_markers"]``
 ``obsm["text_emb"]``       transcriptome embedding in the shared transcriptome-text space
 ``obsm["image_text_emb"]`` image embedding in an image-text space
+``obsm["proteins_raw"]``   protein levels before scaling (route B: log1p units; route A: ROSIE output)
+``uns["protein_panel"]``   how ``obsm["proteins"]`` was made: route, input, scaling, genes used per marker
+``uns["protein_qc"]``      per-marker QC table (dynamic range, Wasserstein distance, informative flag)
+``obsm["image_text_emb_<m>"]``  spot-tile embedding of image-text model ``m`` (``plip``, ``conch``), ``(n, D)``, L2-normalised; NaN rows = not embedded
+``uns["image_text"][m]``  how ``obsm["image_text_emb_<m>"]`` was made: weights, tile side (µm), px, mpp
+``obs["barcode"]``         10x barcode of the spot (Visium; ``obs_names`` are ``<library>_<barcode>``)
+``uns["visium_join"]``     Visium counts/positions join report: matched and left-out barcodes, source files
+``uns["embedding_models"][k]``  model that made ``obsm[k]`` (read by the index): ``{"name", "version", "dim"}``
+``obsm["features_<m>_sub"]``  sub-tile image features of model ``m``, ``(n, g*g, d)``, row-major sub-tiles
+``uns["features"][m]``     how ``obsm["features_<m>"]`` was made: encoder spec, weights id, tile µm / px / mpp, ring ``neighbours`` ``(n, k)``, tile QC
 =========================  =====================================================================
 """
 
@@ -49,3 +59,11 @@ PROTEINS = "proteins"
 PROTEIN_MARKERS = "protein_markers"
 TEXT_EMB = "text_emb"
 IMAGE_TEXT_EMB = "image_text_emb"
+PROTEINS_RAW = "proteins_raw"
+PROTEIN_INFO = "protein_panel"
+PROTEIN_QC = "protein_qc"
+IMAGE_TEXT_EMB_PREFIX = "image_text_emb_"
+IMAGE_TEXT_INFO = "image_text"
+EMBEDDING_MODELS = "embedding_models"  # uns[...][obsm key] = {"name", "version", "dim"}
+FEATURES_SUB_SUFFIX = "_sub"  # obsm["features_<m>_sub"]
+FEATURES_UNS = "features"  # uns["features"][m]

@@ -4,6 +4,7 @@ See :mod:`spotwhisper.keys` for where everything is stored.
 """
 
 from .anndata_io import read_h5ad, write_h5ad
+from .describe import describe_sections
 from .her2st import SectionNotFoundError, image_path, list_sections, read_her2st, read_her2st_collection, tls_signature
 from .slide import ArraySlide, Slide, SlideError, open_slide
 from .spatial import estimate_spacing_px, library_ids, open_source_slide, spatial_info
@@ -14,6 +15,7 @@ __all__ = [
     "SectionNotFoundError",
     "Slide",
     "SlideError",
+    "describe_sections",
     "estimate_spacing_px",
     "image_path",
     "library_ids",

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: Largest plain (non-tiled) image decoded into memory: 400 Mpx ≈ 1.2 GB RGB.
 MAX_INMEMORY_PIXELS = 400_000_000
 PIL_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-TIFF_SUFFIXES = {".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".svs", ".ndpi", ".scn", ".bif", ".qptiff"}
 OPENSLIDE_SUFFIXES = {".mrxs", ".vms", ".vmu", ".svslide"}
 SUPPORTED = sorted(PIL_SUFFIXES | TIFF_SUFFIXES | OPENSLIDE_SUFFIXES)
 #: Background value used to pad regions that reach past the slide edge (white glass).
