@@ -46,11 +46,13 @@ def build_gene_panel(
     n_top_genes: int = 2000,
     extra_genes: Iterable[str] = (),
     batch_key: str = keys.SECTION,
+    min_extra_fraction: float = 0.5,
 ) -> list[str]:
     """Highly variable genes over ``adatas`` (genes measured in all of them) plus ``extra_genes``.
 
     HVGs use scanpy's ``seurat`` flavour on log1p-normalised data, batch-aware over ``batch_key``.
-    Extra genes are kept if measured in every section; the order is HVGs by dispersion, then extras.
+    Extra genes are kept if detected in at least ``min_extra_fraction`` of the sections (a gene
+    missing from a section's counts file had no count there). Order: HVGs by dispersion, then extras.
     """
     joined = ad.concat([a[:, :] for a in adatas], join="inner")
     if joined.n_vars == 0:
@@ -61,11 +63,16 @@ def build_gene_panel(
     sc.pp.highly_variable_genes(norm, n_top_genes=n_top_genes, batch_key=batch_key, flavor="seurat")
     var = norm.var
     order = var[var["highly_variable"]].sort_values("dispersions_norm", ascending=False).index.tolist()
-    measured = set(joined.var_names)
-    extras = [g for g in dict.fromkeys(extra_genes) if g in measured and g not in set(order)]
-    missing = sorted(set(extra_genes) - measured)
-    if missing:
-        log.info("panel: %d requested genes not measured in every section: %s", len(missing), missing[:20])
+    detected: dict[str, int] = {}
+    for a in adatas:
+        for g in a.var_names:
+            detected[g] = detected.get(g, 0) + 1
+    need = min_extra_fraction * len(adatas)
+    hvg = set(order)
+    extras = [g for g in dict.fromkeys(extra_genes) if detected.get(g, 0) >= need and g not in hvg]
+    dropped = sorted(g for g in set(extra_genes) if detected.get(g, 0) < need)
+    if dropped:
+        log.info("panel: %d requested genes detected in too few sections: %s", len(dropped), dropped[:20])
     return order + extras
 
 
