@@ -1,0 +1,57 @@
+"""Stage 3 — image encoders (one registry) and tile features with an on-disk cache.
+
+Typical use::
+
+    enc = encoders.create_encoder("efficientnet_lite0")      # works offline
+    adata = encoders.extract_features(adata, enc)            # obsm["features_efficientnet_lite0"], …_sub
+
+``spotwhisper features models`` lists the registry; pathology foundation models (H-optimus-0, UNI,
+UNI2-h, Phikon, Phikon-v2, PLIP, CONCH) load from a local path or their hub id.
+"""
+
+from .backbones import (
+    EncoderWeightsError,
+    LoadedBackbone,
+    convert_efficientnet_lite_state_dict,
+)
+from .cache import FeatureCache, default_cache_dir
+from .features import (
+    FeatureConfig,
+    extract_features,
+    extract_grid_features,
+    feature_key,
+    grid_anndata,
+    resampling_note,
+    subtile_key,
+)
+from .registry import (
+    DEFAULT_ENCODER,
+    EncoderSpec,
+    ImageEncoder,
+    create_encoder,
+    get_spec,
+    list_encoders,
+    register_encoder,
+)
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EncoderSpec",
+    "EncoderWeightsError",
+    "FeatureCache",
+    "FeatureConfig",
+    "ImageEncoder",
+    "LoadedBackbone",
+    "convert_efficientnet_lite_state_dict",
+    "create_encoder",
+    "default_cache_dir",
+    "extract_features",
+    "extract_grid_features",
+    "feature_key",
+    "get_spec",
+    "grid_anndata",
+    "list_encoders",
+    "register_encoder",
+    "resampling_note",
+    "subtile_key",
+]
