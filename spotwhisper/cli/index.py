@@ -1,0 +1,223 @@
+"""``spotwhisper index …`` — build, list, inspect and edit FAISS collections.
+
+``index build --from-h5ad`` indexes AnnData that already hold embeddings in ``obsm``. Building
+from slides (running tiles → encoders → expression → text first) plugs in at
+:func:`build_from_pipeline`, the hook the pipeline fills in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import UserError
+
+
+def _add_index_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index-dir", default=None, help="folder holding collections (default: $SPOTWHISPER_INDEX_DIR, else indexes/)"
+    )
+    parser.add_argument("--config", default="index", help="index settings (default: configs/index.yaml)")
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{what}: expected ROUTE=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _models(values: list[str] | None, routes: dict[str, str], adatas) -> dict:
+    """``--model ROUTE=NAME[@VERSION]`` → RouteModel (dimension read from the AnnData)."""
+    from ..index import RouteModel
+
+    out = {}
+    for route, spec in _pairs(values, "--model").items():
+        key = routes.get(route)
+        if key is None or key not in adatas[0].obsm:
+            raise UserError(f"--model {route}=…: no route {route!r} among {sorted(routes)}")
+        name, _, version = spec.partition("@")
+        out[route] = RouteModel(name, int(adatas[0].obsm[key].shape[1]), version or None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# HOOK (lead): `spotwhisper index build --collection NAME SLIDE …` without --from-h5ad lands here.
+# Run the pipeline on the slides, then hand the AnnData to spotwhisper.index.build_from_anndata
+# (same keyword arguments as _cmd_build below uses).
+# ---------------------------------------------------------------------------------------------
+def build_from_pipeline(args: argparse.Namespace) -> int:
+    """HOOK for the pipeline: build a collection from slides (``args.slides``) by running the stages first.
+
+    Should run tiles → features → expression → text/image-text embeddings into AnnData and then
+    call :func:`spotwhisper.index.build_from_anndata` with them. Not wired yet.
+    """
+    raise UserError(
+        "building from slides needs the embedding pipeline, which is not wired into `index build` yet; "
+        "pass AnnData that hold embeddings with --from-h5ad FILE.h5ad …"
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from ..index import build_from_anndata, load_index_config, resolve_index_dir
+    from ..index.build import resolve_routes
+    from ..io import read_h5ad
+
+    if not args.from_h5ad:
+        return build_from_pipeline(args)
+    cfg = load_index_config(args.config)
+    adatas = [read_h5ad(p) for p in args.from_h5ad]
+    routes = resolve_routes(adatas, _pairs(args.route, "--route") or None, cfg)
+    factory = (
+        _pairs(args.factory, "--factory")
+        if args.factory and "=" in args.factory[0]
+        else (args.factory[0] if args.factory else None)
+    )
+    mode = "overwrite" if args.overwrite else "add" if args.add else "create"
+    coll = build_from_anndata(
+        adatas,
+        args.collection,
+        routes=routes,
+        models=_models(args.model, routes, adatas),
+        index_dir=args.index_dir,
+        cfg=cfg,
+        factory=factory,
+        mode=mode,
+    )
+    print(
+        f"collection {coll.name!r} in {resolve_index_dir(args.index_dir, cfg)}: "
+        f"{len(coll.slides())} slides, {len(coll)} vectors"
+    )
+    for route, info in coll.manifest.routes.items():
+        print(f"  {route:<28} {info.factory:<24} {info.n_vectors:>9} × {info.dim}-d  model {info.identity}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ..index import (
+        list_collections,
+        load_index_config,
+        read_manifest,
+        resolve_index_dir,
+    )
+
+    cfg = load_index_config(args.config)
+    root = resolve_index_dir(args.index_dir, cfg)
+    names = list_collections(root)
+    if not names:
+        print(f"no collections in {root} (build one: spotwhisper index build --collection NAME --from-h5ad FILE.h5ad)")
+        return 0
+    print(f"{'collection':<24} {'slides':>6} {'vectors':>9}  routes (factory)                     updated")
+    for name in names:
+        m = read_manifest(root / name)
+        n = max((r.n_vectors for r in m.routes.values()), default=0)
+        routes = ", ".join(f"{r} ({i.factory})" for r, i in m.routes.items())
+        print(f"{name:<24} {len(m.slides()):>6} {n:>9}  {routes:<36} {m.updated}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from ..index import CollectionIndex, load_index_config
+
+    info = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config)).info()
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"collection {info['collection']}  ({info['folder']})")
+    print(f"  generation {info['generation']}, created {info['created']}, updated {info['updated']}")
+    print(f"  spotwhisper {info['spotwhisper_version']}, faiss {info['faiss_version']}")
+    print(
+        f"  {info['n_slides']} slides in {info['n_shards']} shard(s), {info['n_vectors']} vectors: "
+        f"{', '.join(info['slides'])}"
+    )
+    for route, r in info["routes"].items():
+        print(
+            f"  route {route}: model {r['model']}, {r['factory']}, {r['n_vectors']} vectors, "
+            f"{r['ram_mb_per_million']} MB RAM per million vectors, {r['disk_mb']} MB on disk"
+            + (", float32 copies kept" if r["stored_vectors"] else "")
+        )
+    return 0
+
+
+def _cmd_remove_slide(args: argparse.Namespace) -> int:
+    from ..index import CollectionIndex, load_index_config
+
+    coll = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config))
+    n = coll.remove_slide(args.slide)
+    print(f"removed slide {args.slide!r} ({n} vectors) from {coll.name!r}; {len(coll.slides())} slides left")
+    return 0
+
+
+def _guarded(func):
+    """Report a held lock (another process writing) as a user error rather than a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except TimeoutError as err:
+            raise UserError(str(err)) from err
+
+    return run
+
+
+def register(subparsers) -> None:
+    """Add ``spotwhisper index`` with ``build``, ``list``, ``info`` and ``remove-slide``."""
+    parser = subparsers.add_parser(
+        "index",
+        help="FAISS collections: build, list, info, remove-slide",
+        description="Build and inspect FAISS collections (one folder per collection under indexes/).",
+    )
+    sub = parser.add_subparsers(dest="index_what", metavar="WHAT")
+
+    p = sub.add_parser("build", help="index embeddings held in .h5ad files into a collection")
+    p.add_argument("--collection", required=True, help="collection name (folder under the index dir)")
+    p.add_argument(
+        "--from-h5ad", nargs="+", metavar="FILE", help="AnnData with embeddings in obsm (one slide per obs['section'])"
+    )
+    p.add_argument("slides", nargs="*", help=argparse.SUPPRESS)  # reserved for the pipeline hook
+    p.add_argument(
+        "--route",
+        action="append",
+        metavar="ROUTE=OBSM_KEY",
+        help="route to index and its obsm key (repeatable; default: configured routes present)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="ROUTE=NAME[@VERSION]",
+        help="model that made a route's embeddings (default: read from uns)",
+    )
+    p.add_argument(
+        "--factory",
+        action="append",
+        metavar="[ROUTE=]STRING",
+        help="faiss factory string, for all routes or per route (default: configs/index.yaml rules)",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing collection")
+    mode.add_argument("--add", action="store_true", help="add the slides to an existing collection")
+    _add_index_dir(p)
+    p.set_defaults(func=_guarded(_cmd_build))
+
+    p = sub.add_parser("list", help="collections in the index folder")
+    _add_index_dir(p)
+    p.set_defaults(func=_guarded(_cmd_list))
+
+    p = sub.add_parser("info", help="manifest of one collection: routes, models, sizes")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_index_dir(p)
+    p.set_defaults(func=_guarded(_cmd_info))
+
+    p = sub.add_parser("remove-slide", help="remove one slide's vectors (rewrites only its shard)")
+    p.add_argument("--collection", required=True)
+    p.add_argument("slide", help="slide name (e.g. C2)")
+    _add_index_dir(p)
+    p.set_defaults(func=_guarded(_cmd_remove_slide))
+
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
