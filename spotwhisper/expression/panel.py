@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -24,6 +25,16 @@ DEFAULT_PANEL = Path(__file__).resolve().parent.parent / "resources" / "gene_pan
 #: layer holding log1p(counts per 10k); ``X`` keeps raw counts
 LOG1P_LAYER = "log1p"
 TARGET_SUM = 1e4
+
+
+@dataclass
+class PanelConfig:
+    """How the default panel is made (``configs/panel.yaml``)."""
+
+    n_top_genes: int = 2000  #: batch-aware highly variable genes
+    sections: list[str] | None = None  #: None = every section of the data directory
+    min_extra_fraction: float = 0.5  #: extra genes must be detected in this fraction of sections
+    extra_genes: list[str] = field(default_factory=list)  #: always added when detected
 
 
 class PanelMismatchError(ValueError):

@@ -1,0 +1,128 @@
+"""``spotwhisper train expression|panel`` and ``spotwhisper predict expression``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from . import add_data_dir
+
+RESULTS_DIR = Path("benchmarks") / "results"
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "expression",
+        help="train the H&E → expression model (DeepSpot-style ensemble)",
+        description="Extract image features of the training sections (cached), evaluate by leave-one-"
+        "section-out against ridge and mean baselines (--evaluate), then train on every section and "
+        "save the model folder (weights, genes, config, model card).",
+    )
+    p.add_argument("--config", default="expression", help="config YAML (default configs/expression.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped expression-default)")
+    p.add_argument("--evaluate", action="store_true", help="also run leave-one-section-out evaluation")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR / "expression_loso",
+                   help="where --evaluate writes <results>.csv/.md")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    panel = sub.add_parser(
+        "panel",
+        help="make the shared gene panel (HVGs + vocabulary and protein-proxy genes)",
+        description="Batch-aware highly variable genes over the her2st sections plus every gene the "
+        "vocabulary and the protein map name; written one gene per line.",
+    )
+    panel.add_argument("--config", default="panel", help="config YAML (default configs/panel.yaml)")
+    panel.add_argument("--out", type=Path, default=None, help="panel file (default: the shipped gene_panel.txt)")
+    add_data_dir(panel)
+    panel.set_defaults(func=cmd_panel)
+
+
+def register_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "expression",
+        help="infer the spot transcriptome of a slide from its H&E",
+        description="Predict log1p(CP10k) expression of the model's gene panel for every spot of SLIDE "
+        "(a her2st section like C2, or an .h5ad with spots and an image), with aleatoric and epistemic "
+        "variance in layers. Writes an .h5ad.",
+    )
+    p.add_argument("slide", help="her2st section id or .h5ad")
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--out", type=Path, default=None, help="output .h5ad (default <slide>_expression.h5ad)")
+    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the image does not say")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..expression.config import ExpressionConfig
+    from ..expression.evaluate import summarize
+    from ..expression.model_card import model_card, results_markdown
+    from ..expression.pipeline import train_expression
+    from ..expression.pretrained import DEFAULT_MODEL_DIR
+
+    cfg = load_config(ExpressionConfig, args.config)
+    model, table = train_expression(args.data_dir, cfg, evaluate=args.evaluate, progress=not args.no_progress)
+    console = Console()
+    command = "spotwhisper train expression --config " + str(args.config) + (" --evaluate" if args.evaluate else "")
+    if table is not None:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.results.with_suffix(".csv"), index=False)
+        md = results_markdown(table, summarize(table), command)
+        args.results.with_suffix(".md").write_text(md)
+        console.print(md)
+    out = model.save_pretrained(args.out or DEFAULT_MODEL_DIR, card=model_card(model, table, command))
+    console.print(f"saved model to {out}")
+    return 0
+
+
+def cmd_panel(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..expression.panel import DEFAULT_PANEL, PanelConfig, build_gene_panel, save_panel
+    from ..io import list_sections, read_her2st
+    from ..prompts import load_vocabulary
+    from ..proteins import load_protein_panel
+
+    cfg = load_config(PanelConfig, args.config)
+    sections = cfg.sections or list_sections(args.data_dir)
+    adatas = [read_her2st(args.data_dir, s, with_image=False) for s in sections]
+    extra = [g for t in load_vocabulary().terms.values() for g in t.genes]
+    extra += list(load_protein_panel().proxy_genes(with_aliases=True)) + cfg.extra_genes
+    genes = build_gene_panel(adatas, cfg.n_top_genes, extra, min_extra_fraction=cfg.min_extra_fraction)
+    header = (
+        f"SpotWhisper gene panel: {len(genes)} genes\n{cfg.n_top_genes} batch-aware HVGs over her2st sections "
+        f"{','.join(sections)} + vocabulary and protein-proxy genes detected in >= {cfg.min_extra_fraction:.0%} "
+        f"of the sections\nmade by: spotwhisper train panel --config {args.config}"
+    )
+    out = save_panel(genes, args.out or DEFAULT_PANEL, header=header)
+    Console().print(f"{len(genes)} genes → {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..expression.pipeline import with_features
+    from ..expression.pretrained import ExpressionModel
+    from ..io import write_h5ad
+    from ..io.inputs import load_input
+
+    model = ExpressionModel.from_pretrained(args.model)
+    inp = load_input(args.slide, args.data_dir, mpp=args.mpp)
+    if inp.adata is None:
+        raise ValueError(f"{args.slide}: an image without spots; run `spotwhisper features extract --grid` first "
+                         "and predict on the .h5ad it writes")
+    adata = with_features(inp.adata, model.encoder, inp.slide, inp.scale, progress=not args.no_progress)
+    out = model.predict(adata)
+    path = write_h5ad(out, args.out or Path(f"{inp.name}_expression.h5ad"))
+    Console().print(
+        f"{out.n_obs} spots × {out.n_vars} genes predicted ({model.encoder}, {len(model.ensemble.members)} members) → {path}\n"
+        f"mean epistemic variance {float(out.layers['uncertainty_epistemic'].mean()):.4f}, "
+        f"aleatoric {float(out.layers['uncertainty_aleatoric'].mean()):.4f}"
+    )
+    print(json.dumps({"spots": out.n_obs, "genes": out.n_vars, "out": str(path)}))
+    return 0

@@ -1,0 +1,72 @@
+"""Leave-one-section-out evaluation of the expression model against ridge and mean baselines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from .baselines import MeanBaseline, RidgeBaseline
+from .config import ExpressionConfig
+from .data import concat_training
+from .metrics import evaluate_prediction
+from .train import TrainingData, fit_ensemble
+
+log = logging.getLogger(__name__)
+
+METHODS = ("deepspot", "ridge", "mean")
+
+
+def loso_evaluate(
+    parts: Mapping[str, TrainingData],
+    coords: Mapping[str, np.ndarray],
+    cfg: ExpressionConfig,
+    methods: tuple[str, ...] = METHODS,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Hold out each section in turn, train on the rest, score the held-out one.
+
+    Returns one row per (section, method) with the figures of
+    :func:`~spotwhisper.expression.metrics.evaluate_prediction`; the deepspot rows add
+    ``uncertainty_spearman`` (rank correlation of predicted variance with squared error).
+    """
+    if len(parts) < 2:
+        raise ValueError("leave-one-section-out needs at least two sections")
+    rows = []
+    for held in parts:
+        train = concat_training([p for s, p in parts.items() if s != held])
+        test = parts[held]
+        for method in methods:
+            extra = {}
+            if method == "deepspot":
+                pred = fit_ensemble(train, cfg, progress=progress).predict(test.inputs)
+                y = pred.mean
+                err = (y - test.log1p) ** 2
+                var = pred.aleatoric + pred.epistemic
+                sample = np.random.default_rng(0).choice(err.size, size=min(err.size, 200_000), replace=False)
+                extra["uncertainty_spearman"] = float(spearmanr(var.ravel()[sample], err.ravel()[sample]).statistic)
+            elif method == "ridge":
+                y = RidgeBaseline().fit(train.inputs, train.log1p).predict(test.inputs)
+            elif method == "mean":
+                y = MeanBaseline().fit(train.inputs, train.log1p).predict(test.inputs)
+            else:
+                raise ValueError(f"unknown method {method!r} (known: {METHODS})")
+            figures = evaluate_prediction(y, test.log1p, coords[held], cfg.top_variable, cfg.top_k_retrieval)
+            rows.append({"section": held, "method": method, "n_spots": len(test.inputs), **figures, **extra})
+            log.info("held out %s, %s: %s", held, method, figures)
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and SEM over held-out sections, one row per method."""
+    num = table.drop(columns=["section"]).groupby("method")
+    mean = num.mean(numeric_only=True)
+    sem = num.sem(numeric_only=True)
+    out = mean.copy()
+    for c in mean.columns:
+        if c != "n_spots":
+            out[f"{c}_sem"] = sem[c]
+    return out.reindex([m for m in METHODS if m in out.index])

@@ -1,0 +1,62 @@
+"""End-to-end steps: features for training sections, training with evaluation, prediction on a slide."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .. import keys
+from ..encoders import create_encoder, extract_features
+from ..io import read_her2st
+from ..io.slide import Slide
+from .config import ExpressionConfig
+from .data import concat_training, training_data
+from .evaluate import loso_evaluate, summarize
+from .panel import load_panel
+from .pretrained import ExpressionModel
+from .train import TrainingData, fit_ensemble
+
+log = logging.getLogger(__name__)
+
+
+def with_features(adata: ad.AnnData, encoder: str, slide: Slide | None = None, scale: float = 1.0,
+                  progress: bool = True) -> ad.AnnData:
+    """``adata`` with ``obsm["features_<encoder>"]`` (extracted, or read from the cache, when absent)."""
+    if f"{keys.FEATURES_PREFIX}{encoder}" in adata.obsm:
+        return adata
+    return extract_features(adata, create_encoder(encoder), slide=slide, scale=scale, progress=progress)
+
+
+def load_sections(data_dir: str | Path | None, cfg: ExpressionConfig, progress: bool = True
+                  ) -> tuple[dict[str, TrainingData], dict[str, np.ndarray], list[str], float]:
+    """Features and panel targets of ``cfg.sections`` →
+    (data per section, spot coordinates ``(n, 2)`` per section, panel genes, tile side in µm)."""
+    genes = load_panel(cfg.panel)
+    encoder = create_encoder(cfg.encoder)
+    parts, coords = {}, {}
+    for section in cfg.sections:
+        adata = read_her2st(data_dir, section)
+        if not adata.uns[keys.SPATIAL][section]["metadata"].get(keys.SOURCE_IMAGE):
+            raise FileNotFoundError(f"section {section} has no H&E image; image → expression training needs one")
+        adata = extract_features(adata, encoder, progress=progress)
+        parts[section] = training_data(adata, genes, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours,
+                                       cfg.min_panel_overlap)
+        coords[section] = np.asarray(adata.obsm[keys.SPATIAL])
+        tile_um = float(adata.uns[keys.FEATURES_UNS][cfg.encoder]["tile_um"])
+    log.info("training data: %d sections, %d spots, %d genes", len(parts), sum(len(p.inputs) for p in parts.values()), len(genes))
+    return parts, coords, genes, tile_um
+
+
+def train_expression(data_dir: str | Path | None, cfg: ExpressionConfig, evaluate: bool = True, progress: bool = True
+                     ) -> tuple[ExpressionModel, pd.DataFrame | None]:
+    """Optionally evaluate by leave-one-section-out, then fit the final model on every section."""
+    parts, coords, genes, tile_um = load_sections(data_dir, cfg, progress)
+    table = loso_evaluate(parts, coords, cfg, progress=progress) if evaluate else None
+    ens = fit_ensemble(concat_training(list(parts.values())), cfg, progress=progress)
+    metrics = summarize(table).round(4).to_dict(orient="index") if table is not None else {}
+    in_dim = next(iter(parts.values())).inputs.spot.shape[1]
+    return ExpressionModel(ens, genes, cfg, tile_um, in_dim, metrics), table

@@ -1,0 +1,134 @@
+"""Save, load (``from_pretrained``) and apply a trained expression model.
+
+A model folder holds ``config.yaml`` (the :class:`ExpressionConfig` plus input size and tile
+geometry), ``genes.txt`` (the panel, in output order), ``model.safetensors`` (member weights in
+float16, standardisation buffers in float32) and ``model_card.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from .. import keys
+from ..config import from_dict, to_dict
+from .config import ExpressionConfig
+from .data import inputs_from_adata
+from .model import DeepSpotNet, Ensemble, Prediction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "expression-default"
+ALEATORIC = "uncertainty_aleatoric"
+EPISTEMIC = "uncertainty_epistemic"
+MODEL_UNS = "expression_model"
+BUFFERS = ("feat_mean", "feat_std", "gene_mean", "gene_std", "ref_libsize", "projection")
+#: warn when a slide's tiles differ from the training tiles by more than this factor (µm)
+TILE_MISMATCH = 1.25
+
+
+class ExpressionModel:
+    """An :class:`Ensemble` with its gene panel, config and the tile geometry it was trained on."""
+
+    def __init__(self, ensemble: Ensemble, genes: list[str], cfg: ExpressionConfig, tile_um: float, in_dim: int,
+                 metrics: dict[str, Any] | None = None):
+        self.ensemble, self.genes, self.cfg = ensemble, list(genes), cfg
+        self.tile_um, self.in_dim, self.metrics = float(tile_um), int(in_dim), metrics or {}
+
+    @property
+    def encoder(self) -> str:
+        return self.cfg.encoder
+
+    def save_pretrained(self, path: str | Path, card: str | None = None) -> Path:
+        """Write the model folder atomically (temporary folder, then rename)."""
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".expression-", dir=dest.parent))
+        try:
+            state = {}
+            for k, v in self.ensemble.state_dict().items():
+                state[k] = v.float() if k in BUFFERS else v.half()
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
+            meta = {"config": to_dict(self.cfg), "tile_um": self.tile_um, "in_dim": self.in_dim,
+                    "n_members": len(self.ensemble.members), "metrics": self.metrics}
+            (tmp / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+            (tmp / "genes.txt").write_text("\n".join(self.genes) + "\n")
+            if card:
+                (tmp / "model_card.md").write_text(card)
+            elif (dest / "model_card.md").exists():
+                shutil.copy(dest / "model_card.md", tmp / "model_card.md")
+            if dest.exists():
+                old = dest.with_name(dest.name + ".old")
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> ExpressionModel:
+        """Load a model folder (default: the shipped ``expression-default``)."""
+        src = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        for name in ("config.yaml", "genes.txt", "model.safetensors"):
+            if not (src / name).exists():
+                raise FileNotFoundError(f"{src}: not an expression model folder (missing {name})")
+        meta = yaml.safe_load((src / "config.yaml").read_text())
+        cfg = from_dict(ExpressionConfig, meta["config"])
+        genes = [g for g in (src / "genes.txt").read_text().split("\n") if g]
+        state = load_file(src / "model.safetensors")
+        net_in = state["projection"].shape[1]
+        members = [DeepSpotNet(net_in, len(genes), cfg.net) for _ in range(meta["n_members"])]
+        ens = Ensemble(members, *(np.zeros(1) for _ in range(4)))
+        for b in BUFFERS:  # buffers take their saved shapes
+            setattr(ens, b, state[b].float())
+        ens.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        ens.eval()
+        return cls(ens, genes, cfg, meta["tile_um"], meta["in_dim"], meta.get("metrics"))
+
+    def predict_arrays(self, adata: ad.AnnData) -> Prediction:
+        """Prediction for an AnnData holding this model's image features (``encoders.extract_features``)."""
+        x = inputs_from_adata(adata, self.encoder, self.cfg.net.use_subtiles, self.cfg.net.use_neighbours)
+        if x.spot.shape[1] != self.in_dim:
+            raise ValueError(f"features have {x.spot.shape[1]} dimensions; the model expects {self.in_dim} ({self.encoder})")
+        info = adata.uns.get(keys.FEATURES_UNS, {}).get(self.encoder, {})
+        tile_um = info.get("tile_um")
+        if tile_um and not 1 / TILE_MISMATCH < tile_um / self.tile_um < TILE_MISMATCH:
+            log.warning("tiles of %.0f µm, the model was trained on %.0f µm tiles: predictions may be off", tile_um, self.tile_um)
+        return self.ensemble.predict(x)
+
+    def predict(self, adata: ad.AnnData) -> ad.AnnData:
+        """New AnnData over the same spots: predicted log1p(CP10k) in ``X`` and ``layers["log1p"]``,
+        aleatoric / epistemic variance in ``layers``, spots, images and features carried over."""
+        pred = self.predict_arrays(adata)
+        out = ad.AnnData(X=pred.mean, obs=adata.obs.copy(), var=_var(self.genes))
+        out.layers["log1p"] = pred.mean
+        out.layers[ALEATORIC] = pred.aleatoric
+        out.layers[EPISTEMIC] = pred.epistemic
+        for k, v in adata.obsm.items():
+            out.obsm[k] = v
+        for k in (keys.SPATIAL, keys.FEATURES_UNS, keys.EMBEDDING_MODELS):
+            if k in adata.uns:
+                out.uns[k] = adata.uns[k]
+        out.uns[MODEL_UNS] = {"encoder": self.encoder, "tile_um": self.tile_um, "head": self.cfg.net.head,
+                              "members": len(self.ensemble.members), "n_genes": len(self.genes)}
+        return out
+
+
+def _var(genes: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame(index=pd.Index(genes, name="gene"))
