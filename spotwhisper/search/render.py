@@ -1,0 +1,81 @@
+"""Heat-map overlay of spot scores on the slide thumbnail, with region outlines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .regions import Region
+
+OUTLINE_COLOUR = (0, 255, 255, 255)
+LABEL_COLOUR = (255, 255, 255, 255)
+
+
+def score_raster(coords: np.ndarray, scores: np.ndarray, tile_px: float, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Paint each spot's tile with its score on a ``shape`` (h, w) canvas at ``scale`` canvas px per slide px.
+
+    Returns float32 with NaN where no spot covers the canvas.
+    """
+    canvas = np.full(shape, np.nan, dtype=np.float32)
+    half = max(1, int(round(tile_px * scale / 2)))
+    for (x, y), s in zip(np.asarray(coords) * scale, scores):
+        if np.isfinite(s):
+            cx, cy = int(round(x)), int(round(y))
+            canvas[max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half] = s
+    return canvas
+
+
+def render_overlay(
+    thumbnail: np.ndarray,
+    scale: float,
+    coords: np.ndarray,
+    scores: np.ndarray,
+    tile_px: float,
+    threshold: float | None = None,
+    regions: list[Region] | None = None,
+    cmap: str = "inferno",
+    alpha: float = 0.55,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Image.Image:
+    """Blend a colour map of ``scores`` over ``thumbnail`` (slide px × ``scale`` = thumbnail px).
+
+    Spots under ``threshold`` are drawn faintly; region outlines are drawn and numbered.
+    """
+    h, w = thumbnail.shape[:2]
+    raster = score_raster(coords, scores, tile_px, (h, w), scale)
+    finite = np.isfinite(raster)
+    base = Image.fromarray(thumbnail[..., :3]).convert("RGBA")
+    if finite.any():
+        lo = np.nanmin(scores) if vmin is None else vmin
+        hi = np.nanmax(scores) if vmax is None else vmax
+        norm = np.clip((raster - lo) / max(hi - lo, 1e-9), 0, 1)
+        rgba = (matplotlib.colormaps[cmap](np.nan_to_num(norm)) * 255).astype(np.uint8)
+        a = np.where(finite, alpha, 0.0)
+        if threshold is not None:
+            a = np.where(finite & (raster < threshold), alpha * 0.25, a)
+        rgba[..., 3] = (a * 255).astype(np.uint8)
+        base = Image.alpha_composite(base, Image.fromarray(rgba))
+    if regions:
+        draw = ImageDraw.Draw(base)
+        width = max(2, int(round(max(h, w) / 400)))
+        for r in regions:
+            for poly in r.polygons:
+                pts = [tuple(p) for p in (poly * scale)]
+                if len(pts) > 2:
+                    draw.line(pts + [pts[0]], fill=OUTLINE_COLOUR, width=width)
+            cx, cy = np.asarray(r.centroid) * scale
+            draw.text((cx, cy), str(r.id), fill=LABEL_COLOUR, stroke_width=2, stroke_fill=(0, 0, 0, 255))
+    return base.convert("RGB")
+
+
+def save_png(img: Image.Image, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".part.png")
+    img.save(tmp, format="PNG")
+    tmp.replace(p)
+    return p

@@ -1,0 +1,88 @@
+"""Search building blocks: calibration and fusion, regions and outlines, overlay, GeoJSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage.measure import points_in_poly
+
+from spotwhisper.search.export import regions_geojson, write_geojson
+from spotwhisper.search.fusion import calibrate, fuse
+from spotwhisper.search.regions import find_regions, regions_table
+from spotwhisper.search.render import render_overlay
+
+
+def grid(n=12, spacing=100.0):
+    gx, gy = np.meshgrid(np.arange(n), np.arange(n))
+    return np.stack([gx.ravel(), gy.ravel()], 1) * spacing + 50.0
+
+
+def test_calibration_and_fusion():
+    a = np.array([1.0, 2.0, 3.0, np.nan])
+    z = calibrate(a)
+    assert np.nanmean(z) == pytest.approx(0) and np.isnan(z[3])
+    r = calibrate(a, "rank")
+    assert np.allclose(r[:3], [1 / 6, 3 / 6, 5 / 6])
+    with pytest.raises(ValueError, match="unknown calibration"):
+        calibrate(a, "softmax")
+    b = np.array([10.0, 10.0, 40.0, 0.0])
+    fused = fuse({"t": a, "p": b}, {"t": 1.0, "p": 1.0})
+    assert np.argmax(np.nan_to_num(fused, nan=-9)) == 2
+    assert np.isfinite(fused[3])  # route t is NaN there, route p answers
+    only_t = fuse({"t": a, "p": b}, {"t": 1.0, "p": 0.0})
+    assert np.allclose(only_t[:3], z[:3])
+    with pytest.raises(ValueError, match="no route"):
+        fuse({"t": a}, {"t": 0.0})
+
+
+def test_two_blobs_become_two_regions_with_outlines():
+    coords = grid()
+    scores = np.zeros(len(coords))
+    blob_a = (coords[:, 0] <= 350) & (coords[:, 1] <= 350)  # 4 × 4 spots top-left
+    blob_b = (coords[:, 0] > 850) & (coords[:, 1] > 950)  # 3 × 2 bottom-right
+    scores[blob_a], scores[blob_b] = 2.0, 1.5
+    regions = find_regions(coords, scores, threshold=1.0, spacing_px=100, tile_px=100, mpp=1.0)
+    assert [r.n_spots for r in regions] == [16, 6]
+    assert regions[0].area_um2 == pytest.approx(16 * 100 * 100)
+    assert set(regions[0].spots) == set(np.flatnonzero(blob_a))
+    # the outline encloses every spot of its region and none of the other
+    poly = regions[0].polygons[0]
+    assert points_in_poly(coords[blob_a], poly).all()
+    assert not points_in_poly(coords[blob_b], poly).any()
+    assert regions_table(regions)[1]["spots"] == 6
+    assert find_regions(coords, scores, threshold=5.0, spacing_px=100, tile_px=100, mpp=1.0) == []
+
+
+def test_diagonal_spots_join_but_distant_ones_do_not():
+    coords = np.array([[0, 0], [100, 100], [500, 500]], float)
+    regions = find_regions(coords, np.ones(3), 0.5, spacing_px=100, tile_px=100, mpp=1.0, link=1.5)
+    assert sorted(r.n_spots for r in regions) == [1, 2]
+
+
+def test_overlay_marks_high_scores():
+    coords = grid(6, 50.0)
+    scores = np.where(coords[:, 0] < 150, 1.0, 0.0)
+    thumb = np.full((300, 300, 3), 128, np.uint8)
+    regions = find_regions(coords, scores, 0.5, 50, 50, 1.0)
+    img = np.asarray(render_overlay(thumb, 1.0, coords, scores, 50, threshold=0.5, regions=regions))
+    left, right = img[100:200, 10:140].astype(int), img[100:200, 200:290].astype(int)
+    # inferno: high scores bright yellow, low scores black (and faint below the threshold)
+    assert left[..., 0].mean() > right[..., 0].mean() + 60
+    assert (img == (0, 255, 255)).all(axis=-1).any()  # a cyan outline was drawn
+
+
+def test_geojson_is_qupath_style(tmp_path):
+    coords = grid(4)
+    regions = find_regions(coords, np.ones(16), 0.5, 100, 100, 1.0)
+    path = write_geojson(regions, "immune infiltrate", tmp_path / "r.geojson", slide="C2")
+    data = json.loads(path.read_text())
+    feat = data["features"][0]
+    assert data["type"] == "FeatureCollection" and feat["geometry"]["type"] == "Polygon"
+    ring = feat["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]  # closed ring
+    assert feat["properties"]["objectType"] == "annotation"
+    assert feat["properties"]["classification"]["name"] == "immune infiltrate"
+    assert feat["properties"]["measurements"]["spots"] == 16
+    assert regions_geojson([], "x")["features"] == []
