@@ -29,6 +29,7 @@ key                        contents
 ``uns["embedding_models"][k]``  model that made ``obsm[k]`` (read by the index): ``{"name", "version", "dim"}``
 ``obsm["features_<m>_sub"]``  sub-tile image features of model ``m``, ``(n, g*g, d)``, row-major sub-tiles
 ``uns["features"][m]``     how ``obsm["features_<m>"]`` was made: encoder spec, weights id, tile µm / px / mpp, ring ``neighbours`` ``(n, k)``, tile QC
+``uns["text_emb_info"]``   how ``obsm["text_emb"]`` was made: transcriptome-text model ``fingerprint``, ``logit_scale``, ``dim``
 =========================  =====================================================================
 """
 
@@ -67,3 +68,4 @@ IMAGE_TEXT_INFO = "image_text"
 EMBEDDING_MODELS = "embedding_models"  # uns[...][obsm key] = {"name", "version", "dim"}
 FEATURES_SUB_SUFFIX = "_sub"  # obsm["features_<m>_sub"]
 FEATURES_UNS = "features"  # uns["features"][m]
+TEXT_EMB_INFO = "text_emb_info"  # uns[...] = {"fingerprint", "logit_scale", "dim"} of obsm["text_emb"]

@@ -1,0 +1,192 @@
+"""Zero-shot scoring of spots against free-text queries in the transcriptome–text space.
+
+``score(adata, ["adipose tissue", "immune infiltrate"])`` embeds every spot (or reuses
+``obsm["text_emb"]`` made by the same model), embeds each query with prompt ensembling — every
+template × synonym of the vocabulary term it names, averaged (CONCH) — and returns per-spot
+cosine similarities and softmax probabilities over the queries (logits = cosine × logit scale).
+Query embeddings are cached on the model, so repeated queries cost a dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import anndata as ad
+import numpy as np
+
+from .. import keys
+from ..prompts import Vocabulary, ensemble_text_embeddings, load_vocabulary
+from .model import TextExpressionModel
+
+log = logging.getLogger(__name__)
+
+#: route whose templates the transcriptome space uses (``configs/vocabulary.yaml``)
+ROUTE = "transcriptome"
+#: name recorded in ``uns["embedding_models"]["text_emb"]`` (read by the index)
+MODEL_NAME = "spotwhisper-text"
+QUERY_CACHE_SIZE = 1024
+
+_DEFAULT_MODEL: TextExpressionModel | None = None
+
+
+def default_model() -> TextExpressionModel:
+    """The shipped default model, loaded once per process."""
+    global _DEFAULT_MODEL
+    if _DEFAULT_MODEL is None:
+        _DEFAULT_MODEL = TextExpressionModel.from_pretrained()
+    return _DEFAULT_MODEL
+
+
+@lru_cache(maxsize=1)
+def default_vocabulary() -> Vocabulary:
+    """``configs/vocabulary.yaml``, read once per process."""
+    return load_vocabulary()
+
+
+@dataclass
+class ZeroShotResult:
+    """Scores of ``n`` spots against ``Q`` queries.
+
+    ``similarity`` ``(n, Q)`` cosine in [-1, 1]; ``logits`` = similarity × ``logit_scale``;
+    ``probabilities`` ``(n, Q)`` softmax of the logits over the queries (rows sum to 1; all 1 for a
+    single query — rank spots by ``similarity`` then, or add contrast terms).
+    """
+
+    queries: list[str]
+    similarity: np.ndarray
+    probabilities: np.ndarray
+    logit_scale: float
+    obs_names: list[str]
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.similarity * self.logit_scale
+
+    def best(self) -> np.ndarray:
+        """Index of the most probable query per spot ``(n,)``."""
+        return self.probabilities.argmax(axis=1)
+
+    def to_frame(self, kind: str = "probabilities"):
+        """``pandas.DataFrame`` (spots × queries) of ``probabilities`` or ``similarity``."""
+        import pandas as pd
+
+        return pd.DataFrame(getattr(self, kind), index=self.obs_names, columns=self.queries)
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable softmax along ``axis``."""
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def query_names(query: str, vocabulary: Vocabulary | None, ensemble: bool) -> list[str]:
+    """The names a query is ensembled over: the vocabulary term's name + synonyms, or the query itself."""
+    if ensemble and vocabulary is not None:
+        term = vocabulary.lookup(query)
+        if term is not None:
+            return term.names
+    return [query]
+
+
+def embed_queries(
+    model: TextExpressionModel,
+    queries: Sequence[str],
+    *,
+    ensemble: bool = True,
+    vocabulary: Vocabulary | None = None,
+) -> np.ndarray:
+    """Query embeddings ``(Q, D)`` in the shared space, L2-normalised, cached on ``model``.
+
+    Empty queries raise ``ValueError``; queries the text encoder reads badly warn
+    (:class:`~spotwhisper.language.text_encoder.UnreadableQueryWarning`) and are still embedded.
+    """
+    if isinstance(queries, str):
+        queries = [queries]
+    if not queries:
+        raise ValueError("no queries given: pass a list of strings such as ['adipose tissue']")
+    vocabulary = vocabulary if vocabulary is not None else (default_vocabulary() if ensemble else None)
+    templates = tuple(vocabulary.templates_for(ROUTE)) if (ensemble and vocabulary is not None) else ("{}",)
+    cache: OrderedDict = model.__dict__.setdefault("_query_cache", OrderedDict())
+    out = []
+    for q in queries:
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"empty query {q!r}: give a few words describing tissue, e.g. 'adipose tissue'")
+        names = query_names(q, vocabulary, ensemble)
+        key = (tuple(names), templates)
+        if key not in cache:
+            model.text_encoder.check_query(q, _known_words(model, vocabulary))
+            cache[key] = ensemble_text_embeddings(model.encode_text, [names], list(templates))[0]
+            while len(cache) > QUERY_CACHE_SIZE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        out.append(cache[key])
+    return np.stack(out).astype(np.float32)
+
+
+def _known_words(model: TextExpressionModel, vocabulary: Vocabulary | None) -> set[str]:
+    """Lower-case words the model knows beyond the tokenizer: vocabulary names/synonyms and panel genes."""
+    known = model.__dict__.get("_known_words")
+    if known is None:
+        vocabulary = vocabulary or default_vocabulary()
+        names = [n for t in vocabulary.terms.values() for n in t.names]
+        known = {w for n in names for w in re.split(r"[\s/\-]+", n.lower()) if w} | {g.lower() for g in model.genes}
+        model.__dict__["_known_words"] = known
+    return known
+
+
+def spot_embeddings(adata: ad.AnnData, model: TextExpressionModel) -> np.ndarray:
+    """``obsm["text_emb"]`` when this model made it, else freshly encoded spots ``(n, D)``."""
+    info = adata.uns.get(keys.TEXT_EMB_INFO, {})
+    if keys.TEXT_EMB in adata.obsm and info.get("fingerprint") == model.fingerprint():
+        return np.asarray(adata.obsm[keys.TEXT_EMB], dtype=np.float32)
+    return model.encode_expression(adata)
+
+
+def embed(adata: ad.AnnData, model: TextExpressionModel | None = None) -> ad.AnnData:
+    """Store spot embeddings ``(n, D)`` in ``adata.obsm["text_emb"]`` (for FAISS search) and the model that
+    made them in ``uns["text_emb_info"]`` and ``uns["embedding_models"]["text_emb"]``; returns ``adata``."""
+    model = model or default_model()
+    adata.obsm[keys.TEXT_EMB] = model.encode_expression(adata)
+    fp, dim = model.fingerprint(), model.config.embed_dim
+    adata.uns[keys.TEXT_EMB_INFO] = {"fingerprint": fp, "logit_scale": model.logit_scale, "dim": dim}
+    adata.uns.setdefault(keys.EMBEDDING_MODELS, {})[keys.TEXT_EMB] = {"name": MODEL_NAME, "version": fp, "dim": dim}
+    return adata
+
+
+def score(
+    adata: ad.AnnData | np.ndarray,
+    queries: Sequence[str],
+    model: TextExpressionModel | None = None,
+    *,
+    ensemble: bool = True,
+    vocabulary: Vocabulary | None = None,
+) -> ZeroShotResult:
+    """Zero-shot scores of every spot against ``queries`` (see the module docstring).
+
+    ``adata``: an AnnData (measured counts, or inferred log1p expression in ``layers["log1p"]``/``X``;
+    genes matched by symbol) or a precomputed spot-embedding matrix ``(n, D)``. Writes nothing.
+    """
+    model = model or default_model()
+    q = embed_queries(model, queries, ensemble=ensemble, vocabulary=vocabulary)
+    if isinstance(adata, ad.AnnData):
+        emb, names = spot_embeddings(adata, model), list(adata.obs_names)
+    else:
+        emb = np.asarray(adata, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != q.shape[1]:
+            raise ValueError(f"spot embeddings of shape {emb.shape}: expected (n, {q.shape[1]})")
+        names = [str(i) for i in range(len(emb))]
+    sim = emb @ q.T
+    return ZeroShotResult(
+        queries=list(queries),
+        similarity=sim,
+        probabilities=softmax(sim * model.logit_scale),
+        logit_scale=model.logit_scale,
+        obs_names=names,
+    )
