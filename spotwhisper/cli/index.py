@@ -51,15 +51,22 @@ def _models(values: list[str] | None, routes: dict[str, str], adatas) -> dict:
 # (same keyword arguments as _cmd_build below uses).
 # ---------------------------------------------------------------------------------------------
 def build_from_pipeline(args: argparse.Namespace) -> int:
-    """HOOK for the pipeline: build a collection from slides (``args.slides``) by running the stages first.
+    """Build a collection from slides (``args.slides``): run every stage, then index and store them."""
+    if not args.slides:
+        raise UserError("name the slides to index (her2st sections like C2, .h5ad files or images), or use --from-h5ad")
+    mode = "overwrite" if args.overwrite else "add" if args.add else "create"
+    if args.engine == "ray":
+        from ..scale.ray_engine import build_collection_ray
 
-    Should run tiles → features → expression → text/image-text embeddings into AnnData and then
-    call :func:`spotwhisper.index.build_from_anndata` with them. Not wired yet.
-    """
-    raise UserError(
-        "building from slides needs the embedding pipeline, which is not wired into `index build` yet; "
-        "pass AnnData that hold embeddings with --from-h5ad FILE.h5ad …"
-    )
+        coll = build_collection_ray(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
+                                    mpp=args.mpp, num_cpus=args.num_cpus)
+    else:
+        from ..search.collection import build_collection
+
+        coll = build_collection(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
+                                mpp=args.mpp, progress=not args.no_progress)
+    print(f"collection {coll.name!r}: {len(coll.slides())} slides, {len(coll)} vectors, routes {', '.join(coll.routes())}")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -147,8 +154,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_remove_slide(args: argparse.Namespace) -> int:
     from ..index import CollectionIndex, load_index_config
 
+    from ..search.store import SlideStore
+
     coll = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config))
     n = coll.remove_slide(args.slide)
+    SlideStore(coll.folder).remove(args.slide)
     print(f"removed slide {args.slide!r} ({n} vectors) from {coll.name!r}; {len(coll.slides())} slides left")
     return 0
 
@@ -174,12 +184,25 @@ def register(subparsers) -> None:
     )
     sub = parser.add_subparsers(dest="index_what", metavar="WHAT")
 
-    p = sub.add_parser("build", help="index embeddings held in .h5ad files into a collection")
+    p = sub.add_parser(
+        "build",
+        help="run the pipeline on slides (or take .h5ad with embeddings) and index them into a collection",
+        description="spotwhisper index build --collection demo C2 C3 runs tiles → features → inferred expression → "
+        "proteins → embeddings on each slide and indexes every route; --from-h5ad indexes AnnData that already "
+        "hold embeddings.",
+    )
     p.add_argument("--collection", required=True, help="collection name (folder under the index dir)")
     p.add_argument(
         "--from-h5ad", nargs="+", metavar="FILE", help="AnnData with embeddings in obsm (one slide per obs['section'])"
     )
-    p.add_argument("slides", nargs="*", help=argparse.SUPPRESS)  # reserved for the pipeline hook
+    p.add_argument("slides", nargs="*", metavar="SLIDE",
+                   help="slides to run the pipeline on: her2st sections (C2), .h5ad files with spots, or images")
+    p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPOTWHISPER_DATA_DIR)")
+    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, for images that do not say")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="run the pipeline in this process (local) or as Ray Data batch jobs (ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray instance (--engine ray)")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--route",
         action="append",

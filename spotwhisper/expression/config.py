@@ -14,7 +14,7 @@ class NetConfig:
     hidden: int = 256  #: width of phi (per-tile embedding)
     rho_hidden: int = 256  #: width of the rho MLP
     bottleneck: int = 128  #: width before the per-gene output layer
-    dropout: float = 0.25
+    dropout: float = 0.5
     use_subtiles: bool = True
     use_neighbours: bool = True
     head: Literal["gaussian", "nb"] = "gaussian"  #: gaussian on log1p values, or negative binomial on counts

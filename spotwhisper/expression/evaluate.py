@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -13,11 +13,25 @@ from .baselines import MeanBaseline, RidgeBaseline
 from .config import ExpressionConfig
 from .data import concat_training
 from .metrics import evaluate_prediction
+from .model import Prediction
 from .train import TrainingData, fit_ensemble
 
 log = logging.getLogger(__name__)
 
 METHODS = ("deepspot", "ridge", "mean")
+
+
+def folds(parts: Mapping[str, TrainingData]) -> Iterator[tuple[str, TrainingData, TrainingData]]:
+    """Leave-one-section-out splits: ``(held-out section, training data, held-out data)``."""
+    if len(parts) < 2:
+        raise ValueError("leave-one-section-out needs at least two sections")
+    for held in parts:
+        yield held, concat_training([p for s, p in parts.items() if s != held]), parts[held]
+
+
+def out_of_fold(parts: Mapping[str, TrainingData], cfg: ExpressionConfig, progress: bool = True) -> dict[str, Prediction]:
+    """Each section predicted by an ensemble trained on the other sections (for honest benchmarks)."""
+    return {held: fit_ensemble(train, cfg, progress=progress).predict(test.inputs) for held, train, test in folds(parts)}
 
 
 def loso_evaluate(
@@ -33,12 +47,8 @@ def loso_evaluate(
     :func:`~spotwhisper.expression.metrics.evaluate_prediction`; the deepspot rows add
     ``uncertainty_spearman`` (rank correlation of predicted variance with squared error).
     """
-    if len(parts) < 2:
-        raise ValueError("leave-one-section-out needs at least two sections")
     rows = []
-    for held in parts:
-        train = concat_training([p for s, p in parts.items() if s != held])
-        test = parts[held]
+    for held, train, test in folds(parts):
         for method in methods:
             extra = {}
             if method == "deepspot":

@@ -43,10 +43,10 @@ class SpotInputs:
         return self.spot.shape[0]
 
 
-class DeepSpotNet(nn.Module):
-    """phi (per tile) → mean-pool spot / sub-tiles / neighbours → rho → per-gene outputs."""
+class SetTrunk(nn.Module):
+    """phi (per tile) → mean-pool spot / sub-tiles / neighbours → rho → ``(n, bottleneck)``."""
 
-    def __init__(self, in_dim: int, n_genes: int, cfg: NetConfig):
+    def __init__(self, in_dim: int, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
         self.phi = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout))
@@ -58,15 +58,8 @@ class DeepSpotNet(nn.Module):
             nn.Linear(cfg.rho_hidden, cfg.bottleneck),
             nn.GELU(),
         )
-        self.mean = nn.Linear(cfg.bottleneck, n_genes)
-        if cfg.head == "gaussian":
-            self.logvar = nn.Linear(cfg.bottleneck, n_genes)
-        else:
-            self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
-    def forward(self, x: SpotInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """→ (mean, second) each ``(n, genes)``: gaussian → (mean, log-variance);
-        nb → (log rate per 10k, log dispersion broadcast)."""
+    def trunk(self, x: SpotInputs) -> torch.Tensor:
         parts = [self.phi(x.spot)]
         if self.cfg.use_subtiles:
             if x.sub is None:
@@ -76,9 +69,25 @@ class DeepSpotNet(nn.Module):
             if x.neigh is None or x.neigh_mask is None:
                 raise ValueError("model uses neighbour features but none were given")
             m = x.neigh_mask.unsqueeze(-1).float()
-            pooled = (self.phi(x.neigh) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-            parts.append(pooled)
-        h = self.rho(torch.cat(parts, dim=-1))
+            parts.append((self.phi(x.neigh) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))
+        return self.rho(torch.cat(parts, dim=-1))
+
+
+class DeepSpotNet(SetTrunk):
+    """:class:`SetTrunk` → per-gene outputs (Gaussian or negative-binomial head)."""
+
+    def __init__(self, in_dim: int, n_genes: int, cfg: NetConfig):
+        super().__init__(in_dim, cfg)
+        self.mean = nn.Linear(cfg.bottleneck, n_genes)
+        if cfg.head == "gaussian":
+            self.logvar = nn.Linear(cfg.bottleneck, n_genes)
+        else:
+            self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def forward(self, x: SpotInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (mean, second) each ``(n, genes)``: gaussian → (mean, log-variance);
+        nb → (log rate per 10k, log dispersion broadcast)."""
+        h = self.trunk(x)
         mu = self.mean(h)
         if self.cfg.head == "gaussian":
             return mu, self.logvar(h).clamp(-8.0, 6.0)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import anndata as ad
@@ -11,13 +14,14 @@ import pandas as pd
 
 from .. import keys
 from ..encoders import create_encoder, extract_features
-from ..io import read_her2st
+from ..config import to_dict
+from ..io import read_h5ad, read_her2st, write_h5ad
 from ..io.slide import Slide
 from .config import ExpressionConfig
 from .data import concat_training, training_data
-from .evaluate import loso_evaluate, summarize
+from .evaluate import loso_evaluate, out_of_fold, summarize
 from .panel import load_panel
-from .pretrained import ExpressionModel
+from .pretrained import ExpressionModel, prediction_to_anndata
 from .train import TrainingData, fit_ensemble
 
 log = logging.getLogger(__name__)
@@ -60,3 +64,34 @@ def train_expression(data_dir: str | Path | None, cfg: ExpressionConfig, evaluat
     metrics = summarize(table).round(4).to_dict(orient="index") if table is not None else {}
     in_dim = next(iter(parts.values())).inputs.spot.shape[1]
     return ExpressionModel(ens, genes, cfg, tile_um, in_dim, metrics), table
+
+
+def oof_cache_dir() -> Path:
+    """``$SPOTWHISPER_CACHE_DIR/oof`` or ``~/.cache/spotwhisper/oof``."""
+    base = os.environ.get("SPOTWHISPER_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "spotwhisper") / "oof"
+
+
+def oof_expression(data_dir: str | Path | None, cfg: ExpressionConfig, progress: bool = True,
+                   cache_dir: Path | None = None) -> dict[str, ad.AnnData]:
+    """Out-of-fold inferred expression of ``cfg.sections``: each section predicted by an ensemble
+    trained on the others (``ExpressionModel.predict`` layout, obs and images of the section).
+
+    Cached on disk by config and panel, since it trains one ensemble per section.
+    """
+    genes = load_panel(cfg.panel)
+    key = hashlib.sha256(json.dumps([to_dict(cfg), genes], sort_keys=True).encode()).hexdigest()[:16]
+    folder = (cache_dir or oof_cache_dir()) / key
+    paths = {s: folder / f"{s}.h5ad" for s in cfg.sections}
+    if all(p.exists() for p in paths.values()):
+        return {s: read_h5ad(p) for s, p in paths.items()}
+    parts, _, genes, tile_um = load_sections(data_dir, cfg, progress)
+    preds = out_of_fold(parts, cfg, progress)
+    out = {}
+    for s, pred in preds.items():
+        src = read_her2st(data_dir, s)
+        info = {"encoder": cfg.encoder, "tile_um": tile_um, "head": cfg.net.head, "members": cfg.train.ensemble,
+                "n_genes": len(genes), "out_of_fold": True}
+        out[s] = prediction_to_anndata(pred, src, genes, info)
+        write_h5ad(out[s], paths[s])
+    return out

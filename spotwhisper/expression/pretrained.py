@@ -16,6 +16,7 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -54,6 +55,7 @@ class ExpressionModel:
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".expression-", dir=dest.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private
         try:
             state = {}
             for k, v in self.ensemble.state_dict().items():
@@ -111,24 +113,23 @@ class ExpressionModel:
         return self.ensemble.predict(x)
 
     def predict(self, adata: ad.AnnData) -> ad.AnnData:
-        """New AnnData over the same spots: predicted log1p(CP10k) in ``X`` and ``layers["log1p"]``,
-        aleatoric / epistemic variance in ``layers``, spots, images and features carried over."""
-        pred = self.predict_arrays(adata)
-        out = ad.AnnData(X=pred.mean, obs=adata.obs.copy(), var=_var(self.genes))
-        out.layers["log1p"] = pred.mean
-        out.layers[ALEATORIC] = pred.aleatoric
-        out.layers[EPISTEMIC] = pred.epistemic
-        for k, v in adata.obsm.items():
-            out.obsm[k] = v
-        for k in (keys.SPATIAL, keys.FEATURES_UNS, keys.EMBEDDING_MODELS):
-            if k in adata.uns:
-                out.uns[k] = adata.uns[k]
-        out.uns[MODEL_UNS] = {"encoder": self.encoder, "tile_um": self.tile_um, "head": self.cfg.net.head,
-                              "members": len(self.ensemble.members), "n_genes": len(self.genes)}
-        return out
+        """New AnnData over the same spots (see :func:`prediction_to_anndata`)."""
+        info = {"encoder": self.encoder, "tile_um": self.tile_um, "head": self.cfg.net.head,
+                "members": len(self.ensemble.members), "n_genes": len(self.genes)}
+        return prediction_to_anndata(self.predict_arrays(adata), adata, self.genes, info)
 
 
-def _var(genes: list[str]):
-    import pandas as pd
-
-    return pd.DataFrame(index=pd.Index(genes, name="gene"))
+def prediction_to_anndata(pred: Prediction, adata: ad.AnnData, genes: list[str], info: dict[str, Any]) -> ad.AnnData:
+    """Predicted log1p(CP10k) in ``X`` and ``layers["log1p"]``, aleatoric / epistemic variance in
+    ``layers``; obs, obsm and the spatial / feature records of ``adata`` carried over."""
+    out = ad.AnnData(X=pred.mean, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(list(genes), name="gene")))
+    out.layers["log1p"] = pred.mean
+    out.layers[ALEATORIC] = pred.aleatoric
+    out.layers[EPISTEMIC] = pred.epistemic
+    for k, v in adata.obsm.items():
+        out.obsm[k] = v
+    for k in (keys.SPATIAL, keys.FEATURES_UNS, keys.EMBEDDING_MODELS):
+        if k in adata.uns:
+            out.uns[k] = adata.uns[k]
+    out.uns[MODEL_UNS] = info
+    return out

@@ -28,7 +28,7 @@ class TrainingData:
     libsize: np.ndarray | None = None
 
 
-def _feature_stats(x: SpotInputs, pca_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def feature_stats(x: SpotInputs, pca_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-dimension mean and std of all tiles' features, and the top ``pca_dim`` principal axes
     ``(d, p)`` of the standardised features (scaled to unit variance), or None."""
     feats = [x.spot.numpy()]
@@ -62,7 +62,7 @@ def _fit(data: TrainingData, cfg: ExpressionConfig, progress: bool) -> Ensemble:
     tc = cfg.train
     if cfg.net.head == "nb" and (data.counts is None or data.libsize is None):
         raise ValueError("the negative-binomial head needs raw counts and library sizes")
-    feat_mean, feat_std, proj = _feature_stats(data.inputs, cfg.net.pca_dim)
+    feat_mean, feat_std, proj = feature_stats(data.inputs, cfg.net.pca_dim)
     gene_mean = data.log1p.mean(0)
     gene_std = data.log1p.std(0) + 1e-3
     ref_lib = float(np.median(data.libsize)) if data.libsize is not None else 1e4

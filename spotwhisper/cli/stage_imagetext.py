@@ -1,0 +1,75 @@
+"""``spotwhisper train imagetext`` — the aligned head that lets H&E be searched with text directly."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+
+from . import add_data_dir
+
+RESULTS = Path("benchmarks") / "results" / "aligned_loso"
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "imagetext",
+        help="train the aligned head: H&E features → the transcriptome-text space",
+        description="Train a head that maps H&E features of a spot into the shared transcriptome-text space, "
+        "distilled from the text model's embedding of the spot's measured transcriptome (paired spots of the "
+        "sections with H&E). With --evaluate, each section is first embedded by a head trained on the others "
+        "and compared with the measured embedding, next to the route through inferred expression.",
+    )
+    p.add_argument("--config", default="aligned", help="config YAML (default configs/aligned.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped aligned-default)")
+    p.add_argument("--evaluate", action="store_true", help="leave-one-section-out evaluation first")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..expression.config import ExpressionConfig
+    from ..expression.pipeline import oof_expression
+    from ..imagetext.aligned import DEFAULT_DIR, AlignedConfig
+    from ..imagetext.aligned_pipeline import train_aligned
+    from ..language import TextExpressionModel
+
+    progress = not args.no_progress
+    cfg = load_config(AlignedConfig, args.config)
+    text = TextExpressionModel.from_pretrained()
+    inferred = None
+    if args.evaluate:
+        oof = oof_expression(args.data_dir, load_config(ExpressionConfig, "expression"), progress)
+        inferred = {s: text.encode_expression(a) for s, a in oof.items() if s in cfg.sections}
+    model, table = train_aligned(args.data_dir, cfg, text, evaluate=args.evaluate, inferred=inferred, progress=progress)
+    command = f"spotwhisper train imagetext --config {args.config}" + (" --evaluate" if args.evaluate else "")
+    md = ""
+    if table is not None:
+        summary = table.groupby("route").agg(["mean", "sem"]).drop(columns=["section"], errors="ignore")
+        lines = ["| route | cosine to measured-expression embedding | image→measured recall@10 | chance |", "|---|---|---|---|"]
+        for route, r in summary.iterrows():
+            lines.append(f"| {route} | {r[('cosine_to_measured', 'mean')]:.3f} ({r[('cosine_to_measured', 'sem')]:.3f}) | "
+                         f"{r[('recall@10', 'mean')]:.3f} ({r[('recall@10', 'sem')]:.3f}) | {r[('chance', 'mean')]:.3f} |")
+        md = (f"Leave-one-section-out over {', '.join(cfg.sections)} (mean (SEM) over held-out sections). "
+              f"Command: `{command}`\n\n" + "\n".join(lines) + "\n")
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.with_suffix(".md").write_text(md)
+        table.to_csv(RESULTS.with_suffix(".csv"), index=False)
+        Console().print(md)
+    card = (
+        "# SpotWhisper aligned image head (H&E → transcriptome-text space)\n\n"
+        f"- Trained: {date.today().isoformat()} with `{command}`\n"
+        f"- Data: her2st sections {', '.join(cfg.sections)} (paired H&E and measured expression, patient C).\n"
+        f"- Input: `{cfg.encoder}` features of the spot tile, its sub-tiles and neighbours; ensemble of {cfg.ensemble}.\n"
+        "- Target: the shipped text model's embedding of each spot's measured transcriptome (the text model was "
+        "trained without patient C); loss = InfoNCE + cosine distillation.\n"
+        f"- Text model fingerprint: `{text.fingerprint()}` (loading refuses another text model).\n\n"
+        "## Evaluation\n\n" + (md or "Not evaluated in this run (use --evaluate).\n")
+    )
+    out = model.save_pretrained(args.out or DEFAULT_DIR, card=card)
+    Console().print(f"saved aligned head to {out}")
+    return 0

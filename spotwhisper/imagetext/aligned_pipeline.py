@@ -1,0 +1,106 @@
+"""Training data, leave-one-section-out evaluation and out-of-fold embeddings of the aligned head."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import to_dict
+from ..encoders import create_encoder, extract_features
+from ..expression.model import SpotInputs
+from ..expression.data import inputs_from_adata
+from ..expression.pipeline import oof_cache_dir
+from ..io import read_her2st
+from ..language import TextExpressionModel
+from .aligned import AlignedConfig, AlignedImageModel, fit_aligned
+
+log = logging.getLogger(__name__)
+
+
+def paired_sections(data_dir: str | Path | None, cfg: AlignedConfig, text_model: TextExpressionModel,
+                    progress: bool = True) -> dict[str, tuple[SpotInputs, np.ndarray]]:
+    """Per section: image features (cached extraction) and the teacher embedding ``(n, D)`` of the
+    measured transcriptome by ``text_model``."""
+    encoder = create_encoder(cfg.encoder)
+    out = {}
+    for s in cfg.sections:
+        adata = extract_features(read_her2st(data_dir, s), encoder, progress=progress)
+        x = inputs_from_adata(adata, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours)
+        out[s] = (x, text_model.encode_expression(adata))
+    return out
+
+
+def _cat(parts: list[tuple[SpotInputs, np.ndarray]]) -> tuple[SpotInputs, np.ndarray]:
+    cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+    xs = [p[0] for p in parts]
+    x = SpotInputs(cat([a.spot for a in xs]), cat([a.sub for a in xs]), cat([a.neigh for a in xs]), cat([a.neigh_mask for a in xs]))
+    return x, np.concatenate([p[1] for p in parts])
+
+
+def recall_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Fraction of rows of ``a`` whose partner row of ``b`` is among its ``k`` most similar rows."""
+    sim = a @ b.T
+    rank = (sim > np.diag(sim)[:, None]).sum(1)
+    return float((rank < k).mean())
+
+
+def out_of_fold(pairs: dict[str, tuple[SpotInputs, np.ndarray]], cfg: AlignedConfig, progress: bool = True
+                ) -> dict[str, np.ndarray]:
+    """Each section embedded by a head trained on the other sections."""
+    out = {}
+    for held in pairs:
+        x, t = _cat([p for s, p in pairs.items() if s != held])
+        out[held] = fit_aligned(x, t, cfg, progress).embed(pairs[held][0])
+    return out
+
+
+def evaluate_oof(pairs: dict[str, tuple[SpotInputs, np.ndarray]], oof: dict[str, np.ndarray],
+                 inferred: dict[str, np.ndarray] | None = None, k: int = 10) -> pd.DataFrame:
+    """Per held-out section: cosine to the teacher and image→teacher recall@k, for the aligned head
+    and (when given) the route through inferred expression."""
+    rows = []
+    for s, emb in oof.items():
+        t = pairs[s][1]
+        routes = {"aligned head": emb, **({"inferred expression": inferred[s]} if inferred else {})}
+        for name, e in routes.items():
+            rows.append({"section": s, "route": name, "cosine_to_measured": float((e * t).sum(1).mean()),
+                         f"recall@{k}": recall_at_k(e, t, k), "chance": k / len(t)})
+    return pd.DataFrame(rows)
+
+
+def train_aligned(data_dir: str | Path | None, cfg: AlignedConfig, text_model: TextExpressionModel,
+                  evaluate: bool = True, inferred: dict[str, np.ndarray] | None = None, progress: bool = True
+                  ) -> tuple[AlignedImageModel, pd.DataFrame | None]:
+    """Optionally evaluate leave-one-section-out, then train on every section."""
+    pairs = paired_sections(data_dir, cfg, text_model, progress)
+    table = evaluate_oof(pairs, out_of_fold(pairs, cfg, progress), inferred) if evaluate else None
+    x, t = _cat(list(pairs.values()))
+    metrics = table.groupby("route").mean(numeric_only=True).round(4).to_dict(orient="index") if table is not None else {}
+    return AlignedImageModel(fit_aligned(x, t, cfg, progress), cfg, text_model.fingerprint(), metrics), table
+
+
+def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None = None,
+                         text_model: TextExpressionModel | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+    """Out-of-fold aligned-head embeddings ``(n, D)`` of ``cfg.sections`` (rows in ``read_her2st``
+    order), cached on disk by config and text model."""
+    from .aligned import load_aligned_config
+
+    cfg = cfg or load_aligned_config()
+    text_model = text_model or TextExpressionModel.from_pretrained()
+    key = hashlib.sha256(json.dumps([to_dict(cfg), text_model.fingerprint()], sort_keys=True).encode()).hexdigest()[:16]
+    path = oof_cache_dir() / f"aligned-{key}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return {s: f[s] for s in cfg.sections}
+    oof = out_of_fold(paired_sections(data_dir, cfg, text_model, progress), cfg, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, **oof)
+    tmp.replace(path)
+    return oof

@@ -1,0 +1,127 @@
+"""The whole pipeline on one slide: tiles → features → inferred transcriptome → proteins → embeddings.
+
+:func:`process_slide` returns one AnnData per slide holding everything search needs: inferred
+log1p expression (``X``) with its uncertainty (``layers``), the virtual protein panel
+(``obsm["proteins"]``), the transcriptome–text embedding of the inferred expression
+(``obsm["text_emb"]``), the aligned image embedding (``obsm["image_text_emb_aligned"]``), PLIP /
+CONCH tile embeddings when configured, and — when the slide comes with measured counts — the
+embedding of the measured transcriptome (``obsm["text_emb_measured"]``) for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from . import keys
+from .config import load_config
+from .encoders import create_encoder, extract_features, extract_grid_features
+from .expression.pretrained import ExpressionModel
+from .imagetext.aligned import AlignedImageModel
+from .io.inputs import SlideInput
+from .language import TextExpressionModel
+from .proteins import proteins_from_expression
+
+log = logging.getLogger(__name__)
+
+TEXT_EMB_MEASURED = "text_emb_measured"
+
+
+@dataclass
+class PipelineConfig:
+    """Which models the pipeline uses (``configs/pipeline.yaml``); ``None`` = the shipped default."""
+
+    expression_model: str | None = None
+    text_model: str | None = None
+    aligned_model: str | None = None
+    image_text_models: list[str] = field(default_factory=list)  #: "plip" / "conch" (weights in configs/imagetext.yaml)
+    embed_measured: bool = True  #: also embed measured counts when the slide has them
+    keep_features: bool = False  #: keep image features in the output (large)
+
+
+@dataclass
+class Models:
+    """The models one pipeline run needs, loaded once."""
+
+    expression: ExpressionModel
+    text: TextExpressionModel
+    aligned: AlignedImageModel | None
+    image_text: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cfg: PipelineConfig | None = None) -> Models:
+        cfg = cfg or load_config(PipelineConfig, "pipeline")
+        text = TextExpressionModel.from_pretrained(cfg.text_model)
+        try:
+            aligned = AlignedImageModel.from_pretrained(cfg.aligned_model, text_model=text)
+        except FileNotFoundError as err:
+            log.warning("no aligned image head (%s); the image route is off", err)
+            aligned = None
+        image_text = {}
+        if cfg.image_text_models:
+            from .imagetext.config import ImageTextConfig, load_model
+
+            it_cfg = load_config(ImageTextConfig, "imagetext")
+            image_text = {name: load_model(it_cfg, name) for name in cfg.image_text_models}
+        return cls(ExpressionModel.from_pretrained(cfg.expression_model), text, aligned, image_text)
+
+    def describe(self) -> dict[str, str]:
+        """Model names and versions, for manifests."""
+        out = {"expression": f"{self.expression.encoder}/{len(self.expression.genes)} genes",
+               "text": self.text.fingerprint()}
+        if self.aligned is not None:
+            out["aligned"] = self.aligned.fingerprint()
+        out.update({k: getattr(m, "weights", k) for k, m in self.image_text.items()})
+        return out
+
+
+def _spots(inp: SlideInput, encoder: str, progress: bool) -> ad.AnnData:
+    """Spot AnnData with image features; a bare image becomes a grid of tiles."""
+    if inp.slide is None:
+        raise FileNotFoundError(f"{inp.name}: no H&E image, so nothing can be inferred from it")
+    enc = create_encoder(encoder)
+    if inp.adata is None:
+        log.info("%s: no spots given, tiling a regular grid over the tissue", inp.name)
+        return extract_grid_features(inp.slide, enc, library_id=inp.name, progress=progress)
+    return extract_features(inp.adata, enc, slide=inp.slide, scale=inp.scale, progress=progress, copy=True)
+
+
+def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
+    """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
+    cfg = cfg or PipelineConfig()
+    spots = _spots(inp, models.expression.encoder, progress)
+    out = models.expression.predict(spots)
+    proteins_from_expression(out)
+    from .language import embed
+
+    embed(out, models.text)
+    if models.aligned is not None:
+        models.aligned.embed(out)
+    for name, model in models.image_text.items():
+        from .imagetext.zeroshot import embed_tiles
+
+        embed_tiles(model, out, slide=inp.slide, scale=inp.scale, progress=progress)
+    if cfg.embed_measured and inp.adata is not None and _has_counts(inp.adata):
+        out.obsm[TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
+        out.uns.setdefault(keys.EMBEDDING_MODELS, {})[TEXT_EMB_MEASURED] = {
+            **out.uns[keys.EMBEDDING_MODELS][keys.TEXT_EMB]}
+    if not cfg.keep_features:
+        for k in [k for k in out.obsm if k.startswith(keys.FEATURES_PREFIX)]:
+            del out.obsm[k]
+    if keys.SECTION not in out.obs:
+        out.obs[keys.SECTION] = inp.name
+    out.uns["pipeline"] = models.describe()
+    return out
+
+
+def _has_counts(adata: ad.AnnData) -> bool:
+    x = adata.X
+    if x is None or adata.n_vars < 100:
+        return False
+    sample = x[: min(50, adata.n_obs)]
+    values = sample.data if hasattr(sample, "data") else np.asarray(sample).ravel()
+    return bool(len(values)) and bool(np.all(values >= 0)) and bool(np.allclose(values, np.round(values)))

@@ -1,0 +1,267 @@
+"""The search engine: a free-text query → per-spot scores by every route → fused map → regions,
+top spots and explanations, over one slide or a whole collection.
+
+Routes (``configs/search.yaml`` weights):
+
+* ``transcriptome`` — inferred expression embedded by the transcriptome–text model (``obsm["text_emb"]``)
+* ``image`` — the aligned image head in the same space (``obsm["image_text_emb_aligned"]``)
+* ``protein`` — virtual protein levels of the markers the query names (``obsm["proteins"]``)
+* ``measured`` — measured expression, when a slide has counts (``obsm["text_emb_measured"]``)
+* ``plip`` / ``conch`` — image–text models, when the collection was built with them
+
+Route scores are calibrated over all searched spots (z-scores by default) and fused by weight;
+"A minus B" subtracts B's route scores from A's before calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .. import keys
+from ..language import TextExpressionModel
+from ..language.zeroshot import embed_queries
+from ..proteins import find_marker
+from .attribution import gene_attributions
+from .config import SearchConfig
+from .explain import Explanation, explain_spots
+from .fusion import calibrate, fuse
+from .query import MarkerMention, ParsedQuery, parse_query
+from .regions import Region, find_regions
+
+log = logging.getLogger(__name__)
+
+#: route → obsm key of its spot embeddings (text space routes)
+EMBEDDING_ROUTES = {
+    "transcriptome": keys.TEXT_EMB,
+    "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned",
+    "measured": "text_emb_measured",
+}
+CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
+
+
+@dataclass
+class SlideHits:
+    """One slide's answer: raw and calibrated route scores ``(n,)``, fused score, regions, top spots."""
+
+    slide: str
+    adata: ad.AnnData
+    routes: dict[str, np.ndarray]
+    calibrated: dict[str, np.ndarray]
+    fused: np.ndarray
+    regions: list[Region] = field(default_factory=list)
+    explanation: Explanation | None = None
+    attributions: pd.DataFrame | None = None
+
+    @property
+    def best(self) -> float:
+        """Ranking score of the slide: its strongest region, else its best spot."""
+        if self.regions:
+            return max(r.mean_score for r in self.regions)
+        return float(np.nanmax(self.fused)) if np.isfinite(self.fused).any() else float("-inf")
+
+    def top_spots(self, n: int = 12) -> pd.DataFrame:
+        order = np.argsort(-np.nan_to_num(self.fused, nan=-np.inf))[:n]
+        xy = np.asarray(self.adata.obsm[keys.SPATIAL])[order]
+        table = pd.DataFrame({"slide": self.slide, "spot": self.adata.obs_names[order], "score": self.fused[order],
+                              "x": xy[:, 0], "y": xy[:, 1]})
+        for r, s in self.routes.items():
+            table[r] = s[order]
+        if keys.LABEL in self.adata.obs:
+            table["label"] = self.adata.obs[keys.LABEL].astype(str).to_numpy()[order]
+        return table
+
+    def spot_table(self) -> pd.DataFrame:
+        """Every spot with its route scores, fused score and region id (0 = none)."""
+        xy = np.asarray(self.adata.obsm[keys.SPATIAL])
+        region = np.zeros(len(self.fused), dtype=int)
+        for r in self.regions:
+            region[r.spots] = r.id
+        table = pd.DataFrame({"slide": self.slide, "spot": self.adata.obs_names, "x": xy[:, 0], "y": xy[:, 1],
+                              "fused": self.fused, "region": region})
+        for r, s in self.routes.items():
+            table[f"score_{r}"] = s
+        return table
+
+
+@dataclass
+class SearchResult:
+    """Answer to one query over one or more slides, best slide first."""
+
+    query: ParsedQuery
+    slides: list[SlideHits]
+    routes: list[str]
+    notes: list[str] = field(default_factory=list)
+    threshold: float = 1.5
+
+    def summary(self, max_regions: int = 3) -> str:
+        """The answer in sentences with numbers."""
+        q = self.query
+        what = f"'{q.positive}'" + (f" minus '{q.negative}'" if q.negative else "")
+        lines = [f"Searched {what} on {len(self.slides)} slide(s) with routes {', '.join(self.routes)}."]
+        for hits in self.slides:
+            n_hot = int(np.nansum(hits.fused >= self.threshold))
+            if not hits.regions:
+                lines.append(f"{hits.slide}: no region scores above the threshold ({self.threshold:g}); "
+                             f"best spot {np.nanmax(hits.fused):.2f}.")
+                continue
+            parts = [f"region {r.id}: {r.n_spots} spots, {r.area_um2 / 1e6:.2f} mm², mean score {r.mean_score:.2f}"
+                     for r in hits.regions[:max_regions]]
+            lines.append(f"{hits.slide}: {len(hits.regions)} region(s), {n_hot} spots above {self.threshold:g} — " + "; ".join(parts) + ".")
+            if hits.explanation is not None:
+                lines.append(f"  why (region 1 vs rest of slide): {hits.explanation.sentence(5)}.")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+class SearchEngine:
+    """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text."""
+
+    def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
+                 cfg: SearchConfig | None = None, image_text_models: dict | None = None, store=None):
+        from ..config import load_config
+
+        self.cfg = cfg or load_config(SearchConfig, "search")
+        self.text = text_model or TextExpressionModel.from_pretrained()
+        self.image_text = image_text_models or {}
+        self._slides = dict(slides or {})
+        self.store = store
+
+    # -- slides ---------------------------------------------------------------------------
+    def slide_names(self) -> list[str]:
+        names = list(self._slides)
+        if self.store is not None:
+            names += [s for s in self.store.slides() if s not in self._slides]
+        return names
+
+    def slide(self, name: str) -> ad.AnnData:
+        if name in self._slides:
+            return self._slides[name]
+        if self.store is not None:
+            return self.store.get(name)
+        raise KeyError(f"no slide {name!r} (slides: {', '.join(self.slide_names()) or 'none'})")
+
+    def add_slide(self, name: str, adata: ad.AnnData) -> None:
+        self._slides[name] = adata
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _query_vectors(self, text: str) -> dict[str, np.ndarray]:
+        out = {"text": embed_queries(self.text, [text])[0]}
+        for name, model in self.image_text.items():
+            from ..imagetext.zeroshot import embed_queries as clip_queries
+
+            out[name] = clip_queries(model, [text])[0]
+        return out
+
+    def _protein_scores(self, adata: ad.AnnData, mentions: list[MarkerMention], fallback: list[str]) -> np.ndarray | None:
+        if keys.PROTEINS not in adata.obsm:
+            return None
+        markers = [str(m) for m in adata.uns.get(keys.PROTEIN_MARKERS, [])]
+        levels = np.asarray(adata.obsm[keys.PROTEINS], dtype=np.float64)
+        picks = [(markers.index(m.marker), m.sign) for m in mentions if m.marker in markers]
+        if not picks:
+            picks = [(markers.index(n), 1) for n in (find_marker(p) for p in fallback) if n in markers]
+        cols = [(i, s) for i, s in picks if np.isfinite(levels[:, i]).any()]
+        if not cols:
+            return None
+        return np.nanmean(np.stack([s * levels[:, i] for i, s in cols]), axis=0)
+
+    def route_scores(self, adata: ad.AnnData, parsed: ParsedQuery, weights: dict[str, float]) -> dict[str, np.ndarray]:
+        """Raw per-spot scores ``(n,)`` of every route that can answer on ``adata``."""
+        pos = self._query_vectors(parsed.positive)
+        neg = self._query_vectors(parsed.negative) if parsed.negative else None
+        out: dict[str, np.ndarray] = {}
+        for route, key in {**EMBEDDING_ROUTES, **CLIP_ROUTES}.items():
+            if weights.get(route, 0) <= 0 or key not in adata.obsm:
+                continue
+            qkey = "text" if route in EMBEDDING_ROUTES else route
+            if qkey not in pos:
+                continue
+            emb = np.asarray(adata.obsm[key], dtype=np.float32)
+            s = emb @ pos[qkey]
+            if neg is not None:
+                s = s - emb @ neg[qkey]
+            out[route] = s.astype(np.float64)
+        if weights.get("protein", 0) > 0:
+            fallback = [p for t in parsed.terms for p in t.proteins]
+            s = self._protein_scores(adata, parsed.markers, fallback)
+            if s is not None and parsed.negative:
+                neg_terms = parse_query(parsed.negative).terms
+                sn = self._protein_scores(adata, parsed.negative_markers, [p for t in neg_terms for p in t.proteins])
+                s = s - sn if sn is not None else s
+            if s is not None:
+                out["protein"] = s
+        return out
+
+    def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
+               threshold: float | None = None, explain: bool = True) -> SearchResult:
+        """Score ``slides`` (default: all) for ``query``; regions per slide; slides ranked best first."""
+        parsed = parse_query(query, self.cfg.max_query_chars)
+        weights = {**self.cfg.weights, **(weights or {})}
+        threshold = self.cfg.threshold if threshold is None else threshold
+        names = slides or self.slide_names()
+        if not names:
+            raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
+        data = {n: self.slide(n) for n in names}
+        raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
+        routes = sorted({r for s in raw.values() for r in s})
+        if not routes:
+            raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
+        # calibrate each route over all searched spots together, so slides are comparable
+        sizes = [data[n].n_obs for n in names]
+        cal: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
+        for r in routes:
+            joined = np.concatenate([raw[n].get(r, np.full(sz, np.nan)) for n, sz in zip(names, sizes)])
+            c = calibrate(joined, self.cfg.calibration)
+            for n, part in zip(names, np.split(c, np.cumsum(sizes)[:-1])):
+                if r in raw[n]:
+                    cal[n][r] = part
+        # fuse, then standardise the fused score over all searched spots: the threshold is in its z units
+        fused_all = np.concatenate([
+            fuse(cal[n], weights, method="none") if cal[n] else np.full(sz, np.nan) for n, sz in zip(names, sizes)])
+        fused_all = calibrate(fused_all, self.cfg.calibration)
+        result = []
+        for n, fused in zip(names, np.split(fused_all, np.cumsum(sizes)[:-1])):
+            hits = SlideHits(n, data[n], raw[n], cal[n], fused)
+            hits.regions = self._regions(data[n], fused, threshold)
+            if explain and hits.regions:
+                self._explain(hits, parsed)
+            result.append(hits)
+        result.sort(key=lambda h: -h.best)
+        notes = []
+        if parsed.markers and "protein" not in routes:
+            notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
+        return SearchResult(parsed, result, routes, notes, threshold)
+
+    def _regions(self, adata: ad.AnnData, fused: np.ndarray, threshold: float) -> list[Region]:
+        lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
+        sf = adata.uns[keys.SPATIAL][lib]["scalefactors"] if lib else {}
+        coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
+        from ..io.spatial import estimate_spacing_px
+
+        spacing = float(sf.get(keys.SPOT_SPACING) or estimate_spacing_px(coords))
+        mpp = float(sf.get(keys.MPP, 1.0))
+        return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
+
+    def _explain(self, hits: SlideHits, parsed: ParsedQuery) -> None:
+        hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
+        if keys.TEXT_EMB in hits.adata.obsm:
+            q = embed_queries(self.text, [parsed.positive])[0]
+            hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes)
+
+    def explain(self, slide: str, spots: np.ndarray) -> Explanation:
+        """Genes and proteins of ``spots`` (indices or bool mask) versus the rest of ``slide``."""
+        return self._contrast(self.slide(slide), spots)
+
+    def _contrast(self, a: ad.AnnData, spots: np.ndarray) -> Explanation:
+        inside = np.zeros(a.n_obs, dtype=bool)
+        inside[np.asarray(spots)] = True
+        x = a.layers["log1p"] if "log1p" in a.layers else a.X
+        x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
+        prot = np.asarray(a.obsm[keys.PROTEINS]) if keys.PROTEINS in a.obsm else None
+        markers = [str(m) for m in a.uns.get(keys.PROTEIN_MARKERS, [])] or None
+        return explain_spots(inside, x, list(a.var_names), prot, markers, self.cfg.top_genes)
