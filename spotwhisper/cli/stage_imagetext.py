@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = f"spotwhisper train imagetext --config {args.config}" + (" --evaluate" if args.evaluate else "")
     md = ""
     if table is not None:
-        summary = table.groupby("route").agg(["mean", "sem"]).drop(columns=["section"], errors="ignore")
+        summary = table.drop(columns=["section"]).groupby("route").agg(["mean", "sem"])
         lines = ["| route | cosine to measured-expression embedding | image→measured recall@10 | chance |", "|---|---|---|---|"]
         for route, r in summary.iterrows():
             lines.append(f"| {route} | {r[('cosine_to_measured', 'mean')]:.3f} ({r[('cosine_to_measured', 'sem')]:.3f}) | "

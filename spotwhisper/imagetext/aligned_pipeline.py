@@ -77,16 +77,21 @@ def evaluate_oof(pairs: dict[str, tuple[SpotInputs, np.ndarray]], oof: dict[str,
 def train_aligned(data_dir: str | Path | None, cfg: AlignedConfig, text_model: TextExpressionModel,
                   evaluate: bool = True, inferred: dict[str, np.ndarray] | None = None, progress: bool = True
                   ) -> tuple[AlignedImageModel, pd.DataFrame | None]:
-    """Optionally evaluate leave-one-section-out, then train on every section."""
+    """Optionally evaluate leave-one-section-out (out-of-fold embeddings are cached), then train on
+    every section."""
     pairs = paired_sections(data_dir, cfg, text_model, progress)
-    table = evaluate_oof(pairs, out_of_fold(pairs, cfg, progress), inferred) if evaluate else None
+    table = None
+    if evaluate:
+        oof = oof_image_embeddings(data_dir, cfg, text_model, progress, pairs=pairs)
+        table = evaluate_oof(pairs, oof, inferred)
     x, t = _cat(list(pairs.values()))
     metrics = table.groupby("route").mean(numeric_only=True).round(4).to_dict(orient="index") if table is not None else {}
     return AlignedImageModel(fit_aligned(x, t, cfg, progress), cfg, text_model.fingerprint(), metrics), table
 
 
 def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None = None,
-                         text_model: TextExpressionModel | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+                         text_model: TextExpressionModel | None = None, progress: bool = True,
+                         pairs: dict[str, tuple[SpotInputs, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold aligned-head embeddings ``(n, D)`` of ``cfg.sections`` (rows in ``read_her2st``
     order), cached on disk by config and text model."""
     from .aligned import load_aligned_config
@@ -98,7 +103,7 @@ def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None 
     if path.exists():
         with np.load(path) as f:
             return {s: f[s] for s in cfg.sections}
-    oof = out_of_fold(paired_sections(data_dir, cfg, text_model, progress), cfg, progress)
+    oof = out_of_fold(pairs or paired_sections(data_dir, cfg, text_model, progress), cfg, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.npz")
     np.savez(tmp, **oof)

@@ -32,6 +32,8 @@ class Explanation:
 def contrast_table(values: np.ndarray, names: Sequence[str], inside: np.ndarray) -> pd.DataFrame:
     """Mean in vs out, difference and Welch t per column of ``values`` ``(n, m)``; sorted by t."""
     inside = np.asarray(inside, dtype=bool)
+    keep = np.isfinite(values).any(axis=0)  # markers without a proxy are all-NaN
+    values, names = values[:, keep], [n for n, k in zip(names, keep) if k]
     a, b = values[inside], values[~inside]
     ma, mb = np.nanmean(a, 0), np.nanmean(b, 0) if len(b) else np.zeros(values.shape[1])
     va = np.nanvar(a, 0, ddof=1) if len(a) > 1 else np.zeros(values.shape[1])

@@ -79,3 +79,28 @@ def save_png(img: Image.Image, path: str | Path) -> Path:
     img.save(tmp, format="PNG")
     tmp.replace(p)
     return p
+
+
+def display_image(adata) -> tuple[np.ndarray, float]:
+    """The slide's display image (``uns["spatial"][lib]["images"]["hires"]``) and its scale
+    (display px per slide px, ``tissue_hires_scalef``)."""
+    from .. import keys
+
+    lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
+    if lib is None or "hires" not in adata.uns[keys.SPATIAL][lib].get("images", {}):
+        raise ValueError("the slide has no display image in uns['spatial'][...]['images']['hires']")
+    info = adata.uns[keys.SPATIAL][lib]
+    return np.asarray(info["images"]["hires"]), float(info["scalefactors"][keys.HIRES_SCALEF])
+
+
+def render_hits(hits, threshold: float, scores: np.ndarray | None = None, **kwargs) -> Image.Image:
+    """Overlay of a :class:`~spotwhisper.search.engine.SlideHits` (fused score unless ``scores``)."""
+    from .. import keys
+    from ..io.spatial import estimate_spacing_px
+
+    img, scale = display_image(hits.adata)
+    coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
+    lib = next(iter(hits.adata.uns[keys.SPATIAL]))
+    spacing = hits.adata.uns[keys.SPATIAL][lib]["scalefactors"].get(keys.SPOT_SPACING) or estimate_spacing_px(coords)
+    values = hits.fused if scores is None else scores
+    return render_overlay(img, scale, coords, values, float(spacing), threshold=threshold, regions=hits.regions, **kwargs)

@@ -1,0 +1,123 @@
+"""The search engine on a real processed slide (C2 window): routes, fusion, regions, contrast,
+proteins, explanations, bad queries, collections and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from spotwhisper import keys
+from spotwhisper.cli import main
+from spotwhisper.search.engine import SearchEngine
+from spotwhisper.search.query import QueryError
+
+
+@pytest.fixture(scope="module")
+def engine(mini_slide):
+    return SearchEngine({"C2": mini_slide})
+
+
+def test_routes_fuse_into_a_z_scored_map_with_regions(engine, mini_slide):
+    res = engine.search("immune infiltrate")
+    assert {"transcriptome", "image", "protein", "measured"} - {"measured"} <= set(res.routes)
+    hits = res.slides[0]
+    assert hits.fused.shape == (mini_slide.n_obs,)
+    assert abs(np.nanmean(hits.fused)) < 1e-6 and np.nanstd(hits.fused) == pytest.approx(1, abs=1e-6)
+    for region in hits.regions:
+        assert (hits.fused[region.spots] >= res.threshold).all()
+    top = hits.top_spots(5)
+    assert list(top["score"]) == sorted(top["score"], reverse=True)
+    assert "C2:" in res.summary() and "spots above" in res.summary()
+
+
+def test_measured_route_follows_immune_cell_proportions(engine, mini_slide):
+    """The text model never saw patient C: its score for 'immune infiltrate' on measured expression
+    must rise with the deconvolved immune-cell share of the spot."""
+    res = engine.search("immune infiltrate", weights={"measured": 1.0})
+    immune = sum(mini_slide.obs[f"deconv_{t}"] for t in ("B-cells", "T-cells", "Plasma Cells", "Myeloid")).to_numpy()
+    rho = spearmanr(res.slides[0].routes["measured"], immune).statistic
+    assert rho > 0.3
+
+
+def test_contrast_subtracts_route_scores(engine):
+    a = engine.search("invasive cancer", weights={"protein": 0})
+    b = engine.search("immune infiltrate", weights={"protein": 0})
+    ab = engine.search("invasive cancer minus immune infiltrate", weights={"protein": 0})
+    assert ab.query.is_contrast and ab.query.negative == "immune infiltrate"
+    for r in ("transcriptome", "image"):
+        assert np.allclose(ab.slides[0].routes[r], a.slides[0].routes[r] - b.slides[0].routes[r], atol=1e-5)
+
+
+def test_protein_route_reads_the_named_marker(engine, mini_slide):
+    markers = [str(m) for m in mini_slide.uns[keys.PROTEIN_MARKERS]]
+    levels = np.asarray(mini_slide.obsm[keys.PROTEINS])
+    cd8 = levels[:, markers.index("CD8")]
+    high = engine.search("CD8 high").slides[0].routes["protein"]
+    low = engine.search("CD8 low").slides[0].routes["protein"]
+    assert np.allclose(high, cd8) and np.allclose(low, -cd8)
+    assert "protein" not in engine.search("CD8 high", weights={"protein": 0}).routes
+
+
+def test_no_hits_and_bad_queries(engine):
+    res = engine.search("adipose tissue", threshold=50.0)
+    assert res.slides[0].regions == []
+    assert "no region scores above the threshold (50)" in res.summary()
+    with pytest.raises(QueryError, match="empty query"):
+        engine.search("   ")
+    with pytest.raises(QueryError, match="query too long"):
+        engine.search("tumour " * 100)
+
+
+def test_explanation_names_genes_higher_in_the_region(engine, mini_slide):
+    res = engine.search("immune infiltrate", threshold=1.0)
+    hits = res.slides[0]
+    assert hits.regions, "expected at least one region at threshold 1"
+    ex = hits.explanation
+    top = ex.genes.iloc[0]
+    inside = np.zeros(mini_slide.n_obs, bool)
+    inside[hits.regions[0].spots] = True
+    col = list(mini_slide.var_names).index(top["name"])
+    x = mini_slide.layers["log1p"][:, col]
+    assert x[inside].mean() > x[~inside].mean()
+    assert ex.proteins is not None and len(hits.attributions) == engine.cfg.top_genes
+    assert "higher" in ex.sentence()
+
+
+def test_collection_search_and_cli(mini_collection, tmp_path, capsys, mini_slide):
+    from spotwhisper.search.collection import open_engine
+
+    index_dir, name = mini_collection
+    eng = open_engine(name, index_dir)
+    assert eng.slide_names() == ["C2"]
+    mem = SearchEngine({"C2": mini_slide}).search("invasive cancer")
+    disk = eng.search("invasive cancer")
+    assert np.allclose(mem.slides[0].fused, disk.slides[0].fused, atol=1e-5)
+    out = tmp_path / "res"
+    assert main(["search", "invasive cancer", "--collection", name, "--index-dir", str(index_dir),
+                 "--out-dir", str(out), "--threshold", "1.0"]) == 0
+    text = capsys.readouterr().out
+    assert "Searched 'invasive cancer'" in text
+    assert (out / "C2_invasive_cancer.png").exists() and (out / "C2_invasive_cancer.csv").exists()
+    geo = json.loads((out / "C2_invasive_cancer.geojson").read_text())
+    assert geo["type"] == "FeatureCollection"
+    assert main(["search", "x", "--collection", "nope", "--index-dir", str(index_dir)]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert main(["search", "x", "--collection", name, "--index-dir", str(index_dir), "--weights", "image"]) == 1
+    assert "expected ROUTE=NUMBER" in capsys.readouterr().err
+
+
+def test_collection_built_with_another_text_model_is_refused(mini_collection):
+    import torch
+
+    from spotwhisper.index.errors import ModelMismatchError
+    from spotwhisper.language import TextExpressionModel
+    from spotwhisper.search.collection import open_engine
+
+    other = TextExpressionModel.from_pretrained()
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    with pytest.raises(ModelMismatchError):
+        open_engine(mini_collection[1], mini_collection[0], text_model=other)
