@@ -8,6 +8,7 @@
    measured expression, mean ± SEM over sections.
 
     python benchmarks/proteins_route_b.py --data-dir ../shared/data [--sections C1 C2] [--inferred PRED.h5ad]
+    python benchmarks/proteins_route_b.py --data-dir ../shared/data --sections C2 C3 C4 C5 C6 --oof
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--sections", nargs="*", default=None)
     ap.add_argument("--inferred", default=None, help=".h5ad of inferred expression to compare with measured")
+    ap.add_argument("--oof", action="store_true",
+                    help="compare with out-of-fold inferred expression of the sections with H&E (trains the "
+                         "leave-one-section-out ensembles on first use; cached)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -97,8 +101,16 @@ def main() -> None:
     )
     print(f"\nQC over {len(sections)} sections: how often each marker is not informative")
     print(flags.round(3).to_string())
-    if args.inferred:
-        inferred = read_h5ad(args.inferred)
+    if args.inferred or args.oof:
+        if args.oof:
+            from spotwhisper.config import load_config
+            from spotwhisper.expression.config import ExpressionConfig
+            from spotwhisper.expression.pipeline import oof_expression
+
+            oof = oof_expression(args.data_dir, load_config(ExpressionConfig, "expression"), progress=False)
+            inferred = ad.concat([oof[s] for s in sections if s in oof])
+        else:
+            inferred = read_h5ad(args.inferred)
         measured = ad.concat(list(adatas.values()), join="outer", fill_value=0)
         table = compare_routes(inferred, measured)
         print("\n## Route B: inferred vs measured expression (Pearson across spots per section)")

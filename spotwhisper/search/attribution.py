@@ -15,13 +15,15 @@ from ..language import TextExpressionModel
 from ..language.expression_encoder import expression_input
 
 
-def gene_attributions(model: TextExpressionModel, adata: ad.AnnData, spots: np.ndarray, query: np.ndarray, top: int = 10) -> pd.DataFrame:
+def gene_attributions(model: TextExpressionModel, adata: ad.AnnData, spots: np.ndarray, query: np.ndarray, top: int = 10,
+                      inputs: np.ndarray | None = None) -> pd.DataFrame:
     """Top genes by mean gradient × input of ``cos(embedding, query)`` over ``spots`` (indices).
 
-    ``adata`` holds (inferred or measured) expression; ``query`` is a ``(D,)`` query embedding.
+    ``adata`` holds (inferred or measured) expression; ``query`` is a ``(D,)`` query embedding;
+    ``inputs`` may pass the model's standardised input matrix of ``adata`` when already computed.
     Returns columns ``name``, ``contribution`` (similarity units), sorted, strongest first.
     """
-    x_all = expression_input(adata, model.genes, model.config.input)
+    x_all = inputs if inputs is not None else expression_input(adata, model.genes, model.config.input)
     x = torch.tensor(x_all[np.asarray(spots)], requires_grad=True)
     was = model.training
     model.eval()

@@ -24,7 +24,9 @@ import pandas as pd
 
 from .. import keys
 from ..language import TextExpressionModel
+from ..language.expression_encoder import expression_input
 from ..language.zeroshot import embed_queries
+from ..prompts import load_vocabulary
 from ..proteins import find_marker
 from .attribution import gene_attributions
 from .config import SearchConfig
@@ -130,6 +132,8 @@ class SearchEngine:
         self.image_text = image_text_models or {}
         self._slides = dict(slides or {})
         self.store = store
+        self._inputs: dict[str, tuple[ad.AnnData, np.ndarray]] = {}
+        self.vocabulary = load_vocabulary()
 
     # -- slides ---------------------------------------------------------------------------
     def slide_names(self) -> list[str]:
@@ -190,7 +194,7 @@ class SearchEngine:
             fallback = [p for t in parsed.terms for p in t.proteins]
             s = self._protein_scores(adata, parsed.markers, fallback)
             if s is not None and parsed.negative:
-                neg_terms = parse_query(parsed.negative).terms
+                neg_terms = self.vocabulary.find_in(parsed.negative)
                 sn = self._protein_scores(adata, parsed.negative_markers, [p for t in neg_terms for p in t.proteins])
                 s = s - sn if sn is not None else s
             if s is not None:
@@ -200,7 +204,7 @@ class SearchEngine:
     def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
                threshold: float | None = None, explain: bool = True) -> SearchResult:
         """Score ``slides`` (default: all) for ``query``; regions per slide; slides ranked best first."""
-        parsed = parse_query(query, self.cfg.max_query_chars)
+        parsed = parse_query(query, self.cfg.max_query_chars, self.vocabulary)
         weights = {**self.cfg.weights, **(weights or {})}
         threshold = self.cfg.threshold if threshold is None else threshold
         names = slides or self.slide_names()
@@ -251,7 +255,16 @@ class SearchEngine:
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
         if keys.TEXT_EMB in hits.adata.obsm:
             q = embed_queries(self.text, [parsed.positive])[0]
-            hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes)
+            hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
+                                                  inputs=self._text_inputs(hits.slide, hits.adata))
+
+    def _text_inputs(self, slide: str, adata: ad.AnnData) -> np.ndarray:
+        """The text model's standardised input matrix of a slide, computed once per slide."""
+        cached = self._inputs.get(slide)
+        if cached is None or cached[0] is not adata:
+            cached = (adata, expression_input(adata, self.text.genes, self.text.config.input))
+            self._inputs[slide] = cached
+        return cached[1]
 
     def explain(self, slide: str, spots: np.ndarray) -> Explanation:
         """Genes and proteins of ``spots`` (indices or bool mask) versus the rest of ``slide``."""

@@ -30,18 +30,29 @@ class Explanation:
 
 
 def contrast_table(values: np.ndarray, names: Sequence[str], inside: np.ndarray) -> pd.DataFrame:
-    """Mean in vs out, difference and Welch t per column of ``values`` ``(n, m)``; sorted by t."""
+    """Mean in vs out, difference and Welch t per column of ``values`` ``(n, m)``; sorted by t.
+
+    The rest-of-slide statistics come from whole-slide sums minus the selection, so no copy of the
+    (large) unselected part is made; all-NaN columns (markers without a proxy) are dropped.
+    """
     inside = np.asarray(inside, dtype=bool)
-    keep = np.isfinite(values).any(axis=0)  # markers without a proxy are all-NaN
-    values, names = values[:, keep], [n for n, k in zip(names, keep) if k]
-    a, b = values[inside], values[~inside]
-    ma, mb = np.nanmean(a, 0), np.nanmean(b, 0) if len(b) else np.zeros(values.shape[1])
-    va = np.nanvar(a, 0, ddof=1) if len(a) > 1 else np.zeros(values.shape[1])
-    vb = np.nanvar(b, 0, ddof=1) if len(b) > 1 else np.zeros(values.shape[1])
-    se = np.sqrt(va / max(len(a), 1) + vb / max(len(b), 1)) + 1e-9
+    keep = np.isfinite(values).any(axis=0)
+    if not keep.all():
+        values, names = values[:, keep], [n for n, k in zip(names, keep) if k]
+    values = np.nan_to_num(values.astype(np.float64, copy=False)) if np.isnan(values).any() else values
+    a = values[inside].astype(np.float64)
+    n_a, n_b = len(a), len(values) - len(a)
+    total = values.sum(0, dtype=np.float64)
+    total_sq = np.einsum("ij,ij->j", values, values, dtype=np.float64)
+    sum_a, sq_a = a.sum(0), (a * a).sum(0)
+    ma = sum_a / max(n_a, 1)
+    mb = (total - sum_a) / max(n_b, 1)
+    va = (sq_a - n_a * ma**2) / max(n_a - 1, 1)
+    vb = (total_sq - sq_a - n_b * mb**2) / max(n_b - 1, 1)
+    se = np.sqrt(np.clip(va, 0, None) / max(n_a, 1) + np.clip(vb, 0, None) / max(n_b, 1)) + 1e-9
     t = (ma - mb) / se
     table = pd.DataFrame({"name": list(names), "mean_in": ma, "mean_out": mb, "diff": ma - mb, "t": t})
-    return table.dropna(subset=["t"]).sort_values("t", ascending=False, ignore_index=True)
+    return table.sort_values("t", ascending=False, ignore_index=True)
 
 
 def explain_spots(

@@ -1,0 +1,87 @@
+"""Query latency of the search engine: text encoding + scoring + fusion + regions (+ explanation).
+
+Measured on (a) a real processed slide when --collection is given, and (b) a synthetic slide of
+N spots (default 10,000) on a square grid whose embeddings/proteins are random unit vectors — the
+engine's cost does not depend on what the vectors mean. FAISS top-k at 1M/10M vectors is in
+benchmarks/index_speed.py.
+
+    python benchmarks/search_latency.py [--spots 10000] [--collection demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from spotwhisper import keys
+from spotwhisper.language import TextExpressionModel
+from spotwhisper.search.engine import SearchEngine
+
+QUERIES = ["tertiary lymphoid structures", "invasive cancer", "immune infiltrate minus invasive cancer",
+           "PD-L1 high tumour", "adipose tissue", "B cells", "connective tissue", "Ki-67 high cancer"]
+
+
+def synthetic_slide(n: int, dim: int, genes: list[str], seed: int = 0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n)))
+    gx, gy = np.meshgrid(np.arange(side), np.arange(side))
+    coords = np.stack([gx.ravel(), gy.ravel()], 1)[:n] * 100.0 + 50
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    a = ad.AnnData(X=rng.gamma(1.0, 0.5, (n, len(genes))).astype(np.float32),
+                   obs=pd.DataFrame({keys.SECTION: "synthetic"}, index=[f"s{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=genes))
+    a.layers["log1p"] = a.X
+    a.obsm[keys.SPATIAL] = coords
+    a.obsm[keys.TEXT_EMB] = unit(rng.normal(size=(n, dim)))
+    a.obsm["image_text_emb_aligned"] = unit(rng.normal(size=(n, dim)))
+    from spotwhisper.proteins import ROSIE_MARKERS
+
+    a.obsm[keys.PROTEINS] = rng.random((n, len(ROSIE_MARKERS))).astype(np.float32)
+    a.uns[keys.PROTEIN_MARKERS] = list(ROSIE_MARKERS)
+    a.uns[keys.SPATIAL] = {"synthetic": {"images": {}, "scalefactors": {keys.SPOT_SPACING: 100.0, keys.MPP: 0.5}, "metadata": {}}}
+    return a
+
+
+def time_queries(engine: SearchEngine, label: str, explain: bool) -> None:
+    engine.search(QUERIES[0], explain=explain)  # warm up: text tower loaded
+    cold, warm = [], []
+    for q in QUERIES[1:]:
+        t = time.perf_counter()
+        engine.search(q, explain=explain)
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        engine.search(q, explain=explain)
+        warm.append(time.perf_counter() - t)
+    print(f"| {label} | {'yes' if explain else 'no'} | {1000 * np.median(cold):.0f} | {1000 * np.median(warm):.0f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spots", type=int, default=10_000)
+    ap.add_argument("--collection", default=None, help="also time a built collection (e.g. demo)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    text = TextExpressionModel.from_pretrained()
+    print(f"torch threads: {args.threads}; query = new text (prompt ensemble encoded) vs repeated (cached)\n")
+    print("| slide | explain | new query, median ms | repeated query, median ms |\n|---|---|---|---|")
+    syn = synthetic_slide(args.spots, text.config.embed_dim, text.genes)
+    time_queries(SearchEngine({"synthetic": syn}, text_model=text), f"synthetic, {args.spots:,} spots", False)
+    time_queries(SearchEngine({"synthetic": syn}, text_model=text), f"synthetic, {args.spots:,} spots", True)
+    if args.collection:
+        from spotwhisper.search.collection import open_engine
+
+        eng = open_engine(args.collection, text_model=text)
+        n = sum(eng.slide(s).n_obs for s in eng.slide_names())
+        time_queries(eng, f"collection {args.collection} ({len(eng.slide_names())} slides, {n} spots)", True)
+
+
+if __name__ == "__main__":
+    main()
