@@ -1,0 +1,233 @@
+"""The routes the benchmark compares, as a registry of small scorers.
+
+Each route maps a sample and the task's class queries to per-spot scores ``(n_obs, C)`` (higher =
+more likely that class; NaN = the route cannot score that class), or raises
+:class:`~spotwhisper.bench.context.RouteUnavailable` with a short reason.
+
+=================  ===========================================================================
+route              score of class ``c`` on a spot
+=================  ===========================================================================
+measured           measured expression → text model (upper bound: needs sequencing); softmax over
+                   the class queries (or cosine, ``score: similarity``); her2st patients other
+                   than the shipped model's held-out ones use a leave-one-patient-out model
+inferred           H&E → out-of-fold inferred expression → shipped text model (same scoring)
+aligned            H&E → aligned image head (out of fold) → the text model's query embeddings
+plip / conch       H&E tile → PLIP / CONCH image–text model, prompt-ensembled queries (weights
+                   given with ``--plip`` / ``--conch``)
+proteins           H&E → inferred expression → virtual proteins; mean level of the class's marker
+                   proteins (NaN when the class names no marker with a proxy)
+fused              the fused H&E search: cosines of inferred / aligned (and PLIP / CONCH when given)
+                   and protein levels, calibrated and weighted as configs/search.yaml says
+marker             mean marker-gene level of the class on *measured* expression (baseline)
+marker_inferred    the same on inferred expression (an H&E-only baseline)
+chance             uniform random scores (empirical chance, AUROC ≈ 0.5)
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..expression.panel import PanelMismatchError
+from ..language.baselines import chance_scores, marker_gene_scores
+from ..language.zeroshot import score
+from .context import RouteContext, RouteUnavailable
+from .tasks import Sample
+from .text_models import held_out_check
+
+ScoreFn = Callable[[Sample, Sequence[str], RouteContext], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A registered route: ``name`` (CLI / JSON), ``title`` (table column) and its scorer."""
+
+    name: str
+    title: str
+    fn: ScoreFn
+    he_only: bool  #: uses nothing but the H&E image at inference time
+
+
+ROUTES: dict[str, Route] = {}
+
+
+def register(name: str, title: str, he_only: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator adding a scorer to :data:`ROUTES`."""
+
+    def wrap(fn: ScoreFn) -> ScoreFn:
+        ROUTES[name] = Route(name, title, fn, he_only)
+        return fn
+
+    return wrap
+
+
+def route_scores(route: str, sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    """Scores ``(n_obs, C)`` of ``route`` on ``sample``, cached in ``ctx.scores`` (a
+    :class:`RouteUnavailable` is cached and raised again)."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose from {list(ROUTES)}")
+    key = (route, sample.name)
+    if key not in ctx.scores:
+        try:
+            out = np.asarray(ROUTES[route].fn(sample, queries, ctx), dtype=np.float64)
+            if out.shape != (sample.adata.n_obs, len(queries)):
+                raise ValueError(f"route {route} returned {out.shape}, expected {(sample.adata.n_obs, len(queries))}")
+            ctx.scores[key] = out
+        except RouteUnavailable as err:
+            ctx.scores[key] = err
+    got = ctx.scores[key]
+    if isinstance(got, RouteUnavailable):
+        raise got
+    return got
+
+
+def _text(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | None) -> np.ndarray:
+    """Text-space scores of ``data`` (AnnData or embeddings): ``kind`` probability | similarity."""
+    res = score(data, list(queries), model, vocabulary=ctx.vocabulary)
+    return res.probabilities if (kind or ctx.cfg.score) == "probability" else res.similarity
+
+
+@register("measured", "measured expr → text (upper bound)")
+def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    model = ctx.text_models.for_patient(sample.patient)
+    held_out_check(model, sample.patient)
+    try:
+        return _text(sample.adata, model, queries, ctx, None)
+    except PanelMismatchError as err:
+        raise RouteUnavailable(f"gene panel: {str(err).split(';')[0]}") from err
+
+
+@register("inferred", "H&E → inferred expr → text", he_only=True)
+def inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
+    data, model = ctx.inferred(sample), ctx.text_models.shipped
+    held_out_check(model, sample.patient)
+    return _text(data, model, queries, ctx, kind)
+
+
+@register("aligned", "H&E → image–text (aligned head)", he_only=True)
+def aligned(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
+    emb, model = ctx.aligned_embeddings(sample), ctx.text_models.shipped
+    held_out_check(model, sample.patient)
+    return _text(emb, model, queries, ctx, kind)
+
+
+def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None
+                ) -> np.ndarray:
+    """PLIP / CONCH scores; tile embeddings are kept in ``sample.adata.obsm`` for later tasks."""
+    from .. import keys
+    from ..imagetext.zeroshot import embed_tiles, score_tiles
+
+    if not sample.has_image:
+        raise RouteUnavailable("no H&E")
+    model = ctx.image_text_model(name)
+    key = keys.IMAGE_TEXT_EMB_PREFIX + model.name
+    made = sample.adata.uns.get(keys.IMAGE_TEXT_INFO, {}).get(model.name, {})
+    if key in sample.adata.obsm and made.get("weights") == model.weights:
+        emb = np.asarray(sample.adata.obsm[key])
+    else:
+        emb = embed_tiles(model, sample.adata, batch_size=ctx.cfg.image_batch_size, progress=ctx.progress)
+    res = score_tiles(model, emb, list(queries), vocabulary=ctx.vocabulary)
+    return res.probs if (kind or ctx.cfg.score) == "probability" else res.cosine
+
+
+@register("plip", "PLIP", he_only=True)
+def plip(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    return _image_text("plip", sample, queries, ctx)
+
+
+@register("conch", "CONCH", he_only=True)
+def conch(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    return _image_text("conch", sample, queries, ctx)
+
+
+def class_proteins(query: str, ctx: RouteContext) -> list[str]:
+    """Panel names of the marker proteins the class query's term lists (unknown names dropped)."""
+    from ..proteins import find_marker
+
+    term = ctx.vocabulary.lookup(query)
+    found = [find_marker(p) for p in (term.proteins if term else [])]
+    return list(dict.fromkeys(m for m in found if m))
+
+
+@register("proteins", "H&E → virtual proteins", he_only=True)
+def proteins(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    from .. import keys
+    from ..proteins import proteins_from_expression
+
+    inf = ctx.inferred(sample).copy()
+    proteins_from_expression(inf)
+    levels = np.asarray(inf.obsm[keys.PROTEINS], dtype=np.float64)
+    names = list(inf.uns[keys.PROTEIN_MARKERS])
+    out = np.full((inf.n_obs, len(queries)), np.nan)
+    for j, q in enumerate(queries):
+        cols = [names.index(m) for m in class_proteins(q, ctx)]
+        cols = [c for c in cols if np.isfinite(levels[:, c]).any()]
+        if cols:
+            out[:, j] = np.nanmean(levels[:, cols], axis=1)
+    return out
+
+
+#: parts of the fused H&E search: weight key of configs/search.yaml → raw scorer (the search engine
+#: fuses cosines and protein levels, not softmax probabilities); measured expression never enters
+FUSED_PARTS: dict[str, Callable[[Sample, Sequence[str], RouteContext], np.ndarray]] = {
+    "transcriptome": lambda s, q, c: inferred(s, q, c, "similarity"),
+    "image": lambda s, q, c: aligned(s, q, c, "similarity"),
+    "protein": lambda s, q, c: route_scores("proteins", s, q, c),
+    "plip": lambda s, q, c: _image_text("plip", s, q, c, "similarity"),
+    "conch": lambda s, q, c: _image_text("conch", s, q, c, "similarity"),
+}
+
+
+@register("fused", "fused H&E search", he_only=True)
+def fused(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    from ..search.fusion import fuse
+
+    weights, method = fusion_settings(ctx)
+    parts, reasons = {}, []
+    for key, fn in FUSED_PARTS.items():
+        if weights.get(key, 0) <= 0:
+            continue
+        try:
+            parts[key] = fn(sample, queries, ctx)
+        except RouteUnavailable as err:
+            reasons.append(str(err.args[0]))
+    if not parts:
+        raise RouteUnavailable(reasons[0] if reasons else "no H&E route has a weight")
+    ctx._cache.setdefault("fused_parts", set()).update(parts)
+    return np.column_stack([fuse({k: v[:, j] for k, v in parts.items()}, weights, method) for j in range(len(queries))])
+
+
+def fusion_settings(ctx: RouteContext) -> tuple[dict[str, float], str]:
+    """Route weights and calibration of the search config (``configs/search.yaml``) when it exists,
+    else the bench defaults."""
+    if "fusion" not in ctx._cache:
+        weights, method = dict(ctx.cfg.fusion_weights), ctx.cfg.fusion_method
+        try:
+            from ..config import load_config
+            from ..search.config import SearchConfig
+
+            search = load_config(SearchConfig, ctx.cfg.search_config)
+            weights, method = dict(search.weights), search.calibration
+        except (FileNotFoundError, ImportError):
+            pass
+        ctx._cache["fusion"] = ({k: float(v) for k, v in weights.items()}, method)
+    return ctx._cache["fusion"]
+
+
+@register("marker", "marker genes (measured)")
+def marker(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    return marker_gene_scores(sample.adata, list(queries), vocabulary=ctx.vocabulary, mode=ctx.cfg.marker_mode)
+
+
+@register("marker_inferred", "marker genes (inferred)", he_only=True)
+def marker_inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    return marker_gene_scores(ctx.inferred(sample), list(queries), vocabulary=ctx.vocabulary, mode=ctx.cfg.marker_mode)
+
+
+@register("chance", "chance")
+def chance(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
+    return chance_scores(sample.adata.n_obs, len(queries), seed=ctx.cfg.seed + zlib.crc32(sample.name.encode()))

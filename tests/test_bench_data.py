@@ -1,0 +1,141 @@
+"""The benchmark on real inputs: her2st C1 with the shipped text model, scanpy's pbmc68k_reduced as
+bring-your-own data through the CLI, and the PLIP / CONCH / fused plumbing on C2 tiles with tiny
+random image–text models (no real weights can be downloaded here)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spotwhisper.bench import BenchConfig, ImageTextWeights, RouteContext, TextModels, load_task, route_scores, run_task
+from spotwhisper.bench.tasks import her2st_samples, make_sample, task_vocabulary
+from spotwhisper.bench.text_models import fold_key, held_out_check
+from spotwhisper.cli import main
+from spotwhisper.language import TextExpressionModel
+from spotwhisper.language.config import TextConfig
+from spotwhisper.language.evaluate import evaluate_section
+
+from .test_clip_models import build_tiny_conch, build_tiny_plip
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return TextExpressionModel.from_pretrained()
+
+
+def _ctx(task, shipped, cfg=None, weights=None, data_dir=None):
+    tm = TextModels(data_dir, TextConfig(), shipped=shipped, progress=False)
+    return RouteContext(cfg=cfg or BenchConfig(bootstrap=100), vocabulary=task_vocabulary(task), text_models=tm,
+                        data_dir=data_dir, weights=weights or ImageTextWeights(), progress=False)
+
+
+def test_regions_on_c1_match_the_language_evaluation(data_dir, shipped):
+    task = load_task("regions")
+    samples = her2st_samples(data_dir, task, ["C1"], progress=False)
+    ctx = _ctx(task, shipped, data_dir=data_dir)
+    res = run_task(task, samples, ctx, routes=["measured", "inferred", "plip", "fused", "marker", "chance"])
+    scope = res.scopes[0]
+    # image routes cannot run on C1 (no H&E), and say so
+    assert scope.unavailable == {"inferred": "no H&E", "plip": "no H&E", "fused": "no H&E"}
+    assert res.models == {"C": "shipped text-default (trained on her2st D, E, F, G, H)"}
+    # the measured route reproduces spotwhisper.language's evaluation of the same section and classes
+    ref = evaluate_section(samples[0].adata, shipped, [c.name for c in task.classes], vocabulary=ctx.vocabulary)
+    ref = ref[ref["method"] == "model"].set_index("class")["auroc"]
+    got = scope.long[scope.long["route"] == "measured"].set_index("class")
+    big = got["n_pos"] >= task.min_class_spots  # smaller classes are not scored (C1 has 3 adipose spots)
+    assert big.sum() >= 2 and got.loc[~big, "auroc"].isna().all()
+    assert np.allclose(got.loc[big, "auroc"], ref.reindex(got.index[big]), equal_nan=True)
+    overall = scope.summary.set_index(["route", "class"])["mean"]
+    assert overall[("measured", "overall (weighted)")] > 0.65  # far above chance on a held-out patient
+    assert abs(overall[("chance", "overall (weighted)")] - 0.5) < 0.15
+
+
+def test_text_models_never_score_their_training_patients(shipped, tmp_path):
+    tm = TextModels(None, TextConfig(), shipped=shipped, cache_dir=tmp_path)
+    assert tm.for_patient("C") is shipped and tm.for_patient(None) is shipped
+    with pytest.raises(RuntimeError, match="trained on patient D"):
+        held_out_check(shipped, "D")
+    held_out_check(shipped, "C")
+    cfg = TextConfig()
+    other = TextConfig()
+    other.train.epochs += 1
+    assert fold_key(cfg, ["A", "B"], ["C1"]) != fold_key(other, ["A", "B"], ["C1"])
+    # where caption embeddings are cached does not change the model
+    assert fold_key(cfg, ["A", "B"], ["C1"]) == fold_key(TextConfig(cache_dir="elsewhere"), ["A", "B"], ["C1"])
+
+
+PBMC_TASK = """\
+name: pbmc
+description: scanpy pbmc68k_reduced blood cell types (bring-your-own format check)
+labels: {source: obs, key: unused}
+sample_key: phase
+classes:
+  - {name: B cells, query: B cells, match: ["CD19+ B"]}
+  - {name: monocytes, query: macrophages, match: ["CD14+ Monocyte"], genes: [LYZ, CST3, FCN1, S100A9, TYROBP]}
+  - {name: T cells, query: T cells, match: ["CD4+*", "CD8+*"]}
+"""
+
+
+def test_bring_your_own_h5ad_through_the_cli(tmp_path, capsys):
+    import scanpy as sc
+
+    adata = sc.datasets.pbmc68k_reduced()  # X is scaled; .raw holds log1p expression
+    h5ad = tmp_path / "pbmc.h5ad"
+    adata.write_h5ad(h5ad)
+    (tmp_path / "pbmc.yaml").write_text(PBMC_TASK)
+    code = main(["bench", "zero-shot", "--h5ad", str(h5ad), "--task-config", str(tmp_path / "pbmc.yaml"),
+                 "--label-key", "bulk_labels", "--out", str(tmp_path / "res" / "zs"), "--bootstrap", "50",
+                 "--routes", "measured", "marker", "chance", "plip", "--no-progress"])
+    assert code == 0
+    out = json.loads((tmp_path / "res" / "zs_pbmc.json").read_text())
+    scope = out["scopes"][0]
+    assert sorted(scope["samples"]) == ["G1", "G2M", "S"]
+    assert scope["unavailable"]["plip"] == "no H&E"
+    assert "gene panel" in scope["unavailable"]["measured"]  # 765 genes: too little of the text model's panel
+    summ = {(r["route"], r["class"]): r for r in scope["summary"]}
+    assert summ[("marker", "B cells")]["mean"] > 0.9 and summ[("marker", "monocytes")]["mean"] > 0.9
+    assert summ[("marker", "B cells")]["n_samples"] == 3
+    assert 0.3 < summ[("chance", "overall (weighted)")]["mean"] < 0.7
+    md = (tmp_path / "res" / "zs_pbmc.md").read_text()
+    assert "--label-key bulk_labels" in md and "| B cells | 95 |" in md
+    assert "| class | spots |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    plip = build_tiny_plip(tmp_path_factory.mktemp("plip"))
+    ckpt, arch, _ = build_tiny_conch(tmp_path_factory.mktemp("conch"))
+    return ImageTextWeights(plip=str(plip), conch=ckpt), arch
+
+
+def test_image_text_and_fused_plumbing_on_c2(c2, shipped, tiny_weights):
+    from spotwhisper.encoders.clip_models import load_conch
+    from spotwhisper.imagetext.zeroshot import score_tiles
+    from spotwhisper.search.fusion import calibrate
+
+    task = load_task("celltypes")
+    sample = make_sample("C2", c2[:24].copy(), task, "C")
+    weights, conch_arch = tiny_weights
+    ctx = _ctx(task, shipped, weights=weights)
+    ctx._cache["conch"] = load_conch(weights.conch, arch=conch_arch)  # the tiny architecture, not ViT-B/16
+    queries = [c.query for c in task.classes]
+    probs = {m: route_scores(m, sample, queries, ctx) for m in ("plip", "conch")}
+    for m, p in probs.items():
+        assert p.shape == (24, 4) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+        model = ctx.image_text_model(m)
+        emb = sample.adata.obsm[f"image_text_emb_{m}"]
+        ref = score_tiles(model, emb, queries, vocabulary=ctx.vocabulary)
+        assert np.allclose(p, ref.probs, atol=1e-6)
+    # fused = weighted mean of calibrated raw cosines of the routes with a weight (here PLIP and CONCH)
+    ctx._cache["fusion"] = ({"plip": 1.0, "conch": 3.0, "measured": 1.0}, "zscore")
+    fused = route_scores("fused", sample, queries, ctx)
+    cos = {m: score_tiles(ctx.image_text_model(m), sample.adata.obsm[f"image_text_emb_{m}"], queries,
+                          vocabulary=ctx.vocabulary).cosine for m in ("plip", "conch")}
+    want = np.column_stack([(calibrate(cos["plip"][:, j]) + 3 * calibrate(cos["conch"][:, j])) / 4 for j in range(4)])
+    assert np.allclose(fused, want, atol=1e-6)
+    assert ctx._cache["fused_parts"] == {"plip", "conch"}  # measured expression never enters the fused search
