@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import anndata as ad
@@ -26,15 +25,13 @@ from ..config import to_dict
 from ..language.config import TextConfig
 from ..language.model import CONFIG_FILE, TextExpressionModel
 
+from ..cache import cache_dir
+
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "SPOTWHISPER_CACHE_DIR"
-
-
 def bench_cache_dir() -> Path:
-    """``$SPOTWHISPER_CACHE_DIR/bench`` or ``~/.cache/spotwhisper/bench``."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "spotwhisper") / "bench"
+    """``<cache root>/bench`` (see :mod:`spotwhisper.cache`)."""
+    return cache_dir("bench")
 
 
 def fold_key(cfg: TextConfig, genes: list[str], sections: list[str]) -> str:
@@ -113,7 +110,6 @@ class TextModels:
         import torch
 
         from ..io import tls_signature
-        from ..language.text_encoder import TextEncoder
         from ..language.train import fit_and_evaluate
 
         adata = self._sections()

@@ -24,14 +24,13 @@ log = logging.getLogger(__name__)
 
 #: Bump when the cached arrays change meaning, so old entries are no longer used.
 CACHE_VERSION = 1
-CACHE_ENV_VAR = "SPOTWHISPER_CACHE_DIR"
+from ..cache import cache_dir
 _MB = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """``$SPOTWHISPER_CACHE_DIR`` or ``~/.cache/spotwhisper/features``."""
-    value = os.environ.get(CACHE_ENV_VAR)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "spotwhisper" / "features"
+    """``<cache root>/features`` (see :mod:`spotwhisper.cache`)."""
+    return cache_dir("features")
 
 
 def file_fingerprint(path: str | Path, chunk_mb: float = 1.0, full_hash_max_mb: float = 64.0) -> str:

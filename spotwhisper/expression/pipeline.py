@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import anndata as ad
@@ -14,6 +13,7 @@ import pandas as pd
 
 from .. import keys
 from ..encoders import create_encoder, extract_features
+from ..cache import cache_dir
 from ..config import to_dict
 from ..io import read_h5ad, read_her2st, write_h5ad
 from ..io.slide import Slide
@@ -67,9 +67,8 @@ def train_expression(data_dir: str | Path | None, cfg: ExpressionConfig, evaluat
 
 
 def oof_cache_dir() -> Path:
-    """``$SPOTWHISPER_CACHE_DIR/oof`` or ``~/.cache/spotwhisper/oof``."""
-    base = os.environ.get("SPOTWHISPER_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "spotwhisper") / "oof"
+    """``<cache root>/oof`` (see :mod:`spotwhisper.cache`)."""
+    return cache_dir("oof")
 
 
 def oof_expression(data_dir: str | Path | None, cfg: ExpressionConfig, progress: bool = True,

@@ -8,20 +8,17 @@ float16, standardisation buffers in float32) and ``model_card.md``.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 from .. import keys
+from ..atomic import atomic_dir
 from ..config import from_dict, to_dict
 from .config import ExpressionConfig
 from .data import inputs_from_adata
@@ -53,10 +50,7 @@ class ExpressionModel:
     def save_pretrained(self, path: str | Path, card: str | None = None) -> Path:
         """Write the model folder atomically (temporary folder, then rename)."""
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".expression-", dir=dest.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        try:
+        with atomic_dir(dest, keep=("model_card.md",)) as tmp:
             state = {}
             for k, v in self.ensemble.state_dict().items():
                 state[k] = v.float() if k in BUFFERS else v.half()
@@ -67,18 +61,6 @@ class ExpressionModel:
             (tmp / "genes.txt").write_text("\n".join(self.genes) + "\n")
             if card:
                 (tmp / "model_card.md").write_text(card)
-            elif (dest / "model_card.md").exists():
-                shutil.copy(dest / "model_card.md", tmp / "model_card.md")
-            if dest.exists():
-                old = dest.with_name(dest.name + ".old")
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dest
 
     @classmethod

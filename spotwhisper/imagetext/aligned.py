@@ -10,11 +10,7 @@ tri-modal alignment (image ↔ transcriptome ↔ text) without any image–capti
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import keys
+from ..atomic import atomic_dir
 from ..config import from_dict, load_config, to_dict
 from ..expression.config import NetConfig
 from ..expression.data import inputs_from_adata
@@ -180,10 +177,7 @@ class AlignedImageModel:
     def save_pretrained(self, path: str | Path, card: str | None = None) -> Path:
         """Write ``config.yaml``, ``model.safetensors`` (float16 weights) and ``model_card.md`` atomically."""
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".aligned-", dir=dest.parent))
-        tmp.chmod(0o755)
-        try:
+        with atomic_dir(dest) as tmp:
             state = {k: (v.float() if k in ("feat_mean", "feat_std", "projection") else v.half()).contiguous()
                      for k, v in self.head.state_dict().items()}
             save_file(state, tmp / "model.safetensors")
@@ -193,12 +187,6 @@ class AlignedImageModel:
             (tmp / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
             if card:
                 (tmp / "model_card.md").write_text(card)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dest
 
     @classmethod

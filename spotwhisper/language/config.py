@@ -132,4 +132,4 @@ class TextConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     panel: str | None = None  #: gene panel file; None = the shared default panel
-    cache_dir: str = ".cache/text"  #: caption-embedding cache (relative to the working directory)
+    cache_dir: str | None = None  #: caption-embedding cache; None = <cache root>/text (spotwhisper.cache)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_dir
 from ..config import from_dict, to_dict
 from .config import ModelConfig
 from .expression_encoder import build_expression_encoder, expression_input
@@ -146,30 +145,18 @@ class TextExpressionModel(nn.Module):
         """Write ``config.json`` (config, genes, provenance ``extra``) and ``model.safetensors``
         into folder ``path``; the folder is replaced as a whole, never left half-written."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "model": to_dict(self.config),
-            "text_dim": self.text_dim,
-            "genes": self.genes,
-            **(extra or {}),
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE))
-        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes owner-only
-        for other in path.glob("*") if path.is_dir() else []:  # keep files others put there (model card)
-            if not (tmp / other.name).exists():
-                shutil.copy2(other, tmp / other.name)
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        others = tuple(p.name for p in path.glob("*")) if path.is_dir() else ()  # keep files others put there
+        with atomic_dir(path, keep=others) as tmp:
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "model": to_dict(self.config),
+                "text_dim": self.text_dim,
+                "genes": self.genes,
+                **(extra or {}),
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+            state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE))
         return path
 
     @classmethod

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import cache_dir
 from .. import keys
 from ..config import to_dict
 from ..expression.panel import load_panel, log1p_normalize
@@ -131,7 +132,7 @@ def fit_and_evaluate(
     test = np.isin(patients, list(test_patients))
     if (~test).sum() == 0:
         raise ValueError(f"no training spots left after holding out patients {list(test_patients)}")
-    store = EmbeddingStore(cfg.cache_dir, encoder)
+    store = EmbeddingStore(cfg.cache_dir or cache_dir("text"), encoder)
     train_ad = adata[~test].copy()
     kinds = [k for k in KINDS if getattr(cfg.captions, {"deconv": "deconvolution"}.get(k, k))]
     train = build_captioned_spots(
