@@ -64,3 +64,57 @@ def load_input(
     if mpp is not None:
         slide.set_mpp(mpp)
     return SlideInput(name=name, slide=slide, adata=adata, scale=scale)
+
+
+#: column names accepted for the spot id in a spot table (first match wins, case-insensitive)
+SPOT_ID_COLUMNS = ("barcode", "id", "spot", "spot_id")
+
+
+def load_spot_table(
+    table: str | Path,
+    image: str | Path,
+    name: str | None = None,
+    mpp: float | None = None,
+) -> SlideInput:
+    """An image plus a CSV of spot centres → :class:`SlideInput` with spots.
+
+    The CSV needs columns ``x`` and ``y`` (spot centres in full-resolution pixels of ``image``,
+    case-insensitive) and may name spots in ``barcode``/``id``/``spot``/``spot_id``. Spot spacing
+    is the median nearest-neighbour distance; ``mpp`` (µm/px) overrides the image's metadata.
+    Raises ``ValueError`` naming the file for a table that cannot be used.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+
+    from .. import keys
+    from .spatial import attach_image, estimate_spacing_px
+
+    table = Path(table)
+    try:
+        df = pd.read_csv(table)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{table}: not a readable CSV spot table ({err})") from err
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if "x" not in cols or "y" not in cols:
+        raise ValueError(f"{table}: a spot table needs columns x and y (full-resolution pixels); found {list(df.columns)}")
+    xy = df[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{table}: {int(bad.sum())} row(s) with a missing or non-numeric x/y (first: row {int(np.argmax(bad)) + 2})")
+    if len(xy) < 2:
+        raise ValueError(f"{table}: needs at least two spots, found {len(xy)}")
+    id_col = next((cols[c] for c in SPOT_ID_COLUMNS if c in cols), None)
+    ids = df[id_col].astype(str).to_numpy() if id_col is not None else np.array([f"spot_{i}" for i in range(len(xy))])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{table}: spot ids in column {id_col!r} are not unique")
+    slide = open_slide(image, mpp=mpp)
+    name = name or Path(image).stem
+    obs = pd.DataFrame({keys.SECTION: pd.Categorical([name] * len(xy))}, index=pd.Index(ids, dtype=str))
+    if id_col is not None:
+        obs["barcode"] = ids
+    adata = ad.AnnData(X=sparse.csr_matrix((len(xy), 0), dtype=np.float32), obs=obs)
+    adata.obsm[keys.SPATIAL] = xy
+    spacing = estimate_spacing_px(xy)
+    attach_image(adata, name, slide, mpp=slide.mpp, spot_spacing_px=spacing, spot_diameter_px=None, technology="spot table")
+    return SlideInput(name=name, slide=slide, adata=adata, scale=1.0)

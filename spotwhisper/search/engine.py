@@ -109,7 +109,9 @@ class SearchResult:
             n_hot = int(np.nansum(hits.fused >= self.threshold))
             if not hits.regions:
                 lines.append(f"{hits.slide}: no region scores above the threshold ({self.threshold:g}); "
-                             f"best spot {np.nanmax(hits.fused):.2f}.")
+                             f"best spot {np.nanmax(hits.fused):.2f}. Scores are z-scores over the searched spots, "
+                             "so a match spread over most of the tissue has no stand-out region: lower the "
+                             "threshold, or search it against another query ('A minus B').")
                 continue
             parts = [f"region {r.id}: {r.n_spots} spots, {r.area_um2 / 1e6:.2f} mm², mean score {r.mean_score:.2f}"
                      for r in hits.regions[:max_regions]]
@@ -224,24 +226,35 @@ class SearchEngine:
             for n, part in zip(names, np.split(c, np.cumsum(sizes)[:-1])):
                 if r in raw[n]:
                     cal[n][r] = part
-        # fuse, then standardise the fused score over all searched spots: the threshold is in its z units
-        fused_all = np.concatenate([
-            fuse(cal[n], weights, method="none") if cal[n] else np.full(sz, np.nan) for n, sz in zip(names, sizes)])
-        fused_all = calibrate(fused_all, self.cfg.calibration)
-        result = []
-        for n, fused in zip(names, np.split(fused_all, np.cumsum(sizes)[:-1])):
-            hits = SlideHits(n, data[n], raw[n], cal[n], fused)
-            hits.regions = self._regions(data[n], fused, threshold)
-            if explain and hits.regions:
-                self._explain(hits, parsed)
-            result.append(hits)
-        result.sort(key=lambda h: -h.best)
         notes = []
         if parsed.markers and "protein" not in routes:
             notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
-        return SearchResult(parsed, result, routes, notes, threshold)
+        hits = [SlideHits(n, data[n], raw[n], cal[n], np.full(data[n].n_obs, np.nan)) for n in names]
+        return self.refuse(SearchResult(parsed, hits, routes, notes, threshold), weights, threshold, explain)
 
-    def _regions(self, adata: ad.AnnData, fused: np.ndarray, threshold: float) -> list[Region]:
+    def refuse(self, base: SearchResult, weights: dict[str, float], threshold: float, explain: bool = True) -> SearchResult:
+        """Fuse ``base``'s calibrated route scores with ``weights``, standardise the fused score over
+        all searched spots (the threshold is in its z units), then regions, explanations and slide
+        ranking. Re-weighting or a new threshold needs no new scoring."""
+        used = sorted({r for h in base.slides for r in h.calibrated if weights.get(r, 0) > 0})
+        if not used:
+            raise ValueError(f"none of the selected routes answered this query (it was answered by {', '.join(base.routes)})")
+        sizes = [h.adata.n_obs for h in base.slides]
+        parts = [fuse(h.calibrated, weights, method="none") if set(h.calibrated) & set(used) else np.full(n, np.nan)
+                 for h, n in zip(base.slides, sizes)]
+        fused_all = calibrate(np.concatenate(parts), self.cfg.calibration)
+        result = []
+        for h, fused in zip(base.slides, np.split(fused_all, np.cumsum(sizes)[:-1])):
+            hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused)
+            hits.regions = self.regions(h.adata, fused, threshold)
+            if explain and hits.regions:
+                self.explain_hits(hits, base.query)
+            result.append(hits)
+        result.sort(key=lambda s: -s.best)
+        return SearchResult(base.query, result, used, list(base.notes), threshold)
+
+    def regions(self, adata: ad.AnnData, fused: np.ndarray, threshold: float) -> list[Region]:
+        """Connected regions of spots with ``fused >= threshold`` on one slide."""
         lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
         sf = adata.uns[keys.SPATIAL][lib]["scalefactors"] if lib else {}
         coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
@@ -251,7 +264,8 @@ class SearchEngine:
         mpp = float(sf.get(keys.MPP, 1.0))
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
 
-    def _explain(self, hits: SlideHits, parsed: ParsedQuery) -> None:
+    def explain_hits(self, hits: SlideHits, parsed: ParsedQuery) -> None:
+        """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
         if keys.TEXT_EMB in hits.adata.obsm:
             q = embed_queries(self.text, [parsed.positive])[0]

@@ -55,6 +55,15 @@ def contrast_table(values: np.ndarray, names: Sequence[str], inside: np.ndarray)
     return table.sort_values("t", ascending=False, ignore_index=True)
 
 
+def _rank(table: pd.DataFrame, top: int, min_t: float) -> pd.DataFrame:
+    """Top ``top`` up and down by difference among rows with ``|t| >= min_t`` (by ``t`` when fewer)."""
+    up = table[table["t"] >= min_t].sort_values("diff", ascending=False)
+    down = table[table["t"] <= -min_t].sort_values("diff")
+    if len(up) < top:
+        up = pd.concat([up, table[(table["t"] < min_t) & (table["diff"] > 0)].sort_values("t", ascending=False)])
+    return pd.concat([up.head(top), down.head(top)]).drop_duplicates("name").reset_index(drop=True)
+
+
 def explain_spots(
     inside: np.ndarray,
     expression: np.ndarray,
@@ -62,19 +71,21 @@ def explain_spots(
     proteins: np.ndarray | None = None,
     markers: Sequence[str] | None = None,
     top: int = 15,
+    min_t: float = 3.0,
 ) -> Explanation:
     """Contrast the spots in ``inside`` (bool mask ``(n,)``) with the rest of the slide.
 
     ``expression`` ``(n, g)`` is log1p expression (inferred or measured) of ``genes``;
-    ``proteins`` ``(n, 50)`` the virtual panel with ``markers`` names. Only genes with a
-    positive difference and the strongest negative ones are kept (``top`` each way).
+    ``proteins`` ``(n, 50)`` the virtual panel with ``markers`` names. As in differential
+    expression, genes and proteins with ``|t| >= min_t`` are ranked by their difference (log1p
+    units / scaled level), ``top`` up and ``top`` down; with too few such genes, by ``t``.
     """
     inside = np.asarray(inside, dtype=bool)
     if not inside.any():
         raise ValueError("no spot selected to explain")
-    g = contrast_table(expression, genes, inside)
-    g = pd.concat([g.head(top), g.tail(top)]).drop_duplicates("name")
+    g = _rank(contrast_table(expression, genes, inside), top, min_t)
     p = None
     if proteins is not None and markers is not None:
-        p = contrast_table(proteins, markers, inside).head(top)
+        p = _rank(contrast_table(proteins, markers, inside), top, min_t)
+        p = p[p["diff"] > 0].reset_index(drop=True) if (p["diff"] > 0).any() else p
     return Explanation(g.reset_index(drop=True), p, int(inside.sum()), int((~inside).sum()))

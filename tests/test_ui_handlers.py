@@ -1,0 +1,223 @@
+"""UI handlers without a browser: intent routing, search/contrast/explain actions, re-fusing and
+re-thresholding the cached result, overlay and top tiles, on the mini C2 collection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spotwhisper import keys
+from spotwhisper.search.fusion import calibrate
+from spotwhisper.search.regions import find_regions
+from ui import handlers as h
+from ui.chat import EMPTY_REPLY, HELP_REPLY, respond, route_intent
+from ui.config import load_ui_config
+from ui.display import (
+    evidence_table,
+    overlay,
+    regions_frame,
+    slide_picture,
+    spot_at,
+    spot_spacing,
+    tile_gallery,
+)
+
+TLS = "show me tertiary lymphoid structures"
+
+
+@pytest.mark.parametrize(
+    "message, kind, query, negative, region",
+    [
+        ("", "empty", "", "", None),
+        ("   \n ", "empty", "", "", None),
+        ("help", "help", "", "", None),
+        (TLS, "search", "tertiary lymphoid structures", "", None),
+        ("where is PD-L1 high?", "search", "PD-L1 high", "", None),
+        ("where are the B cells on this slide?", "search", "B cells", "", None),
+        ("fibrosis", "search", "fibrosis", "", None),
+        ("compare tumour and stroma", "contrast", "tumour", "stroma", None),
+        ("invasive cancer vs stroma", "contrast", "invasive cancer", "stroma", None),
+        ("show me tumour but not stroma", "contrast", "tumour", "stroma", None),
+        ("which genes explain the highlighted region?", "explain", "", "", None),
+        ("explain region 2", "explain", "", "", 2),
+        ("why is region 3 lit?", "explain", "", "", 3),
+        ("find slides with immune infiltrate", "slides", "immune infiltrate", "", None),
+        ("which slides have TLS?", "slides", "TLS", "", None),
+        ("rank sections by immune infiltrate", "slides", "immune infiltrate", "", None),
+        ("immune infiltrate across all slides", "slides", "immune infiltrate", "", None),
+    ],
+)
+def test_route_intent(message, kind, query, negative, region):
+    intent = route_intent(message)
+    assert (intent.kind, intent.query, intent.negative, intent.region) == (kind, query, negative, region)
+
+
+@pytest.fixture(scope="module")
+def engine(mini_collection):
+    from spotwhisper.search.collection import open_engine
+
+    index_dir, name = mini_collection
+    return open_engine(name, index_dir=index_dir)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_ui_config()
+
+
+@pytest.fixture(scope="module")
+def searched(engine, cfg):
+    """(answer, view) after the TLS query on the mini slide."""
+    return respond(engine, h.new_view(engine, cfg), TLS, [], cfg)
+
+
+def test_search_answer_lists_regions_with_numbers(engine, searched):
+    text, view = searched
+    hits = view.hits()
+    assert view.slide == "C2" and hits is not None and hits.regions
+    assert view.shown.routes == view.base.routes  # every group on = the engine's own fusion
+    np.testing.assert_allclose(hits.fused, view.base.slides[0].fused, atol=1e-9)
+    r1 = hits.regions[0]
+    assert f"region 1: {r1.n_spots} spots" in text and f"mean score {r1.mean_score:.2f}" in text
+    assert f"{len(hits.regions)} region(s)" in text and "why (region 1 vs rest of slide): higher" in text
+
+
+def test_empty_and_help_leave_the_view(engine, cfg, searched):
+    _, view = searched
+    for message, expected in (("", EMPTY_REPLY), ("  ", EMPTY_REPLY), ("help", HELP_REPLY)):
+        text, after = respond(engine, view, message, [], cfg)
+        assert text == expected and after is view
+
+
+def test_threshold_rethresholds_without_searching(engine, cfg, searched, monkeypatch):
+    _, view = searched
+    monkeypatch.setattr(engine, "search", lambda *a, **k: pytest.fail("the slider must not search again"))
+    low = h.update_view(engine, view, cfg, threshold=0.5)
+    hits = low.hits()
+    np.testing.assert_allclose(hits.fused, view.hits().fused)
+    expected = find_regions(hits.adata.obsm[keys.SPATIAL], hits.fused, 0.5, spot_spacing(hits.adata),
+                            spot_spacing(hits.adata), 1.0, engine.cfg.link, engine.cfg.min_region_spots, outline=False)
+    assert [r.n_spots for r in hits.regions] == [r.n_spots for r in expected]
+    assert sum(r.n_spots for r in hits.regions) > sum(r.n_spots for r in view.hits().regions)
+    # above every spot: no region, and the answer says so
+    none = h.update_view(engine, view, cfg, threshold=float(np.nanmax(hits.fused)) + 0.1)
+    assert none.hits().regions == []
+    assert "no region scores above the threshold" in h.describe_result(none, cfg)
+    text, _ = h.run_explain(engine, none, cfg)
+    assert "no region scores above the threshold" in text
+
+
+def test_route_toggles_refuse_cached_scores(engine, cfg, searched):
+    _, view = searched
+    base = view.base.slides[0]
+    assert {"transcriptome", "protein"} <= set(base.calibrated)
+    only = h.update_view(engine, view, cfg, groups=["protein"])
+    assert only.shown.routes == ["protein"]
+    np.testing.assert_allclose(only.hits().fused, calibrate(base.calibrated["protein"]), atol=1e-9)
+    assert not np.allclose(only.hits().fused, view.hits().fused)
+    back = h.update_view(engine, only, cfg, groups=list(cfg.route_groups))
+    np.testing.assert_allclose(back.hits().fused, view.hits().fused, atol=1e-9)
+    with pytest.raises(ValueError, match="at least one route"):
+        h.update_view(engine, view, cfg, groups=[])
+    if "image" not in base.calibrated:  # shipped defaults: no aligned head, so image–text alone cannot answer
+        with pytest.raises(ValueError, match="none of the selected routes"):
+            h.update_view(engine, view, cfg, groups=["image–text"])
+
+
+def test_explain_regions(engine, cfg, searched):
+    _, view = searched
+    hits = view.hits()
+    text, _ = respond(engine, view, "which genes explain the highlighted region?", [], cfg)
+    top_gene = hits.explanation.genes["name"].iloc[0]
+    assert text.startswith(f"Region 1 on C2 ({hits.regions[0].n_spots} spots") and top_gene in text
+    assert "gradient × input" in text
+    if len(hits.regions) > 1:
+        text2, after2 = respond(engine, view, "explain region 2", [], cfg)
+        r2 = hits.regions[1]
+        assert text2.startswith(f"Region 2 on C2 ({r2.n_spots} spots") and after2.focus == 2
+        expl = engine.explain("C2", r2.spots)
+        assert after2.explained.genes["name"].tolist() == expl.genes["name"].tolist()
+        assert evidence_table(after2.explained, 5)["name"].iloc[0] == expl.genes["name"].iloc[0]
+    text3, _ = respond(engine, view, "explain region 99", [], cfg)
+    assert "there is no region 99" in text3
+    fresh = h.new_view(engine, cfg)
+    assert "search first" in respond(engine, fresh, "why?", [], cfg)[0]
+
+
+def test_contrast_and_compare_slides(engine, cfg):
+    view = h.new_view(engine, cfg)
+    text, view = respond(engine, view, "compare tumour and stroma", [], cfg)
+    assert view.shown.query.negative == "stroma" and "minus 'stroma'" in text
+    n = view.hits().adata.n_obs
+    lean = [int(s) for s in text.split("route, ")[1].split(" of ")[:1]]
+    assert f" of {n} spots" in text and 0 <= lean[0] <= n
+    raw = view.hits().routes["transcriptome"]
+    assert lean[0] == int((raw > 0).sum())
+    text, view = respond(engine, view, "find slides with immune infiltrate", [], cfg)
+    assert text.startswith("Ranked 1 slide(s) for 'immune infiltrate'") and "1. C2:" in text
+
+
+def test_bad_query_keeps_view(engine, cfg, searched):
+    _, view = searched
+    text, after = respond(engine, view, "x" * 400, [], cfg)
+    assert "too long" in text and after is view
+
+
+def test_overlay_marks_regions(engine, cfg, searched):
+    _, view = searched
+    hits = view.hits()
+    img = np.asarray(overlay(hits, view.threshold, 600, cfg.crop_margin))
+    assert max(img.shape[:2]) <= 600
+    cyan = (img[..., 0] < 60) & (img[..., 1] > 200) & (img[..., 2] > 200)
+    assert cyan.sum() > 50  # region outlines are drawn
+    plain = np.asarray(slide_picture(hits.adata, 600, cfg.crop_margin))
+    assert plain.shape == img.shape and (plain != img).any()
+    no_regions = np.asarray(overlay(replace(hits, regions=[]), view.threshold, 600, cfg.crop_margin))
+    assert ((no_regions[..., 0] < 60) & (no_regions[..., 1] > 200) & (no_regions[..., 2] > 200)).sum() < 5
+    # clicking the picture finds the spot under the pointer: the region's best spot is among them
+    r1 = hits.regions[0]
+    best = int(r1.spots[np.argmax(hits.fused[r1.spots])])
+    ys, xs = np.mgrid[0 : img.shape[0] : 6, 0 : img.shape[1] : 6]
+    found = {spot_at(hits, float(x), float(y), 600, cfg.crop_margin) for x, y in zip(xs.ravel(), ys.ravel())}
+    assert best in found and None in found
+    assert regions_frame(hits)["spots"].tolist() == [r.n_spots for r in hits.regions]
+
+
+def test_gallery_tiles_come_from_full_resolution(cfg, searched):
+    from spotwhisper.io.spatial import open_source_slide
+
+    _, view = searched
+    hits = view.hits()
+    tiles = tile_gallery(hits, 4, 96, 1.0)
+    top = hits.top_spots(4)
+    assert [c.split(" · ")[0] for _, c in tiles] == top["spot"].tolist()
+    assert all(t.shape == (96, 96, 3) for t, _ in tiles)
+    slide, scale = open_source_slide(hits.adata)
+    x, y = top["x"].iloc[0] * scale, top["y"].iloc[0] * scale
+    half = spot_spacing(hits.adata) * scale / 2
+    x0, y0, side = (int(np.round(v)) for v in (x - half, y - half, 2 * half))
+    full = np.asarray(Image.fromarray(slide.read_region((x0, y0), 0, (side, side))).resize((96, 96)))
+    assert np.abs(full.astype(int) - tiles[0][0].astype(int)).mean() < 12
+    assert f"score {top['score'].iloc[0]:.2f}" in tiles[0][1]
+
+
+def test_serve_command_names_a_missing_collection(tmp_path, capsys):
+    from spotwhisper.cli import main
+
+    assert main(["serve", "--collection", "nope", "--index-dir", str(tmp_path)]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_shipped_ui_yaml_matches_defaults_and_env_overrides(monkeypatch):
+    from ui.config import ENV_BASE_URL, ENV_MODEL, UIConfig
+
+    for var in (ENV_BASE_URL, ENV_MODEL, "SPOTWHISPER_LLM_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert load_ui_config() == UIConfig() and not UIConfig().llm.enabled
+    monkeypatch.setenv(ENV_BASE_URL, "http://127.0.0.1:1/v1")
+    monkeypatch.setenv(ENV_MODEL, "m")
+    cfg = load_ui_config()
+    assert cfg.llm.enabled and cfg.llm.base_url == "http://127.0.0.1:1/v1" and cfg.llm.timeout_s == 60.0

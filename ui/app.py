@@ -1,0 +1,233 @@
+"""The Gradio app: chat, slide with heat-map overlay, threshold and route toggles, top tiles,
+genes and proteins, slide picker and upload, export.
+
+:func:`build_app` lays out the Blocks over a :class:`~spotwhisper.search.engine.SearchEngine`;
+:func:`launch` serves it (``spotwhisper demo`` and ``spotwhisper serve`` call it). Callbacks only
+wire components to the plain functions in :mod:`ui.handlers`, :mod:`ui.chat`, :mod:`ui.display`
+and :mod:`ui.files`; each session keeps its :class:`~ui.handlers.View` in a ``gr.State``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+
+from spotwhisper.io import SlideError
+from spotwhisper.search.engine import SearchEngine
+
+from . import handlers as h
+from .chat import respond
+from .config import UIConfig, load_ui_config
+from .display import (
+    evidence_table,
+    overlay,
+    regions_frame,
+    slide_picture,
+    spot_at,
+    tile_gallery,
+)
+from .files import (
+    export_result,
+    keep_upload,
+    prepare_upload,
+    process_upload,
+    session_folder,
+    unique_name,
+)
+
+log = logging.getLogger(__name__)
+CSS = "#overlay img {object-fit: contain;} #map-caption {min-height: 2em;}"
+
+
+class _Models:
+    """The pipeline models, loaded on the first upload and shared by every session."""
+
+    def __init__(self):
+        self._models = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        with self._lock:
+            if self._models is None:
+                from spotwhisper.pipeline import Models
+
+                self._models = Models.load()
+            return self._models
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | None = None) -> gr.Blocks:
+    """The Blocks app over ``engine`` (not launched). ``example`` pre-fills the chat box."""
+    cfg = cfg or load_ui_config()
+    models = _Models()
+    examples = ([example] if example else []) + [e for e in cfg.examples if e != example]
+
+    def render(view: h.View):
+        """(overlay, caption, gallery, evidence, regions) for the slide on screen."""
+        if view.slide is None:
+            return None, "No slides yet: upload one below.", [], evidence_table(None, 0), regions_frame(None)
+        hits = view.hits()
+        if hits is None:
+            picture = slide_picture(engine.slide(view.slide), cfg.display_max_side, cfg.crop_margin)
+            return picture, h.map_caption(view), [], evidence_table(None, 0), regions_frame(None)
+        caption = h.map_caption(view)
+        try:
+            tiles = tile_gallery(hits, cfg.gallery_tiles, cfg.tile_px, cfg.tile_context)
+        except (FileNotFoundError, SlideError, KeyError, ValueError) as err:
+            tiles, caption = [], caption + f" (tiles unavailable: {err})"
+        evidence = evidence_table(view.explained or hits.explanation, cfg.table_rows)
+        return overlay(hits, view.threshold, cfg.display_max_side, cfg.crop_margin), caption, tiles, evidence, regions_frame(hits)
+
+    def on_load(view):
+        return (view, *render(view))
+
+    def on_message(message, history, view):
+        earlier = list(history or [])
+        history = earlier + ([{"role": "user", "content": message}] if (message or "").strip() else [])
+        try:
+            text, view = respond(engine, view, message, earlier, cfg)
+        except Exception as err:  # the UI must answer, whatever broke underneath
+            log.exception("chat failed")
+            text = f"Something went wrong: {err}"
+        history.append({"role": "assistant", "content": text})
+        return (history, view, "", gr.update(value=view.slide), *render(view))
+
+    def on_view_change(view, **change):
+        try:
+            view = h.update_view(engine, view, cfg, **change)
+        except ValueError as err:
+            gr.Warning(str(err))
+        return (view, *render(view))
+
+    def on_threshold(value, view):
+        return on_view_change(view, threshold=value)
+
+    def on_routes(groups, view):
+        return on_view_change(view, groups=list(groups or []))
+
+    def on_slide(slide, view):
+        view = replace(view, slide=slide, focus=1, explained=None)
+        if view.base is not None and view.hits() is None:
+            try:
+                _, view = h.run_search(engine, view, view.base.query.text, cfg)
+            except ValueError as err:
+                gr.Warning(str(err))
+        return (view, *render(view))
+
+    def on_click(evt: gr.SelectData, history, view):
+        hits = view.hits()
+        if hits is None or not isinstance(evt.index, (list, tuple)):
+            return (history, view, *render(view))
+        spot = spot_at(hits, float(evt.index[0]), float(evt.index[1]), cfg.display_max_side, cfg.crop_margin)
+        region = next((r.id for r in hits.regions if spot is not None and spot in set(r.spots.tolist())), None)
+        if region is None:
+            return (history, view, *render(view))
+        text, view = h.run_explain(engine, view, cfg, region)
+        return (list(history or []) + [{"role": "assistant", "content": text}], view, *render(view))
+
+    def on_upload(image, spots, name, mpp, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
+        if not image:
+            return ("Choose an image file first.", view, gr.update(), *render(view))
+        folder = session_folder(cfg.upload_root(), _session(request))
+        kept = [keep_upload(image, folder)] + ([keep_upload(spots, folder)] if spots else [])
+        try:
+            slide_name = unique_name(name or Path(image).stem, engine.slide_names())
+            inp = prepare_upload(kept[0], kept[1] if spots else None, slide_name, float(mpp or cfg.upload_mpp))
+            progress(0.0, desc="loading models")
+            adata, saved = process_upload(inp, models.get(), folder)
+        except (ValueError, FileNotFoundError, KeyError, SlideError, MemoryError) as err:
+            msg = err.args[0] if err.args else err
+            return (f"Could not process the upload: {msg}\n\nNothing is lost — kept at: "
+                    + ", ".join(str(p) for p in kept), view, gr.update(), *render(view))
+        engine.add_slide(slide_name, adata)
+        view = replace(view, slide=slide_name, focus=1, explained=None)
+        status = (f"Added **{slide_name}**: {adata.n_obs} {'spots' if spots else 'grid tiles'} processed. "
+                  f"Upload kept at {kept[0]}; processed slide at {saved}.")
+        picker = gr.update(choices=engine.slide_names(), value=slide_name)
+        return (status, view, picker, *render(view))
+
+    def on_export(view, request: gr.Request):
+        hits = view.hits()
+        if hits is None:
+            return None, "Nothing to export yet: search first."
+        paths = export_result(view.shown, hits.slide, session_folder(cfg.upload_root(), _session(request)))
+        return [str(p) for p in paths], f"Exported '{view.shown.query.text}' ({hits.slide}): CSV, .h5ad and GeoJSON (QuPath)."
+
+    names = engine.slide_names()
+    first = h.new_view(engine, cfg)
+    lo, hi = cfg.threshold_range
+    with gr.Blocks(title=cfg.title, analytics_enabled=False) as app:
+        state = gr.State(first)
+        gr.Markdown(f"## {cfg.title} — search H&E slides with free text")
+        with gr.Row():
+            with gr.Column(scale=2):
+                chatbot = gr.Chatbot(elem_id="chat", height=460, label="chat")
+                msg = gr.Textbox(value=example or "", elem_id="query", label="ask", placeholder=examples[0] if examples else "",
+                                 submit_btn=True, lines=1)
+                gr.Examples(examples, inputs=msg, label="examples")
+            with gr.Column(scale=3):
+                picker = gr.Dropdown(choices=names, value=names[0] if names else None, label="slide", elem_id="slide-picker")
+                image = gr.Image(elem_id="overlay", label="heat map", format="png", type="pil", interactive=False, height=560)
+                caption = gr.Markdown(elem_id="map-caption")
+                with gr.Row():
+                    thr = gr.Slider(lo, hi, value=first.threshold, step=cfg.threshold_step,
+                                    label="threshold (fused z-score)", elem_id="threshold")
+                    routes = gr.CheckboxGroup(list(cfg.route_groups), value=list(cfg.route_groups), label="routes (all = fused)",
+                                              elem_id="routes")
+        with gr.Row():
+            gallery = gr.Gallery(label="top tiles (full resolution)", elem_id="tiles", columns=4, height=300)
+            with gr.Column():
+                evidence = gr.Dataframe(label="genes and proteins behind the highlighted region", elem_id="evidence",
+                                        interactive=False, max_height=300)
+                regions = gr.Dataframe(label="regions", elem_id="regions", interactive=False, max_height=200)
+        with gr.Accordion("upload a slide", open=False):
+            with gr.Row():
+                up_image = gr.File(label="H&E image (JPEG, PNG, TIFF, SVS …)", type="filepath", elem_id="upload-image")
+                up_spots = gr.File(label="optional spot table (CSV: x, y in full-resolution px; barcode/id)", type="filepath")
+                with gr.Column():
+                    up_name = gr.Textbox(label="slide name (default: file name)")
+                    up_mpp = gr.Number(value=cfg.upload_mpp, label="µm per pixel (when the file does not say)")
+                    up_button = gr.Button("process slide", variant="primary")
+            up_status = gr.Markdown(elem_id="upload-status")
+        with gr.Accordion("export the current result", open=False):
+            ex_button = gr.Button("export CSV, .h5ad and GeoJSON")
+            ex_files = gr.File(label="files", file_count="multiple", interactive=False, elem_id="export-files")
+            ex_status = gr.Markdown()
+
+        shown = [image, caption, gallery, evidence, regions]
+        app.load(on_load, [state], [state, *shown])
+        msg.submit(on_message, [msg, chatbot, state], [chatbot, state, msg, picker, *shown])
+        thr.change(on_threshold, [thr, state], [state, *shown], trigger_mode="always_last")
+        routes.input(on_routes, [routes, state], [state, *shown])
+        picker.input(on_slide, [picker, state], [state, *shown])
+        image.select(on_click, [chatbot, state], [chatbot, state, *shown])
+        up_button.click(on_upload, [up_image, up_spots, up_name, up_mpp, state], [up_status, state, picker, *shown])
+        ex_button.click(on_export, [state], [ex_files, ex_status])
+    return app
+
+
+def launch(engine: SearchEngine, host: str = "127.0.0.1", port: int | None = 7860, example: str | None = None,
+           cfg: UIConfig | None = None, block: bool = True, quiet: bool = False) -> gr.Blocks:
+    """Serve the app on ``http://host:port``; with ``block=False`` return at once (tests), else
+    serve until interrupted. Returns the launched Blocks (``.close()`` stops it)."""
+    cfg = cfg or load_ui_config()
+    root = cfg.upload_root()
+    root.mkdir(parents=True, exist_ok=True)
+    app = build_app(engine, cfg, example)
+    app.queue()  # one run at a time per event: a long upload does not hold up the chat
+    if not quiet:
+        print(f"SpotWhisper UI on http://{host}:{port or 7860} (uploads and exports kept in {root}); Ctrl+C stops it")
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, show_error=True,
+               allowed_paths=[str(root)], max_file_size=f"{cfg.max_upload_mb}mb", ssr_mode=False,
+               theme=gr.themes.Soft(), css=CSS)
+    return app

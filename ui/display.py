@@ -1,0 +1,153 @@
+"""What the UI shows: the heat-map overlay, top-tile gallery and the evidence tables.
+
+The overlay is drawn on the slide's display image (``uns["spatial"][lib]["images"]["hires"]``),
+shrunk to at most ``max_side`` px for the browser; gallery tiles are read from the
+full-resolution source image, so a huge slide stays sharp where it matters.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from spotwhisper import keys
+from spotwhisper.io.slide import Slide
+from spotwhisper.io.spatial import estimate_spacing_px, open_source_slide
+from spotwhisper.search.engine import SlideHits
+from spotwhisper.search.explain import Explanation
+from spotwhisper.search.regions import regions_table
+from spotwhisper.search.render import display_image, render_overlay
+
+#: source slides kept open (a plain JPEG is decoded whole on first read: ~0.3 GB for a her2st image)
+SOURCE_CACHE_SIZE = 2
+_sources: OrderedDict[str, tuple[Slide, float]] = OrderedDict()
+_sources_lock = Lock()
+EVIDENCE_COLUMNS = ["kind", "name", "region mean", "rest mean", "difference", "t"]
+
+
+def spot_spacing(adata: ad.AnnData) -> float:
+    """Spot (or grid tile) spacing in slide px: the library's scale factor, else measured."""
+    coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
+    lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
+    sf = adata.uns[keys.SPATIAL][lib].get("scalefactors", {}) if lib else {}
+    return float(sf.get(keys.SPOT_SPACING) or estimate_spacing_px(coords))
+
+
+def _frame(adata: ad.AnnData, hires: np.ndarray, scale: float, max_side: int,
+           margin: float | None) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Part of the display image to show and its output size.
+
+    Returns ``box`` (x0, y0, x1, y1) in display-image px — the spots plus ``margin`` spot
+    spacings, or the whole image when ``margin`` is None — and ``size`` (w, h) with the longer
+    side at most ``max_side`` (never enlarged). ``scale`` maps slide px to display-image px.
+    """
+    h, w = hires.shape[:2]
+    box = (0, 0, w, h)
+    if margin is not None:
+        coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float) * scale
+        pad = margin * spot_spacing(adata) * scale
+        x0, y0 = np.floor(coords.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(coords.max(0) + pad).astype(int)
+        box = (max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1)))
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    f = min(1.0, max_side / max(bw, bh))
+    return box, (max(1, round(bw * f)), max(1, round(bh * f)))
+
+
+def _show(img: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+    out = img.crop(box)
+    return out if out.size == size else out.resize(size, Image.BILINEAR)
+
+
+def slide_picture(adata: ad.AnnData, max_side: int, margin: float | None = None) -> Image.Image:
+    """The slide alone (no search yet), framed as :func:`overlay` frames it."""
+    hires, scale = display_image(adata)
+    box, size = _frame(adata, hires, scale, max_side, margin)
+    return _show(Image.fromarray(np.ascontiguousarray(hires[..., :3])), box, size)
+
+
+def overlay(hits: SlideHits, threshold: float, max_side: int, margin: float | None = None) -> Image.Image:
+    """Fused-score heat map with numbered region outlines on the slide's display image, cropped
+    to the spots plus ``margin`` spot spacings (None = whole slide), at most ``max_side`` px."""
+    hires, scale = display_image(hits.adata)
+    coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
+    img = render_overlay(hires, scale, coords, hits.fused, spot_spacing(hits.adata), threshold=threshold, regions=hits.regions)
+    box, size = _frame(hits.adata, hires, scale, max_side, margin)
+    return _show(img, box, size)
+
+
+def _source(adata: ad.AnnData) -> tuple[Slide, float]:
+    lib = next(iter(adata.uns.get(keys.SPATIAL, {})), "")
+    path = str(adata.uns[keys.SPATIAL][lib].get("metadata", {}).get(keys.SOURCE_IMAGE, "")) if lib else ""
+    with _sources_lock:
+        if path in _sources:
+            _sources.move_to_end(path)
+            return _sources[path]
+    opened = open_source_slide(adata)
+    with _sources_lock:
+        _sources[path] = opened
+        while len(_sources) > SOURCE_CACHE_SIZE:
+            _sources.popitem(last=False)
+    return opened
+
+
+def tile_gallery(hits: SlideHits, n: int, tile_px: int, context: float = 1.0) -> list[tuple[np.ndarray, str]]:
+    """The ``n`` best spots as ``(tile_px, tile_px, 3)`` crops of the full-resolution slide, with
+    captions (spot, fused score, region). A tile covers ``context`` spot spacings."""
+    top = hits.top_spots(n)
+    if top.empty:
+        return []
+    slide, scale = _source(hits.adata)
+    half = spot_spacing(hits.adata) * context * scale / 2
+    region_of = {int(s): r.id for r in hits.regions for s in r.spots}
+    index = {name: i for i, name in enumerate(hits.adata.obs_names)}
+    out = []
+    for row in top.itertuples(index=False):
+        x, y = row.x * scale, row.y * scale
+        tile = slide.read_scaled((x - half, y - half, x + half, y + half), tile_px)
+        rid = region_of.get(index[row.spot])
+        out.append((tile, f"{row.spot} · score {row.score:.2f}" + (f" · region {rid}" if rid else "")))
+    return out
+
+
+def evidence_table(explanation: Explanation | None, rows: int) -> pd.DataFrame:
+    """Genes and proteins higher in the explained region than in the rest of the slide."""
+    if explanation is None:
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS)
+    parts = []
+    for kind, table in (("gene", explanation.genes), ("protein", explanation.proteins)):
+        if table is None or table.empty:
+            continue
+        up = table[table["diff"] > 0].head(rows)
+        parts.append(pd.DataFrame({"kind": kind, "name": up["name"], "region mean": up["mean_in"],
+                                   "rest mean": up["mean_out"], "difference": up["diff"], "t": up["t"]}))
+    if not parts:
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    num = ["region mean", "rest mean", "difference", "t"]
+    out[num] = out[num].astype(np.float64).round(3)
+    return out
+
+
+def regions_frame(hits: SlideHits | None) -> pd.DataFrame:
+    """One row per region: id, spots, area (mm²), mean / max score, centroid (slide px)."""
+    rows = regions_table(hits.regions) if hits is not None else []
+    cols = ["region", "spots", "area_mm2", "mean_score", "max_score", "centroid_x", "centroid_y"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def spot_at(hits: SlideHits, x: float, y: float, max_side: int, margin: float | None = None) -> int | None:
+    """Index of the spot under pixel ``(x, y)`` of :func:`overlay` (same ``max_side``/``margin``), else ``None``."""
+    hires, scale = display_image(hits.adata)
+    box, size = _frame(hits.adata, hires, scale, max_side, margin)
+    f = size[0] / (box[2] - box[0])
+    sx, sy = (x / f + box[0]) / scale, (y / f + box[1]) / scale
+    coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
+    d = np.hypot(coords[:, 0] - sx, coords[:, 1] - sy)
+    i = int(np.argmin(d))
+    return i if d[i] <= spot_spacing(hits.adata) / 2 * np.sqrt(2) else None
