@@ -17,11 +17,11 @@ from PIL import Image
 
 from spotwhisper import keys
 from spotwhisper.io.slide import Slide
-from spotwhisper.io.spatial import estimate_spacing_px, open_source_slide
+from spotwhisper.io.spatial import open_source_slide, spot_spacing
 from spotwhisper.search.engine import SlideHits
 from spotwhisper.search.explain import Explanation
 from spotwhisper.search.regions import regions_table
-from spotwhisper.search.render import display_image, render_overlay
+from spotwhisper.search.render import display_image, frame, framed, render_hits
 
 #: source slides kept open (a plain JPEG is decoded whole on first read: ~0.3 GB for a her2st image)
 SOURCE_CACHE_SIZE = 2
@@ -30,55 +30,17 @@ _sources_lock = Lock()
 EVIDENCE_COLUMNS = ["kind", "name", "region mean", "rest mean", "difference", "t"]
 
 
-def spot_spacing(adata: ad.AnnData) -> float:
-    """Spot (or grid tile) spacing in slide px: the library's scale factor, else measured."""
-    coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
-    lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
-    sf = adata.uns[keys.SPATIAL][lib].get("scalefactors", {}) if lib else {}
-    return float(sf.get(keys.SPOT_SPACING) or estimate_spacing_px(coords))
-
-
-def _frame(adata: ad.AnnData, hires: np.ndarray, scale: float, max_side: int,
-           margin: float | None) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
-    """Part of the display image to show and its output size.
-
-    Returns ``box`` (x0, y0, x1, y1) in display-image px — the spots plus ``margin`` spot
-    spacings, or the whole image when ``margin`` is None — and ``size`` (w, h) with the longer
-    side at most ``max_side`` (never enlarged). ``scale`` maps slide px to display-image px.
-    """
-    h, w = hires.shape[:2]
-    box = (0, 0, w, h)
-    if margin is not None:
-        coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float) * scale
-        pad = margin * spot_spacing(adata) * scale
-        x0, y0 = np.floor(coords.min(0) - pad).astype(int)
-        x1, y1 = np.ceil(coords.max(0) + pad).astype(int)
-        box = (max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1)))
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    f = min(1.0, max_side / max(bw, bh))
-    return box, (max(1, round(bw * f)), max(1, round(bh * f)))
-
-
-def _show(img: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
-    out = img.crop(box)
-    return out if out.size == size else out.resize(size, Image.BILINEAR)
-
-
 def slide_picture(adata: ad.AnnData, max_side: int, margin: float | None = None) -> Image.Image:
     """The slide alone (no search yet), framed as :func:`overlay` frames it."""
     hires, scale = display_image(adata)
-    box, size = _frame(adata, hires, scale, max_side, margin)
-    return _show(Image.fromarray(np.ascontiguousarray(hires[..., :3])), box, size)
+    box, size = frame(adata, hires.shape[:2], scale, max_side, margin)
+    return framed(Image.fromarray(np.ascontiguousarray(hires[..., :3])), box, size)
 
 
 def overlay(hits: SlideHits, threshold: float, max_side: int, margin: float | None = None) -> Image.Image:
     """Fused-score heat map with numbered region outlines on the slide's display image, cropped
     to the spots plus ``margin`` spot spacings (None = whole slide), at most ``max_side`` px."""
-    hires, scale = display_image(hits.adata)
-    coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
-    img = render_overlay(hires, scale, coords, hits.fused, spot_spacing(hits.adata), threshold=threshold, regions=hits.regions)
-    box, size = _frame(hits.adata, hires, scale, max_side, margin)
-    return _show(img, box, size)
+    return render_hits(hits, threshold, margin=margin, max_side=max_side)
 
 
 def _source(adata: ad.AnnData) -> tuple[Slide, float]:
@@ -144,7 +106,7 @@ def regions_frame(hits: SlideHits | None) -> pd.DataFrame:
 def spot_at(hits: SlideHits, x: float, y: float, max_side: int, margin: float | None = None) -> int | None:
     """Index of the spot under pixel ``(x, y)`` of :func:`overlay` (same ``max_side``/``margin``), else ``None``."""
     hires, scale = display_image(hits.adata)
-    box, size = _frame(hits.adata, hires, scale, max_side, margin)
+    box, size = frame(hits.adata, hires.shape[:2], scale, max_side, margin)
     f = size[0] / (box[2] - box[0])
     sx, sy = (x / f + box[0]) / scale, (y / f + box[1]) / scale
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)

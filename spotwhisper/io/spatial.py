@@ -102,3 +102,11 @@ def open_source_slide(adata: ad.AnnData, library_id: str | None = None) -> tuple
     if slide.mpp is None and mpp_full:
         slide.set_mpp(float(mpp_full) / scale)
     return slide, scale
+
+
+def spot_spacing(adata: ad.AnnData) -> float:
+    """Spot (or grid tile) centre spacing in slide px: the library's scale factor, else measured."""
+    coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
+    lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
+    sf = adata.uns[keys.SPATIAL][lib].get("scalefactors", {}) if lib else {}
+    return float(sf.get(keys.SPOT_SPACING) or estimate_spacing_px(coords))

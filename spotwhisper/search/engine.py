@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import keys
 from ..language import TextExpressionModel
+from ..io.spatial import spot_spacing
 from ..language.expression_encoder import expression_input
 from ..language.zeroshot import embed_queries
 from ..prompts import load_vocabulary
@@ -258,9 +259,7 @@ class SearchEngine:
         lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
         sf = adata.uns[keys.SPATIAL][lib]["scalefactors"] if lib else {}
         coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float)
-        from ..io.spatial import estimate_spacing_px
-
-        spacing = float(sf.get(keys.SPOT_SPACING) or estimate_spacing_px(coords))
+        spacing = spot_spacing(adata)
         mpp = float(sf.get(keys.MPP, 1.0))
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
 

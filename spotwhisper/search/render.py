@@ -93,14 +93,47 @@ def display_image(adata) -> tuple[np.ndarray, float]:
     return np.asarray(info["images"]["hires"]), float(info["scalefactors"][keys.HIRES_SCALEF])
 
 
-def render_hits(hits, threshold: float, scores: np.ndarray | None = None, **kwargs) -> Image.Image:
-    """Overlay of a :class:`~spotwhisper.search.engine.SlideHits` (fused score unless ``scores``)."""
+def frame(adata, display_shape: tuple[int, int], scale: float, max_side: int | None,
+          margin: float | None) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Part of the display image to show and its output size.
+
+    ``box`` (x0, y0, x1, y1) in display px: the spots plus ``margin`` spot spacings, or the whole
+    image when ``margin`` is None; ``size`` (w, h) with the longer side at most ``max_side``
+    (never enlarged). ``scale`` maps slide px to display px.
+    """
     from .. import keys
-    from ..io.spatial import estimate_spacing_px
+    from ..io.spatial import spot_spacing
+
+    h, w = display_shape
+    box = (0, 0, w, h)
+    if margin is not None:
+        coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float) * scale
+        pad = margin * spot_spacing(adata) * scale
+        x0, y0 = np.floor(coords.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(coords.max(0) + pad).astype(int)
+        box = (max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1)))
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    f = min(1.0, max_side / max(bw, bh)) if max_side else 1.0
+    return box, (max(1, round(bw * f)), max(1, round(bh * f)))
+
+
+def framed(img: Image.Image, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+    """Crop ``img`` to ``box`` and resize it to ``size``."""
+    out = img.crop(box)
+    return out if out.size == size else out.resize(size, Image.BILINEAR)
+
+
+def render_hits(hits, threshold: float, scores: np.ndarray | None = None, margin: float | None = 2.0,
+                max_side: int | None = None, **kwargs) -> Image.Image:
+    """Overlay of a :class:`~spotwhisper.search.engine.SlideHits` (fused score unless ``scores``),
+    cropped to the spots plus ``margin`` spot spacings (None = whole slide), longer side ≤ ``max_side``."""
+    from .. import keys
+    from ..io.spatial import spot_spacing
 
     img, scale = display_image(hits.adata)
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
-    lib = next(iter(hits.adata.uns[keys.SPATIAL]))
-    spacing = hits.adata.uns[keys.SPATIAL][lib]["scalefactors"].get(keys.SPOT_SPACING) or estimate_spacing_px(coords)
     values = hits.fused if scores is None else scores
-    return render_overlay(img, scale, coords, values, float(spacing), threshold=threshold, regions=hits.regions, **kwargs)
+    out = render_overlay(img, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
+                         regions=hits.regions, **kwargs)
+    box, size = frame(hits.adata, img.shape[:2], scale, max_side, margin)
+    return framed(out, box, size)
