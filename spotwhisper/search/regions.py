@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage import measure
@@ -83,9 +83,10 @@ def outline_spots(coords: np.ndarray, tile_px: float, cells_per_tile: int = 4) -
     half = cells_per_tile / 2
     for x, y in (coords - lo) / cell:
         raster[int(round(y - half)) : int(round(y + half)), int(round(x - half)) : int(round(x + half))] = 1
-    padded = np.pad(raster, 1)
+    # grow by one cell so tiles that only touch at a corner (diagonal neighbours) share one outline
+    padded = ndimage.binary_dilation(np.pad(raster, 2), iterations=1).astype(np.uint8)
     contours = measure.find_contours(padded.astype(float), 0.5)
-    return [np.stack([(c[:, 1] - 1) * cell + lo[0], (c[:, 0] - 1) * cell + lo[1]], axis=1) for c in contours]
+    return [np.stack([(c[:, 1] - 2) * cell + lo[0], (c[:, 0] - 2) * cell + lo[1]], axis=1) for c in contours]
 
 
 def regions_table(regions: list[Region]) -> list[dict]:
