@@ -78,7 +78,7 @@ class Models:
         return out
 
 
-def _spots(inp: SlideInput, encoder: str, progress: bool) -> ad.AnnData:
+def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True) -> ad.AnnData:
     """Spot AnnData with image features; a bare image becomes a grid of tiles."""
     if inp.slide is None:
         raise FileNotFoundError(f"{inp.name}: no H&E image, so nothing can be inferred from it")
@@ -92,7 +92,7 @@ def _spots(inp: SlideInput, encoder: str, progress: bool) -> ad.AnnData:
 def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
     """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
     cfg = cfg or PipelineConfig()
-    spots = _spots(inp, models.expression.encoder, progress)
+    spots = spots_with_features(inp, models.expression.encoder, progress)
     out = models.expression.predict(spots)
     proteins_from_expression(out)
     from .language import embed

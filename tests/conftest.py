@@ -80,18 +80,25 @@ MINI_WINDOW = (12, 22)  # array_y range, inclusive
 
 
 @pytest.fixture(scope="session")
-def mini_slide(data_dir):
-    """Section C2 cut to a contiguous window of ~60 spots, run through the whole pipeline once
-    (features → inferred expression → proteins → embeddings) with the shipped models."""
+def mini_raw(data_dir):
+    """Section C2 (measured counts, H&E) cut to a contiguous window of ~110 spots."""
     from spotwhisper import keys
     from spotwhisper.io import read_her2st
+
+    c2 = read_her2st(data_dir, "C2")
+    lo, hi = MINI_WINDOW
+    return c2[(c2.obs[keys.ARRAY_Y] >= lo) & (c2.obs[keys.ARRAY_Y] <= hi)].copy()
+
+
+@pytest.fixture(scope="session")
+def mini_slide(mini_raw):
+    """``mini_raw`` run through the whole pipeline once (features → inferred expression →
+    proteins → embeddings) with the shipped models."""
     from spotwhisper.io.inputs import SlideInput
     from spotwhisper.io.spatial import open_source_slide
     from spotwhisper.pipeline import Models, process_slide
 
-    c2 = read_her2st(data_dir, "C2")
-    lo, hi = MINI_WINDOW
-    sub = c2[(c2.obs[keys.ARRAY_Y] >= lo) & (c2.obs[keys.ARRAY_Y] <= hi)].copy()
+    sub = mini_raw.copy()
     slide, scale = open_source_slide(sub)
     return process_slide(SlideInput("C2", slide, sub, scale), Models.load(), progress=False)
 

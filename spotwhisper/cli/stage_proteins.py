@@ -42,6 +42,9 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slide", help="her2st section id (C2), .h5ad, or (route A) an image file")
     p.add_argument("--route", choices=["auto", "expression", "rosie"], default="auto",
                    help="auto = rosie when --rosie-weights is given, else expression")  # fmt: skip
+    p.add_argument("--infer", action="store_true",
+                   help="route B on the transcriptome inferred from the H&E (shipped expression model) instead of "
+                        "measured expression; SLIDE is then a section, an .h5ad with an image, or an image (grid)")
     p.add_argument("--rosie-weights", type=Path, default=None, help="ROSIE checkpoint (.pth) for route A")
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow pickled objects in the checkpoint (trusted files only)"
@@ -85,6 +88,13 @@ def _route(args: argparse.Namespace) -> str:
 
 
 def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
+    if args.infer:
+        from ..expression.pretrained import ExpressionModel
+        from ..pipeline import spots_with_features
+
+        model = ExpressionModel.from_pretrained()
+        inp = load_input(args.slide, args.data_dir, mpp=args.mpp, require_image=True)
+        return inp.name, model.predict(spots_with_features(inp, model.encoder))
     spec = Path(args.slide)
     if spec.suffix.lower() == ".h5ad":
         return spec.stem, read_h5ad(spec)
