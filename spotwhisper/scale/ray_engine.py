@@ -1,0 +1,207 @@
+"""The pipeline as a Ray Data batch job: ``spotwhisper index build --engine ray``.
+
+Slides flow through ``ray.data.from_items(specs).map_batches(SlideWorker, ...)``: a pool of actors,
+each loading the models once (:meth:`SlideWorker.__init__`) and then running tiles → features →
+inferred expression → proteins → embeddings on one slide per call, writing the result to the
+staging folder (:mod:`spotwhisper.scale.staging`). Only small status records travel back through
+the object store. When every slide is staged, the driver commits them into the FAISS collection in
+one atomic step (:mod:`spotwhisper.scale.publish`). The vectors equal those of the local engine
+(``spotwhisper.search.collection.build_collection``): both call the same ``process_slide``.
+
+Ray is used as found: this process's running session, else ``address`` in ``configs/scale.yaml``
+or ``$RAY_ADDRESS`` (an existing cluster), else a local instance with ``num_cpus`` CPUs that is shut
+down again at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import load_config
+from ..index import (
+    CollectionExistsError,
+    CollectionIndex,
+    list_collections,
+    load_index_config,
+    resolve_index_dir,
+)
+from ..pipeline import Models, PipelineConfig
+from .config import ScaleConfig, load_scale_config
+from .publish import publish
+from .staging import (
+    FAILED,
+    REUSED,
+    SlidesFailedError,
+    StagedSlide,
+    clear_staging,
+    model_fingerprint,
+    plan_staging,
+    stage_slide,
+    staging_folder,
+)
+
+log = logging.getLogger(__name__)
+_GB = 1 << 30
+
+
+@contextlib.contextmanager
+def ray_session(cfg: ScaleConfig, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to Ray for the ``with`` block: keep a running session, join ``cfg.address`` /
+    ``$RAY_ADDRESS``, or start a local instance of ``num_cpus`` (default ``cfg.num_cpus``) CPUs.
+    Disconnects (and stops a local instance) only when it connected here."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+    else:
+        store = int(cfg.object_store_gb * _GB) if cfg.object_store_gb else None
+        ray.init(num_cpus=num_cpus or cfg.num_cpus, object_store_memory=store, include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class SlideWorker:
+    """Ray Data actor: loads the pipeline models once, then stages the slides of each batch."""
+
+    def __init__(self, pipeline: PipelineConfig, data_dir: str | None, mpp: float | None, torch_threads: int):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self.models = Models.load(pipeline)
+        self.pipeline, self.data_dir, self.mpp = pipeline, data_dir, mpp
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        """``batch`` columns spec / label / path (one row per slide) → one status row per slide."""
+        done = [stage_slide(StagedSlide(str(s), str(lb), Path(str(p))), self.models, self.pipeline, self.data_dir,
+                            self.mpp, self.worker)
+                for s, lb, p in zip(batch["spec"], batch["label"], batch["path"])]
+        return {"path": [str(it.path) for it in done], "status": [it.status for it in done],
+                "n_spots": [it.n_spots for it in done], "seconds": [it.seconds for it in done],
+                "error": [it.error for it in done], "worker": [it.worker for it in done],
+                "peak_rss_mb": [it.peak_rss_mb for it in done]}
+
+
+def _actor_count(cfg: ScaleConfig, n_slides: int) -> int:
+    """Actors to start: ``cfg.actors``, else as many as the cluster's CPUs, memory (and GPUs) hold;
+    at most one per slide. Raises ``ValueError`` when not even one actor fits (it would wait forever)."""
+    import ray
+
+    if cfg.actors is not None:  # trusted as given (e.g. an autoscaling cluster that starts empty)
+        return max(1, min(cfg.actors, n_slides))
+    res = ray.cluster_resources()
+    fits = {"CPU": res.get("CPU", 0) // cfg.cpus_per_actor, "memory": res.get("memory", 0) // (cfg.memory_per_actor_gb * _GB)}
+    if cfg.gpus_per_actor:
+        fits["GPU"] = res.get("GPU", 0) // cfg.gpus_per_actor
+    if min(fits.values()) < 1:
+        raise ValueError(
+            f"the Ray cluster cannot hold one slide actor: it has {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU, "
+            f"{res.get('memory', 0) / _GB:.1f} GB memory; an actor asks for {cfg.cpus_per_actor:g} CPU, "
+            f"{cfg.gpus_per_actor:g} GPU, {cfg.memory_per_actor_gb:g} GB (lower them in configs/scale.yaml)")
+    return max(1, min(int(min(fits.values())), n_slides))
+
+
+def _run_actors(todo: list[StagedSlide], cfg: ScaleConfig, pipeline: PipelineConfig, data_dir: str | None,
+                mpp: float | None, progress: bool) -> None:
+    """Stage the slides of ``todo`` on a Ray actor pool; updates the items in place as results arrive."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.ray_progress_bars
+    n_actors = _actor_count(cfg, len(todo))
+    env = {k: os.environ[k] for k in cfg.forward_env if k in os.environ}
+    extra = {"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {}
+    ds = ray.data.from_items([{"spec": it.spec, "label": it.label, "path": str(it.path)} for it in todo],
+                             override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        SlideWorker,
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1),
+        fn_constructor_kwargs={"pipeline": pipeline, "data_dir": data_dir, "mpp": mpp,
+                               "torch_threads": cfg.torch_threads},
+        num_cpus=cfg.cpus_per_actor,
+        memory=cfg.memory_per_actor_gb * _GB,
+        runtime_env={"env_vars": env} if env else None,
+        **extra,
+    )
+    by_path = {str(it.path): it for it in todo}
+    log.info("processing %d slides on %d Ray actors", len(todo), n_actors)
+    with tqdm(total=len(todo), desc="slides (ray)", unit="slide", disable=not progress) as bar:
+        for row in ds.iter_rows():
+            it = by_path[str(row["path"])]
+            it.status, it.error, it.worker = str(row["status"]), str(row["error"]), str(row["worker"])
+            it.n_spots, it.seconds, it.peak_rss_mb = int(row["n_spots"]), float(row["seconds"]), float(row["peak_rss_mb"])
+            bar.update(1)
+            if it.status == FAILED:
+                log.warning("%s failed: %s", it.spec, it.error)
+
+
+def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, collection: str,
+                   index_dir: str | Path | None = None, mpp: float | None = None, num_cpus: int | None = None,
+                   cfg: ScaleConfig | None = None, pipeline: PipelineConfig | None = None,
+                   progress: bool = True) -> list[StagedSlide]:
+    """Stage every slide of ``specs`` for ``collection`` on Ray, reusing slides staged by an earlier
+    (interrupted) run. Returns one :class:`StagedSlide` per spec, in order, with ``status``
+    ``reused`` or ``processed``; raises :class:`SlidesFailedError` when any slide failed."""
+    cfg = cfg or load_scale_config()
+    pipeline = pipeline or load_config(PipelineConfig, "pipeline")
+    data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
+    folder = staging_folder(collection, index_dir, cfg)
+    items = plan_staging(list(map(str, specs)), folder, data_dir, mpp, model_fingerprint(pipeline, cfg))
+    todo = [it for it in items if it.status != REUSED]
+    log.info("%d slides: %d staged already in %s, %d to process", len(items), len(items) - len(todo), folder, len(todo))
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with ray_session(cfg, num_cpus):
+            _run_actors(todo, cfg, pipeline, data_dir, mpp, progress)
+        spots = sum(it.n_spots for it in todo)
+        log.info("Ray: %d spots in %.1f s (%.2f spots/s)", spots, time.perf_counter() - start,
+                 spots / max(time.perf_counter() - start, 1e-9))
+    failed = [it for it in items if it.status == FAILED]
+    if failed:
+        raise SlidesFailedError(failed, len(items))
+    return items
+
+
+def build_collection_ray(collection: str, specs: Sequence[str], data_dir: str | Path | None = None, *,
+                         index_dir: str | Path | None = None, mode: str = "create", mpp: float | None = None,
+                         num_cpus: int | None = None, cfg: ScaleConfig | None = None,
+                         pipeline: PipelineConfig | None = None, progress: bool = True) -> CollectionIndex:
+    """Pipeline over ``specs`` on Ray → FAISS indexes + slide files in ``<index_dir>/<collection>/``.
+
+    Same result as the local engine. Resumable: rerun the same command after a kill and finished
+    slides are taken from staging; the collection appears only when complete. ``mode``: create |
+    overwrite | add. ``num_cpus`` sizes a local Ray instance started here.
+    """
+    if not specs:
+        raise ValueError("no slides given")
+    cfg = cfg or load_scale_config()
+    index_cfg = load_index_config()
+    root = resolve_index_dir(index_dir, index_cfg)
+    if mode == "create" and collection in list_collections(root, index_cfg):
+        raise CollectionExistsError(
+            f"collection {collection!r} exists in {root}: pass --overwrite to replace it or --add to add slides")
+    items = run_slides_ray(specs, data_dir, collection=collection, index_dir=root, mpp=mpp, num_cpus=num_cpus,
+                           cfg=cfg, pipeline=pipeline, progress=progress)
+    coll = publish(items, collection, root, mode, cfg, index_cfg, progress=progress)
+    if not cfg.keep_staging:
+        clear_staging(staging_folder(collection, root, cfg))
+    return coll
