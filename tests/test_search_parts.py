@@ -86,3 +86,16 @@ def test_geojson_is_qupath_style(tmp_path):
     assert feat["properties"]["classification"]["name"] == "immune infiltrate"
     assert feat["properties"]["measurements"]["spots"] == 16
     assert regions_geojson([], "x")["features"] == []
+
+
+def test_no_region_reason_tells_isolated_spots_from_no_hit():
+    import anndata as ad
+
+    from spotwhisper.search.engine import SlideHits
+
+    fused = np.array([0.1, 2.3, 0.4, -1.0])
+    hits = SlideHits("S", ad.AnnData(np.zeros((4, 1), np.float32)), {}, {}, fused)
+    isolated = hits.no_region_reason(1.5)
+    assert "1 isolated spot(s) reach it" in isolated and "best spot 2.30" in isolated
+    none = hits.no_region_reason(3.0)
+    assert "isolated" not in none and "best spot 2.30" in none and "(3)" in none

@@ -112,7 +112,7 @@ def run_compare_slides(engine: SearchEngine, view: View, query: str, cfg: UIConf
             lines.append(f"{i}. {h.slide}: {len(h.regions)} region(s), {n_hot} spots above the threshold, "
                          f"strongest region mean score {h.best:.2f}.")
         else:
-            lines.append(f"{i}. {h.slide}: no region scores above the threshold; best spot {h.best:.2f}.")
+            lines.append(f"{i}. {h.slide}: {h.no_region_reason(res.threshold)}.")
     return "\n".join(lines) + f"\n\nShowing {view.slide}.", view
 
 
@@ -123,7 +123,7 @@ def run_explain(engine: SearchEngine, view: View, cfg: UIConfig, region: int | N
         return ("Nothing is highlighted yet: search first, e.g. 'show me tertiary lymphoid structures', "
                 "then ask which genes explain the region."), view
     if not hits.regions:
-        return (f"{hits.slide}: no region scores above the threshold ({view.threshold:g}), so there is nothing to "
+        return (f"{hits.slide}: {hits.no_region_reason(view.threshold)}, so there is nothing to "
                 "explain; lower the threshold or search for something else."), view
     rid = region or view.focus or 1
     reg = next((r for r in hits.regions if r.id == rid), None)
@@ -161,7 +161,6 @@ def map_caption(view: View) -> str:
     what = q.positive + (f" minus {q.negative}" if q.negative else "")
     head = f"**{hits.slide}** — '{what}', routes {', '.join(view.shown.routes)}: "
     if not hits.regions:
-        return head + (f"no region scores above the threshold ({view.threshold:g}); {n_hot} of {hits.adata.n_obs} "
-                       f"spots reach it, best spot {np.nanmax(hits.fused):.2f} (fused z-score).")
+        return head + f"{hits.no_region_reason(view.threshold)} (fused z-score, {hits.adata.n_obs} spots)."
     return head + (f"{len(hits.regions)} region(s), {n_hot} of {hits.adata.n_obs} spots ≥ {view.threshold:g} "
                    "(fused z-score).")

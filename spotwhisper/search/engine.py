@@ -67,6 +67,15 @@ class SlideHits:
             return max(r.mean_score for r in self.regions)
         return float(np.nanmax(self.fused)) if np.isfinite(self.fused).any() else float("-inf")
 
+    def no_region_reason(self, threshold: float) -> str:
+        """Why there is no region at ``threshold``: no spot reaches it, or only isolated spots do."""
+        n_hot = int(np.nansum(self.fused >= threshold))
+        best = f"best spot {np.nanmax(self.fused):.2f}" if np.isfinite(self.fused).any() else "no scored spot"
+        if n_hot:
+            return (f"no region scores above the threshold ({threshold:g}): {n_hot} isolated spot(s) reach it "
+                    f"({best}) but no group of adjacent spots does")
+        return f"no region scores above the threshold ({threshold:g}); {best}"
+
     def top_spots(self, n: int = 12) -> pd.DataFrame:
         order = np.argsort(-np.nan_to_num(self.fused, nan=-np.inf))[:n]
         xy = np.asarray(self.adata.obsm[keys.SPATIAL])[order]
@@ -109,8 +118,7 @@ class SearchResult:
         for hits in self.slides:
             n_hot = int(np.nansum(hits.fused >= self.threshold))
             if not hits.regions:
-                lines.append(f"{hits.slide}: no region scores above the threshold ({self.threshold:g}); "
-                             f"best spot {np.nanmax(hits.fused):.2f}. Scores are z-scores over the searched spots, "
+                lines.append(f"{hits.slide}: {hits.no_region_reason(self.threshold)}. Scores are z-scores over the searched spots, "
                              "so a match spread over most of the tissue has no stand-out region: lower the "
                              "threshold, or search it against another query ('A minus B').")
                 continue
