@@ -10,8 +10,31 @@ from rich.table import Table
 
 from . import UserError, add_data_dir
 
-#: Data sets ``data fetch`` knows (a manifest ``spotwhisper/resources/<name>_manifest.json`` each).
-DATASETS = ["her2st"]
+#: Data sets ``data fetch`` knows: a manifest ``spotwhisper/resources/<name>_manifest.json`` each,
+#: and the her2st Zenodo record (:mod:`spotwhisper.io.zenodo`).
+DATASETS = ["her2st", "her2st-zenodo"]
+ZENODO = "her2st-zenodo"
+FETCH_EPILOG = """\
+data sets:
+  her2st         the files of github.com/almaan/her2st that SpotWhisper reads (counts, spot
+                 tables, labels, the H&E images of C2-C6 ...) -> DEST/her2st/
+  her2st-zenodo  Zenodo record 3957257: full-resolution H&E images of all sections, as 7z
+                 archives encrypted with AES -> DEST/her2st/zenodo/, each archive unpacked into
+                 DEST/her2st/zenodo/<archive name without .7z>/. Unpacking needs the password
+                 published in the README of github.com/almaan/her2st: pass --password PW (several
+                 times if the archives use different ones) or set $SPOTWHISPER_HER2ST_PASSWORD.
+
+Every file is checked against its sha256 (her2st) or md5 (Zenodo) before it is moved into
+place; an interrupted download resumes from DEST/.../<file>.part; files already correct are
+skipped and archives already unpacked are not unpacked again, so rerunning is cheap.
+
+examples:
+  spotwhisper data fetch her2st --dest data --only C2 C3
+  spotwhisper data fetch her2st-zenodo --list
+  export SPOTWHISPER_HER2ST_PASSWORD='...'      # from the almaan/her2st README
+  spotwhisper data fetch her2st-zenodo --dest data
+  spotwhisper data fetch her2st-zenodo --dest data --only NAME --password '...'
+"""
 TABLE_WIDTH = 120  # wide enough for every column when output is not a terminal
 
 
@@ -28,16 +51,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch = sub.add_parser(
         "fetch",
         help="download a public data set (resumable, checksum-verified)",
-        description="Download a public data set into DEST/<name>/ (resumable, sha256-verified). "
-        "her2st: the files of github.com/almaan/her2st that SpotWhisper reads; its encrypted "
-        "Zenodo record 3957257 (full-resolution images of all sections) is not fetched.",
+        description="Download a public data set into a data directory (DEST), resumable and checksum-verified.",
+        epilog=FETCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fetch.add_argument("dataset", choices=DATASETS, help="data set to download")
-    fetch.add_argument("--dest", required=True, help="data directory to fill (files go to DEST/<dataset>/)")
+    fetch.add_argument("dataset", choices=DATASETS, help="data set to download: %(choices)s (see below)")
+    fetch.add_argument("--dest", help="data directory to fill (the one later given as --data-dir)")
     fetch.add_argument(
-        "--only", nargs="+", metavar="SEL", help="sections (C2), patients (C), kinds (counts, image …) or path globs"
+        "--only",
+        nargs="+",
+        metavar="SEL",
+        help="her2st: sections (C2), patients (C), kinds (counts, image ...) or path globs; "
+        "her2st-zenodo: file names as --list shows them (with or without .7z) or globs",
     )
-    fetch.add_argument("--ref", default=None, help="git ref (branch, tag or commit) of the source repository (default: master)")
+    fetch.add_argument("--ref", help="her2st: git ref (branch, tag or commit) of almaan/her2st (default: master)")
+    fetch.add_argument(
+        "--password",
+        action="append",
+        metavar="PW",
+        help="her2st-zenodo: password of the 7z archives (repeat to try several); "
+        "default $SPOTWHISPER_HER2ST_PASSWORD, which keeps it out of the shell history",
+    )
+    fetch.add_argument("--record", metavar="ID", help="her2st-zenodo: Zenodo record id (default: 3957257)")
+    fetch.add_argument("--list", action="store_true", help="her2st-zenodo: list the record's files, download nothing")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(func=cmd_fetch)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -83,9 +119,48 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fetch_args(args: argparse.Namespace) -> None:
+    zenodo_only = {"--password": args.password, "--record": args.record, "--list": args.list}
+    wrong = [k for k, v in zenodo_only.items() if v] if args.dataset != ZENODO else (["--ref"] if args.ref else [])
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} does not apply to {args.dataset} (see spotwhisper data fetch --help)")
+    if not args.dest and not args.list:
+        raise UserError("--dest DIR is required: the data directory to download into")
+
+
+def cmd_fetch_zenodo(args: argparse.Namespace) -> int:
+    from ..io.fetch import FetchError, load_fetch_config
+    from ..io.zenodo import fetch_her2st_zenodo, summarize_files, zenodo_files
+
+    cfg = load_fetch_config()
+    record = args.record or cfg.zenodo.her2st_record
+    try:
+        if args.list:
+            for f in zenodo_files(record, cfg):
+                size = f"{f.size / 2**20:,.1f} MiB" if f.size is not None else "size unknown"
+                print(f"{f.name}\t{size}\t{f.algorithm}:{f.checksum}")
+            return 0
+        passwords = args.password or ()
+        report = fetch_her2st_zenodo(
+            args.dest, only=args.only, passwords=passwords, record_id=record, cfg=cfg, progress=not args.no_progress
+        )
+    except FetchError as err:
+        raise UserError(str(err)) from err
+    print(
+        f"{ZENODO} (Zenodo record {record}): {len(report.downloaded)} file(s) downloaded, "
+        f"{len(report.skipped)} already present in {report.root}"
+    )
+    for folder, files in report.extracted.items():
+        print(f"  unpacked into {folder}: {summarize_files(files, folder)}")
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..io.fetch import FetchError, fetch
 
+    _check_fetch_args(args)
+    if args.dataset == ZENODO:
+        return cmd_fetch_zenodo(args)
     try:
         report = fetch(args.dataset, args.dest, only=args.only, ref=args.ref, progress=not args.no_progress)
     except FetchError as err:

@@ -48,7 +48,8 @@ HER2ST_HEADER = {
     "dest_subdir": "her2st",
     "zenodo": (
         "https://zenodo.org/record/3957257 holds full-resolution images and counts of all 36 sections as "
-        "7z archives encrypted with AES; the passwords are in the almaan/her2st README. Not fetched automatically."
+        "7z archives encrypted with AES; the passwords are in the almaan/her2st README. Fetched and unpacked by "
+        "`spotwhisper data fetch her2st-zenodo --dest DIR --password PW` (spotwhisper.io.zenodo)."
     ),
 }
 
@@ -116,13 +117,18 @@ def select(manifest: Manifest, only: list[str] | None) -> list[ManifestEntry]:
     return [e for e in manifest.entries if wanted(e)]
 
 
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
+def hash_file(path: Path, algorithm: str = "sha256", chunk_bytes: int = 1 << 20) -> str:
+    """Hex digest of a file with a :mod:`hashlib` ``algorithm`` (``"sha256"``, ``"md5"`` …)."""
+    h = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as fh:
         while block := fh.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file."""
+    return hash_file(path, "sha256", chunk_bytes)
 
 
 def safe_relpath(rel: str, where: str) -> PurePosixPath:
