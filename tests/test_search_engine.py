@@ -71,6 +71,16 @@ def test_no_hits_and_bad_queries(engine):
         engine.search("tumour " * 100)
 
 
+def test_unreadable_query_warns_and_says_so_in_the_answer(engine):
+    from spotwhisper.language import UnreadableQueryWarning
+
+    with pytest.warns(UnreadableQueryWarning):
+        res = engine.search("肿瘤浸润淋巴细胞")
+    assert any("reads only 0% of its words" in n for n in res.notes)
+    assert "reads only 0%" in res.summary()
+    assert not any("reads only" in n for n in engine.search("immune infiltrate").notes)
+
+
 def test_explanation_names_genes_higher_in_the_region(engine, mini_slide):
     res = engine.search("immune infiltrate", threshold=1.0)
     hits = res.slides[0]

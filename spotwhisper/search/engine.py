@@ -16,6 +16,7 @@ Route scores are calibrated over all searched spots (z-scores by default) and fu
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import anndata as ad
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
-from ..language import TextExpressionModel
+from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..io.spatial import spot_spacing
 from ..language.expression_encoder import expression_input
 from ..language.zeroshot import embed_queries
@@ -222,7 +223,11 @@ class SearchEngine:
         if not names:
             raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
         data = {n: self.slide(n) for n in names}
-        raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnreadableQueryWarning)
+            raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
+        for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+            warnings.warn(message, category, stacklevel=2)  # pass each on once (one per slide was scored)
         routes = sorted({r for s in raw.values() for r in s})
         if not routes:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
@@ -235,7 +240,8 @@ class SearchEngine:
             for n, part in zip(names, np.split(c, np.cumsum(sizes)[:-1])):
                 if r in raw[n]:
                     cal[n][r] = part
-        notes = []
+        notes = [f"Note: {m}" for m in dict.fromkeys(str(w.message) for w in caught
+                                                     if issubclass(w.category, UnreadableQueryWarning))]
         if parsed.markers and "protein" not in routes:
             notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
         hits = [SlideHits(n, data[n], raw[n], cal[n], np.full(data[n].n_obs, np.nan)) for n in names]
