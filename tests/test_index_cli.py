@@ -103,8 +103,11 @@ def test_cli_build_list_info_remove(tmp_path, sections, capsys):
     assert main(["index", "info", "--collection", "demo", "--json", *idx]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["slides"] == ["C2", "C3"] and info["routes"]["text"]["n_vectors"] == sum(a.n_obs for a in sections)
+    slides = tmp_path / "indexes" / "demo" / "slides"  # search reads spots and images from these
+    assert sorted(p.name for p in slides.iterdir()) == ["C2.h5ad", "C3.h5ad"]
     assert main(["index", "remove-slide", "--collection", "demo", "C2", *idx]) == 0
     assert CollectionIndex.open("demo", index_dir=tmp_path / "indexes").slides() == ["C3"]
+    assert sorted(p.name for p in slides.iterdir()) == ["C3.h5ad"]
     capsys.readouterr()
     assert main(["index", "info", "--collection", "nope", *idx]) == 1
     err = capsys.readouterr().err

@@ -152,7 +152,9 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         engine.add_slide(slide_name, adata)
         view = replace(view, slide=slide_name, focus=1, explained=None)
         status = (f"Added **{slide_name}**: {adata.n_obs} {'spots' if spots else 'grid tiles'} processed. "
-                  f"Upload kept at {kept[0]}; processed slide at {saved}.")
+                  f"Upload kept at {kept[0]}; processed slide at {saved}. It is searchable in this session; "
+                  f"to add it to a collection on disk: `spotwhisper index build --collection NAME --add "
+                  f"--from-h5ad {saved}`.")
         picker = gr.update(choices=engine.slide_names(), value=slide_name)
         return (status, view, picker, *render(view))
 

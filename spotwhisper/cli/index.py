@@ -73,6 +73,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from ..index import build_from_anndata, load_index_config, resolve_index_dir
     from ..index.build import resolve_routes
     from ..io import read_h5ad
+    from ..search.collection import store_slides
 
     if not args.from_h5ad:
         return build_from_pipeline(args)
@@ -95,6 +96,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         factory=factory,
         mode=mode,
     )
+    store_slides(adatas, coll.folder)  # search reads spots, images, expression and proteins from them
     print(
         f"collection {coll.name!r} in {resolve_index_dir(args.index_dir, cfg)}: "
         f"{len(coll.slides())} slides, {len(coll)} vectors"

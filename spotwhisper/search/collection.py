@@ -47,10 +47,22 @@ def index_slides(adatas: Sequence[ad.AnnData], collection: str, index_dir: str |
                  mode: str = "create") -> CollectionIndex:
     """Index processed slides (every configured route they all hold) and store their slide files."""
     index = build_from_anndata(list(adatas), collection, index_dir=index_dir, mode=mode)
-    store = SlideStore(index.folder)
-    for a in adatas:
-        store.put(slide_name(a), a)
+    store_slides(adatas, index.folder)
     return index
+
+
+def store_slides(adatas: Sequence[ad.AnnData], folder: str | Path) -> list[str]:
+    """Write ``<folder>/slides/<slide>.h5ad`` for every ``obs["section"]`` of ``adatas`` (what search
+    reads besides the vectors: spots, coordinates, image, inferred expression, proteins) → slide ids."""
+    store, names = SlideStore(Path(folder)), []
+    for a in adatas:
+        if keys.SECTION not in a.obs:
+            raise ValueError("an AnnData without obs['section'] cannot be stored as slides")
+        sections = a.obs[keys.SECTION].astype(str)
+        for name in sections.unique():
+            store.put(name, a if sections.nunique() == 1 else a[(sections == name).to_numpy()].copy())
+            names.append(name)
+    return names
 
 
 def build_collection(collection: str, specs: Sequence[str], data_dir: str | Path | None = None, *,
