@@ -242,3 +242,15 @@ def test_conch_entry_wraps_the_image_tower(tmp_path):
     out = enc.encode(tiles)
     assert out.shape == (2, arch.embed_dim) and enc.weights_id.startswith("file:")
     np.testing.assert_allclose(out, clip.encode_image(clip.preprocess(tiles)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused():
+    import torch
+
+    from spotwhisper.encoders import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_device("cuda")

@@ -32,6 +32,7 @@ from .registry import (
     get_spec,
     list_encoders,
     register_encoder,
+    resolve_device,
 )
 
 __all__ = [
@@ -53,5 +54,6 @@ __all__ = [
     "list_encoders",
     "register_encoder",
     "resampling_note",
+    "resolve_device",
     "subtile_key",
 ]

@@ -178,21 +178,33 @@ def offline_default() -> bool:
     return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` when torch sees a GPU (on a Ray GPU actor: the one it was given), else ``cpu``;
+    anything else as ``torch.device``, refusing ``cuda`` without a GPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: torch sees no CUDA GPU (install a CUDA build of torch, or use 'cpu')")
+    return dev
+
+
 def create_encoder(
     name: str = DEFAULT_ENCODER,
     weights: str | os.PathLike | None = None,
     pretrained: bool = True,
     *,
     local_files_only: bool | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     **model_kwargs: Any,
 ) -> ImageEncoder:
     """Build encoder ``name`` with ``weights`` (``None`` = its default source, a local file or
     folder, or a hub id). ``pretrained=False`` gives random weights (architecture checks only).
     ``local_files_only`` (default: ``$HF_HUB_OFFLINE``) forbids downloads; ``model_kwargs`` override
     architecture arguments (e.g. a smaller ``depth`` in tests). Returns an :class:`ImageEncoder`
-    in eval mode on ``device``.
+    in eval mode on ``device`` (``"auto"``: a CUDA GPU when torch sees one, else the CPU).
     """
+    device = resolve_device(device)
     spec = get_spec(name)
     offline = offline_default() if local_files_only is None else local_files_only
     loaded = spec.loader(spec, None if weights is None else str(weights), pretrained, offline, **model_kwargs)
