@@ -1,7 +1,7 @@
 """Feature extraction speed on this CPU: spots/s (spot tile + 3×3 sub-tiles) and tiles/s, split into
 tile reading and model time, for one her2st section (default C2, efficientnet_lite0).
 
-    python benchmarks/feature_speed.py --data-dir ../shared/data [--spots 48] [--threads 2]
+    python benchmarks/feature_speed.py --data-dir ../shared/data [--spots 48] [--threads 1]
 
 Prints figures only; the cache is not used.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--section", default="C2")
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--spots", type=int, default=0, help="first N spots (0 = all)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (2 OpenMP threads are much slower on a busy 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(FeatureConfig, "encoders")

@@ -4,4 +4,4 @@ from ._stages import register_group
 
 
 def register(subparsers) -> None:
-    register_group(subparsers, "predict", "predict per spot: expression, proteins (see `spotwhisper predict WHAT --help`)")
+    register_group(subparsers, "predict", "predict per spot: expression, proteins, text (see `spotwhisper predict WHAT --help`)")

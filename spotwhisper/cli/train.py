@@ -4,4 +4,4 @@ from ._stages import register_group
 
 
 def register(subparsers) -> None:
-    register_group(subparsers, "train", "train a model: expression, text, imagetext (see `spotwhisper train WHAT --help`)")
+    register_group(subparsers, "train", "train a model: panel, expression, proteins, text, imagetext (see `spotwhisper train WHAT --help`)")
