@@ -254,3 +254,22 @@ def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused():
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_folding_batchnorm_keeps_the_features():
+    """The default encoder folds BatchNorm into its convolutions: same features on H&E-like tiles."""
+    import torch
+
+    from spotwhisper.encoders.fold import fold_batchnorm
+    from tests.conftest import synthetic_he
+
+    img = synthetic_he((448, 448), seed=3)
+    tiles = np.stack([img[y : y + 224, x : x + 224] for y in (0, 112, 224) for x in (0, 224)])
+    plain = create_encoder("efficientnet_lite0", fold_bn=False)
+    folded = create_encoder("efficientnet_lite0")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())
+    a, b = plain.encode(tiles), folded.encode(tiles)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max())
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(plain.model.train())

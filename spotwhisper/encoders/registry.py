@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from . import backbones
 from .backbones import LoadedBackbone
+from .fold import fold_batchnorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -196,19 +197,25 @@ def create_encoder(
     *,
     local_files_only: bool | None = None,
     device: str | torch.device = "auto",
+    fold_bn: bool = True,
     **model_kwargs: Any,
 ) -> ImageEncoder:
     """Build encoder ``name`` with ``weights`` (``None`` = its default source, a local file or
     folder, or a hub id). ``pretrained=False`` gives random weights (architecture checks only).
     ``local_files_only`` (default: ``$HF_HUB_OFFLINE``) forbids downloads; ``model_kwargs`` override
     architecture arguments (e.g. a smaller ``depth`` in tests). Returns an :class:`ImageEncoder`
-    in eval mode on ``device`` (``"auto"``: a CUDA GPU when torch sees one, else the CPU).
+    in eval mode on ``device`` (``"auto"``: a CUDA GPU when torch sees one, else the CPU), with
+    BatchNorm folded into the convolutions before it (``fold_bn``; same features to ~1e-5, ~30 %
+    faster on CPU for EfficientNet-Lite0; no-op for ViTs).
     """
     device = resolve_device(device)
     spec = get_spec(name)
     offline = offline_default() if local_files_only is None else local_files_only
     loaded = spec.loader(spec, None if weights is None else str(weights), pretrained, offline, **model_kwargs)
-    return ImageEncoder(spec, loaded).to(device)
+    encoder = ImageEncoder(spec, loaded)
+    if fold_bn:
+        fold_batchnorm(encoder.model)
+    return encoder.to(device)
 
 
 # ------------------------------------------------------------------------------------------ entries

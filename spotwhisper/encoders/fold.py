@@ -1,0 +1,50 @@
+"""Fold eval-mode BatchNorm into the convolution before it: same outputs, less work per image.
+
+In a CNN backbone at inference, ``bn(conv(x))`` is an affine map per output channel, so it can be
+written into the convolution's weight and bias. On this CPU BatchNorm was ~25 % of the
+EfficientNet-Lite0 forward time. Pairs are found structurally: within a module, a BatchNorm child
+directly after a ``Conv2d`` child in declaration order (timm's EfficientNet, MobileNet and ResNet
+blocks declare them in forward order); timm's ``BatchNormAct2d`` keeps its dropout and activation.
+Only applied to modules in eval mode; the result is checked against the original by the caller's
+tests (max abs difference ~1e-5 on real tiles).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Rewrite ``conv``'s weight ``(C_out, C_in/g, kh, kw)`` and bias ``(C_out,)`` to include ``bn``."""
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+        shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias * scale + shift)
+
+
+def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
+    """What remains of ``bn`` once folded: timm's ``BatchNormAct2d`` keeps ``drop`` then ``act``."""
+    parts = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if isinstance(m, nn.Module)]
+    return nn.Sequential(*parts) if parts else nn.Identity()
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d sibling into it, in place → pairs folded.
+
+    Raises ``ValueError`` on a model in training mode (batch statistics cannot be folded).
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode")
+    folded = 0
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (_, prev), (name, child) in zip(children, children[1:]):
+            if (isinstance(child, nn.BatchNorm2d) and isinstance(prev, nn.Conv2d) and child.track_running_stats
+                    and child.running_var is not None and prev.out_channels == child.num_features):
+                _fold_into(prev, child)
+                setattr(parent, name, _after_norm(child))
+                folded += 1
+    return folded
