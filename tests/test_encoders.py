@@ -260,7 +260,7 @@ def test_folding_batchnorm_keeps_the_features():
     """The default encoder folds BatchNorm into its convolutions: same features on H&E-like tiles."""
     import torch
 
-    from spotwhisper.encoders.fold import fold_batchnorm
+    from spotwhisper.encoders.runtime import fold_batchnorm
     from tests.conftest import synthetic_he
 
     img = synthetic_he((448, 448), seed=3)

@@ -32,8 +32,8 @@ from .registry import (
     get_spec,
     list_encoders,
     register_encoder,
-    resolve_device,
 )
+from .runtime import fold_batchnorm, resolve_device
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -48,6 +48,7 @@ __all__ = [
     "default_cache_dir",
     "extract_features",
     "extract_grid_features",
+    "fold_batchnorm",
     "feature_key",
     "get_spec",
     "grid_anndata",

@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from . import backbones
 from .backbones import LoadedBackbone
-from .fold import fold_batchnorm
+from .runtime import fold_batchnorm, resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -177,17 +177,6 @@ class ImageEncoder(nn.Module):
 def offline_default() -> bool:
     """True when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` ask for no downloads."""
     return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → ``cuda`` when torch sees a GPU (on a Ray GPU actor: the one it was given), else ``cpu``;
-    anything else as ``torch.device``, refusing ``cuda`` without a GPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: torch sees no CUDA GPU (install a CUDA build of torch, or use 'cpu')")
-    return dev
 
 
 def create_encoder(

@@ -1,4 +1,7 @@
-"""Fold eval-mode BatchNorm into the convolution before it: same outputs, less work per image.
+"""How an encoder runs: the device it runs on, and eval-mode BatchNorm folded into its convolutions.
+
+:func:`resolve_device` turns ``"auto"`` into a CUDA GPU when torch sees one, else the CPU.
+:func:`fold_batchnorm` folds BatchNorm into the convolution before it: same outputs, less work per image.
 
 In a CNN backbone at inference, ``bn(conv(x))`` is an affine map per output channel, so it can be
 written into the convolution's weight and bias. On this CPU BatchNorm was ~25 % of the
@@ -48,3 +51,14 @@ def fold_batchnorm(model: nn.Module) -> int:
                 setattr(parent, name, _after_norm(child))
                 folded += 1
     return folded
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` when torch sees a GPU (on a Ray GPU actor: the one it was given), else ``cpu``;
+    anything else as ``torch.device``, refusing ``cuda`` without a GPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: torch sees no CUDA GPU (install a CUDA build of torch, or use 'cpu')")
+    return dev
