@@ -172,7 +172,7 @@ def test_killed_job_leaves_no_index_and_resumes(specs, resumed):
 def test_ray_engine_gives_the_local_vectors(specs, resumed, tmp_path):
     on_ray = CollectionIndex.open("coll", index_dir=resumed["index_dir"])
     local = build_collection("local", specs, index_dir=tmp_path, progress=False)
-    assert {"text", "text_measured"} <= set(on_ray.routes())
+    assert {"text", "image_text_aligned"} <= set(on_ray.routes())
     _assert_same_collection(local, on_ray)
     for slide in on_ray.slides():  # slide files: inferred expression and proteins too
         a = read_h5ad(local.folder / "slides" / f"{slide}.h5ad")

@@ -117,7 +117,7 @@ def test_spot_table_adapter(tmp_path):
         prepare_upload(tmp_path / "he.png", tmp_path / "he.png", "he", 1.0)
 
 
-def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path):
+def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path, mini_slide):
     """A bare image → grid tiles through the real pipeline; display ≤ max side, tiles from full resolution."""
     from spotwhisper.pipeline import Models
     from spotwhisper.search.engine import SearchEngine
@@ -140,3 +140,19 @@ def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path):
     tile, _ = tile_gallery(view.hits(), 1, 400, 1.0)[0]
     x, y = (int(np.round(v)) for v in view.hits().top_spots(1)[["x", "y"]].iloc[0])
     np.testing.assert_array_equal(tile, img[y - 200 : y + 200, x - 200 : x + 200])  # exact full-resolution pixels
+
+    # "also add it to the collection on disk": vectors and slide file join the served collection
+    from spotwhisper.index import CollectionIndex
+    from spotwhisper.search.collection import index_slides, open_engine
+    from ui.files import add_to_collection
+
+    index_slides([mini_slide], "served", index_dir=tmp_path / "idx")
+    with pytest.raises(ValueError, match="not a collection on disk"):
+        add_to_collection(engine, adata)
+    served = open_engine("served", index_dir=tmp_path / "idx")
+    assert "served" in add_to_collection(served, adata)
+    coll = CollectionIndex.open("served", index_dir=tmp_path / "idx")
+    assert coll.slides() == ["C2", "upload"] and (coll.folder / "slides" / "upload.h5ad").is_file()
+    assert len(coll.vectors_for("text", "upload").metadata) == adata.n_obs
+    again = open_engine("served", index_dir=tmp_path / "idx").search("tumour", slides=["upload"])
+    assert again.slides[0].slide == "upload"

@@ -34,6 +34,7 @@ from .display import (
     tile_gallery,
 )
 from .files import (
+    add_to_collection,
     export_result,
     keep_upload,
     prepare_upload,
@@ -135,7 +136,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         text, view = h.run_explain(engine, view, cfg, region)
         return (list(history or []) + [{"role": "assistant", "content": text}], view, *render(view))
 
-    def on_upload(image, spots, name, mpp, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
+    def on_upload(image, spots, name, mpp, keep, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
         if not image:
             return ("Choose an image file first.", view, gr.update(), *render(view))
         folder = session_folder(cfg.upload_root(), _session(request))
@@ -152,9 +153,15 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         engine.add_slide(slide_name, adata)
         view = replace(view, slide=slide_name, focus=1, explained=None)
         status = (f"Added **{slide_name}**: {adata.n_obs} {'spots' if spots else 'grid tiles'} processed. "
-                  f"Upload kept at {kept[0]}; processed slide at {saved}. It is searchable in this session; "
-                  f"to add it to a collection on disk: `spotwhisper index build --collection NAME --add "
-                  f"--from-h5ad {saved}`.")
+                  f"Upload kept at {kept[0]}; processed slide at {saved}. ")
+        later = f"`spotwhisper index build --collection NAME --add --from-h5ad {saved}`"
+        if keep:
+            try:
+                status += add_to_collection(engine, adata).capitalize() + "."
+            except (ValueError, FileNotFoundError, OSError) as err:
+                status += f"It is searchable in this session but was not added to the collection: {err}. Later: {later}."
+        else:
+            status += f"It is searchable in this session; to add it to a collection on disk: {later}."
         picker = gr.update(choices=engine.slide_names(), value=slide_name)
         return (status, view, picker, *render(view))
 
@@ -199,6 +206,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 with gr.Column():
                     up_name = gr.Textbox(label="slide name (default: file name)")
                     up_mpp = gr.Number(value=cfg.upload_mpp, label="µm per pixel (when the file does not say)")
+                    up_keep = gr.Checkbox(value=False, label="also add it to the collection on disk", elem_id="upload-keep")
                     up_button = gr.Button("process slide", variant="primary")
             up_status = gr.Markdown(elem_id="upload-status")
         with gr.Accordion("export the current result", open=False):
@@ -213,7 +221,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         routes.input(on_routes, [routes, state], [state, *shown])
         picker.input(on_slide, [picker, state], [state, *shown])
         image.select(on_click, [chatbot, state], [chatbot, state, *shown])
-        up_button.click(on_upload, [up_image, up_spots, up_name, up_mpp, state], [up_status, state, picker, *shown])
+        up_button.click(on_upload, [up_image, up_spots, up_name, up_mpp, up_keep, state], [up_status, state, picker, *shown])
         ex_button.click(on_export, [state], [ex_files, ex_status])
     return app
 
