@@ -131,3 +131,32 @@ def test_collection_built_with_another_text_model_is_refused(mini_collection):
         next(other.parameters()).add_(0.01)
     with pytest.raises(ModelMismatchError):
         open_engine(mini_collection[1], mini_collection[0], text_model=other)
+
+
+def test_faiss_narrows_a_collection_of_many_slides(mini_slide, tmp_path):
+    """Above ``prefilter_slides`` slides, the FAISS text route picks the slides holding the spots
+    nearest the query. The real C2 window is split into two slides by that very similarity."""
+    import dataclasses
+
+    from spotwhisper.search.collection import index_slides, open_engine
+
+    plain = SearchEngine({"C2": mini_slide})
+    q = plain._query_vectors("immune infiltrate")["text"]
+    emb = np.asarray(mini_slide.obsm[keys.TEXT_EMB], dtype=np.float64)
+    cos = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    hot = cos >= np.median(cos)
+    parts = []
+    for name, sel in (("hot", hot), ("cold", ~hot)):
+        part = mini_slide[sel].copy()
+        part.obs[keys.SECTION] = name
+        parts.append(part)
+    index_slides(parts, "split", index_dir=tmp_path)
+
+    narrow = open_engine("split", index_dir=tmp_path, cfg=dataclasses.replace(plain.cfg, prefilter_slides=1))
+    res = narrow.search("immune infiltrate", explain=False)
+    assert [h.slide for h in res.slides] == ["hot"]
+    assert any("narrowed the search to 1 of 2 slides" in n for n in res.notes)
+    everything = open_engine("split", index_dir=tmp_path).search("immune infiltrate", explain=False)
+    assert sorted(h.slide for h in everything.slides) == ["cold", "hot"]
+    assert not any("narrowed" in n for n in everything.notes)
+    assert [h.slide for h in narrow.search("immune infiltrate", slides=["cold"], explain=False).slides] == ["cold"]

@@ -91,4 +91,4 @@ def open_engine(collection: str, index_dir: str | Path | None = None, text_model
     index = CollectionIndex.open(collection, index_dir=index_dir)
     if "text" in index.routes():
         index.check_models({"text": RouteModel("spotwhisper-text", text.config.embed_dim, text.fingerprint())})
-    return SearchEngine(store=SlideStore(index.folder), text_model=text, **engine_kwargs)
+    return SearchEngine(store=SlideStore(index.folder), text_model=text, index=index, **engine_kwargs)

@@ -20,3 +20,5 @@ class SearchConfig:
     top_genes: int = 10  #: genes / proteins listed in an explanation
     max_query_chars: int = 300
     max_slide_cache: int = 16  #: slides kept in memory by the engine
+    prefilter_slides: int = 32  #: a collection with more slides is first narrowed to this many by FAISS (0 = never)
+    prefilter_k: int = 2000  #: spots the FAISS text route returns for that narrowing

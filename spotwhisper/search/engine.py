@@ -136,7 +136,7 @@ class SearchEngine:
     """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text."""
 
     def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
-                 cfg: SearchConfig | None = None, image_text_models: dict | None = None, store=None):
+                 cfg: SearchConfig | None = None, image_text_models: dict | None = None, store=None, index=None):
         from ..config import load_config
 
         self.cfg = cfg or load_config(SearchConfig, "search")
@@ -144,6 +144,7 @@ class SearchEngine:
         self.image_text = image_text_models or {}
         self._slides = dict(slides or {})
         self.store = store
+        self.index = index  #: the collection's CollectionIndex: FAISS narrows large collections (prefilter_*)
         self._inputs: dict[str, tuple[ad.AnnData, np.ndarray]] = {}
         self.vocabulary = load_vocabulary()
 
@@ -163,6 +164,21 @@ class SearchEngine:
 
     def add_slide(self, name: str, adata: ad.AnnData) -> None:
         self._slides[name] = adata
+
+    def _candidate_slides(self, parsed: ParsedQuery) -> tuple[list[str], str | None]:
+        """Every slide, or — in a collection of more than ``cfg.prefilter_slides`` slides with a FAISS
+        text route — the slides holding the ``cfg.prefilter_k`` spots nearest the query (best first,
+        at most ``prefilter_slides``; slides added in this session are always kept), with a note."""
+        names, n = self.slide_names(), self.cfg.prefilter_slides
+        if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
+            return names, None
+        q = self._query_vectors(parsed.positive)["text"]
+        found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
+        best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
+        keep = [s for s in best if s in set(names)][:n] + list(self._slides)
+        keep = list(dict.fromkeys(keep))
+        return keep, (f"FAISS (text route) narrowed the search to {len(keep)} of {len(names)} slides, those holding "
+                      f"the {self.cfg.prefilter_k} spots nearest the query; z-scores are over those slides.")
 
     # -- scoring ----------------------------------------------------------------------------
     def _query_vectors(self, text: str) -> dict[str, np.ndarray]:
@@ -219,7 +235,7 @@ class SearchEngine:
         parsed = parse_query(query, self.cfg.max_query_chars, self.vocabulary)
         weights = {**self.cfg.weights, **(weights or {})}
         threshold = self.cfg.threshold if threshold is None else threshold
-        names = slides or self.slide_names()
+        names, prefilter_note = (slides, None) if slides else self._candidate_slides(parsed)
         if not names:
             raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
         data = {n: self.slide(n) for n in names}
@@ -242,6 +258,8 @@ class SearchEngine:
                     cal[n][r] = part
         notes = [f"Note: {m}" for m in dict.fromkeys(str(w.message) for w in caught
                                                      if issubclass(w.category, UnreadableQueryWarning))]
+        if prefilter_note:
+            notes.append(prefilter_note)
         if parsed.markers and "protein" not in routes:
             notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
         hits = [SlideHits(n, data[n], raw[n], cal[n], np.full(data[n].n_obs, np.nan)) for n in names]
