@@ -157,8 +157,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         later = f"`spotwhisper index build --collection NAME --add --from-h5ad {saved}`"
         if keep:
             try:
-                status += add_to_collection(engine, adata).capitalize() + "."
-            except (ValueError, FileNotFoundError, OSError) as err:
+                status += add_to_collection(engine, adata) + "."
+            except (ValueError, KeyError, FileNotFoundError, OSError) as err:
                 status += f"It is searchable in this session but was not added to the collection: {err}. Later: {later}."
         else:
             status += f"It is searchable in this session; to add it to a collection on disk: {later}."

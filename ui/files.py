@@ -104,14 +104,15 @@ def process_upload(inp: SlideInput, models, folder: Path, progress: bool = True,
 def add_to_collection(engine, adata: ad.AnnData) -> str:
     """Index a processed upload into the collection ``engine`` serves from disk (FAISS vectors of
     every route + its slide file) → a sentence saying where. ``ValueError`` when the engine serves
-    no collection on disk, or the collection was built with other models."""
+    no collection on disk or the collection was built with other models; ``KeyError`` when the
+    collection indexes a route the slide lacks."""
     from spotwhisper.search.collection import index_slides
 
     if getattr(engine, "store", None) is None:
         raise ValueError("this UI serves slides from memory, not a collection on disk, so there is nothing to add to")
     folder = engine.store.folder.parent  # <index_dir>/<collection>/slides → <index_dir>/<collection>
     index = index_slides([adata], folder.name, index_dir=folder.parent, mode="add")
-    return f"added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
+    return f"Added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
 
 
 def slug(text: str, max_len: int = 40) -> str:
