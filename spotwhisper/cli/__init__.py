@@ -31,6 +31,15 @@ class UserError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
 
+def add_index_dir(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--index-dir`` option (falls back to ``$SPOTWHISPER_INDEX_DIR``, else ``indexes/``)."""
+    parser.add_argument(
+        "--index-dir",
+        default=None,
+        help="folder holding collections (default: $SPOTWHISPER_INDEX_DIR, else indexes/)",
+    )
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     """Add the shared ``--data-dir`` option (falls back to ``$SPOTWHISPER_DATA_DIR``)."""
     parser.add_argument(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import add_data_dir
+from . import add_data_dir, add_index_dir
 from .data import cmd_info
 
 EXAMPLE_QUERY = "tertiary lymphoid structures"
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir(p)
     p.add_argument("--sections", nargs="+", default=None, help="sections to include (default: every section with H&E)")
     p.add_argument("--collection", default=DEMO_COLLECTION, help="collection name (default: demo)")
-    p.add_argument("--index-dir", default=None, help="where collections live (default $SPOTWHISPER_INDEX_DIR or indexes/)")
+    add_index_dir(p)
     p.add_argument("--rebuild", action="store_true", help="rebuild the collection even if it exists")
     p.add_argument("--query", default=EXAMPLE_QUERY, help=f"example query to answer (default: {EXAMPLE_QUERY!r})")
     p.add_argument("--no-serve", action="store_true", help="stop after the example query (no UI)")

@@ -11,13 +11,11 @@ import argparse
 import json
 import sys
 
-from . import UserError
+from . import UserError, add_index_dir
 
 
 def _add_index_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--index-dir", default=None, help="folder holding collections (default: $SPOTWHISPER_INDEX_DIR, else indexes/)"
-    )
+    add_index_dir(parser)
     parser.add_argument("--config", default="index", help="index settings (default: configs/index.yaml)")
 
 

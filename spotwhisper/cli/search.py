@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError
+from . import UserError, add_index_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("query", help='what to find, e.g. "tertiary lymphoid structures" or "tumour minus immune cells"')
     p.add_argument("--collection", required=True, help="collection built with `spotwhisper index build`")
-    p.add_argument("--index-dir", default=None, help="folder holding collections (default $SPOTWHISPER_INDEX_DIR or indexes/)")
+    add_index_dir(p)
     p.add_argument("--slides", nargs="+", default=None, help="only these slides")
     p.add_argument("--threshold", type=float, default=None, help="fused z-score of a hit (default configs/search.yaml)")
     p.add_argument("--weights", default=None, help="route weights, e.g. transcriptome=1,image=0.5,protein=0")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_index_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and SPOTWHISPER_LLM_MODEL (and SPOTWHISPER_LLM_API_KEY) for an OpenAI-compatible endpoint.",
     )
     p.add_argument("--collection", required=True, help="collection name (a folder under the index dir)")
-    p.add_argument("--index-dir", default=None, help="where collections live (default $SPOTWHISPER_INDEX_DIR or indexes/)")
+    add_index_dir(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--config", default=None, help="UI settings YAML (default configs/ui.yaml)")
