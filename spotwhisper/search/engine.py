@@ -172,7 +172,7 @@ class SearchEngine:
         names, n = self.slide_names(), self.cfg.prefilter_slides
         if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
             return names, None
-        q = self._query_vectors(parsed.positive)["text"]
+        q = embed_queries(self.text, [parsed.positive])[0]  # only the text route is indexed for this
         found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
