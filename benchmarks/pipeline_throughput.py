@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -52,14 +51,14 @@ def run_local(specs: list[str], threads: int) -> dict:
     import torch
 
     from spotwhisper.pipeline import Models
+    from spotwhisper.scale.staging import peak_rss_mb
     from spotwhisper.search.collection import process_slides
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
     adatas = process_slides(specs, models=Models.load(), progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"spots": sum(a.n_obs for a in adatas), "seconds": seconds, "busy": seconds, "peak_mb": peak}
+    return {"spots": sum(a.n_obs for a in adatas), "seconds": seconds, "busy": seconds, "peak_mb": peak_rss_mb()}
 
 
 def run_ray(specs: list[str], work: Path, name: str, cfg) -> dict:

@@ -132,8 +132,13 @@ def stage_slide(item: StagedSlide, models: Models, pipeline: PipelineConfig | No
     except Exception as err:  # noqa: BLE001 - reported per slide, raised by the caller
         item.status, item.error = FAILED, f"{type(err).__name__}: {err}"
     item.seconds, item.worker = time.perf_counter() - start, worker
-    item.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
+    item.peak_rss_mb = peak_rss_mb()
     return item
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB; ``ru_maxrss`` is KB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
 
 
 def read_index_view(path: str | Path, obsm_keys: list[str] | None = None) -> ad.AnnData:
