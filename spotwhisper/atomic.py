@@ -1,7 +1,8 @@
-"""Write a folder as a whole: build it in a temporary sibling, then swap it in.
+"""Write a file or a folder as a whole: build it in a temporary sibling, then swap it in.
 
-Model folders (``save_pretrained``) use this, so an interrupted save never leaves a half-written
-model behind: either the old folder or the new one is there.
+:func:`atomic_file` serves every single-file writer (h5ad, parquet, JSON, npz, PNG, OME-TIFF …);
+:func:`atomic_dir` serves model folders (``save_pretrained``). An interrupted write never leaves a
+half-written file or model behind: either the old one or the new one is there.
 """
 
 from __future__ import annotations
@@ -9,9 +10,33 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path: str | Path, suffix: str = ".part", fsync: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` (its folder is created) for the caller to write;
+    when the block ends without error it replaces ``path`` (after flushing it to disk with
+    ``fsync``), otherwise it is deleted and ``path`` is left as it was.
+
+    ``suffix`` ends the temporary name, for writers that go by the extension (``np.savez`` needs
+    ``.npz``). The file gets the process's default permissions, like any file it creates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

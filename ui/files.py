@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from spotwhisper import keys
+from spotwhisper.atomic import atomic_file
 from spotwhisper.io import SlideError, open_slide, write_h5ad
 from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
 from spotwhisper.search.engine import SearchResult
@@ -48,11 +49,9 @@ def keep_upload(src: str | Path, folder: Path) -> Path:
     while (dest_dir / src.name).exists():
         n += 1
         dest_dir = folder / "uploads" / f"{stamp}-{n}"
-    dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / src.name
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dest)
+    with atomic_file(dest) as tmp:
+        shutil.copyfile(src, tmp)
     return dest
 
 

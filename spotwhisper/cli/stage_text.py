@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..atomic import atomic_file
 from . import add_data_dir
 
 
@@ -79,9 +80,8 @@ def predict_text(args: argparse.Namespace) -> int:
         res = score(adata, args.query, model, ensemble=not args.no_ensemble)
         frame = res.to_frame("probabilities")
         out = args.out or Path(f"{Path(args.input).stem}_text_scores.csv")
-        tmp = out.with_name(out.name + ".part")
-        frame.to_csv(tmp)
-        tmp.replace(out)
+        with atomic_file(out) as tmp:
+            frame.to_csv(tmp)
         best = frame.idxmax(axis=1).value_counts()
         console.print(f"{len(frame)} spots; most probable query per spot:\n{best.to_string()}\nwrote {out}")
         return 0

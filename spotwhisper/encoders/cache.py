@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_file
+from ..cache import cache_dir
 from ..io.slide import ArraySlide, Slide
 
 log = logging.getLogger(__name__)
 
 #: Bump when the cached arrays change meaning, so old entries are no longer used.
 CACHE_VERSION = 1
-from ..cache import cache_dir
 _MB = 1 << 20
 
 
@@ -108,13 +107,6 @@ class FeatureCache:
     def save(self, model: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         """Write ``arrays`` (+ ``meta`` as JSON) atomically: a temporary file, then ``os.replace``."""
         p = self.path(model, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz.part", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays, meta=np.asarray(json.dumps(meta, sort_keys=True, default=str)))
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(p, suffix=".part.npz") as tmp:
+            np.savez(tmp, **arrays, meta=np.asarray(json.dumps(meta, sort_keys=True, default=str)))
         return p

@@ -18,6 +18,7 @@ import scanpy as sc
 from scipy import sparse
 
 from .. import keys
+from ..atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,9 @@ def build_gene_panel(
 def save_panel(genes: Sequence[str], path: str | Path = DEFAULT_PANEL, header: str = "") -> Path:
     """Write one gene per line (``#`` comment lines for provenance)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {h}" for h in header.splitlines() if h] + list(genes)
-    tmp = p.with_suffix(".part")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(p)
+    with atomic_file(p) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return p
 
 

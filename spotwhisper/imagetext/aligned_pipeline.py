@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_file
 from ..config import to_dict
 from ..encoders import create_encoder, extract_features
-from ..expression.model import SpotInputs
 from ..expression.data import inputs_from_adata
+from ..expression.model import SpotInputs
 from ..expression.pipeline import oof_cache_dir
 from ..io import read_her2st
 from ..language import TextExpressionModel
@@ -104,8 +105,6 @@ def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None 
         with np.load(path) as f:
             return {s: f[s] for s in cfg.sections}
     oof = out_of_fold(pairs or paired_sections(data_dir, cfg, text_model, progress), cfg, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part.npz")
-    np.savez(tmp, **oof)
-    tmp.replace(path)
+    with atomic_file(path, suffix=".part.npz") as tmp:
+        np.savez(tmp, **oof)
     return oof

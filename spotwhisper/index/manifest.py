@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import faiss
 
 from .. import __version__
+from ..atomic import atomic_file
 from ..config import ConfigError, from_dict, to_dict
 from .errors import IndexFormatError, ModelMismatchError, UnknownRouteError
 
@@ -147,17 +146,8 @@ def read_manifest(folder: Path) -> Manifest:
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Write ``manifest`` atomically into ``folder`` (temporary file, fsync, ``os.replace``)."""
     path = Path(folder) / MANIFEST
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json.part", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(to_dict(manifest), fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=True) as tmp:
+        tmp.write_text(json.dumps(to_dict(manifest), indent=2) + "\n")
     return path
 
 

@@ -8,8 +8,6 @@ spacing, the default spot tile of :mod:`spotwhisper.tiles`.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
+from ..atomic import atomic_file
 from ..io.spatial import estimate_spacing_px, library_ids
 from .errors import BadVectorsError, IndexFormatError
 
@@ -136,14 +135,8 @@ def slides_from_anndata(
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` (parquet) atomically."""
-    fd, tmp = tempfile.mkstemp(suffix=".parquet.part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import anndata as ad
+
+from ..atomic import atomic_file
 
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
@@ -23,13 +23,6 @@ def read_h5ad(path: str | Path) -> ad.AnnData:
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
     """Write ``adata`` to ``path`` atomically; a failed write leaves any earlier file intact."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5ad.part", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_file(p, suffix=".part.h5ad") as tmp:
         adata.write_h5ad(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
+
+from ..atomic import atomic_file
 
 #: Folder holding the shipped manifests.
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -177,16 +177,8 @@ def make_manifest(root: str | Path, header: dict | None = None, layout: list | N
 def write_json_atomic(data: dict, path: str | Path) -> Path:
     """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from ..atomic import atomic_file
 
 COMMAND = (
     "spotwhisper train text --config configs/text.yaml --data-dir ../shared/data --cv "
@@ -89,7 +90,6 @@ def write_model_card(out_dir: str | Path, metrics: dict, examples: pd.DataFrame 
         "- English queries only (the text tower reads English); unknown-token-heavy queries warn.",
     ]
     path = out / "model_card.md"
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return path

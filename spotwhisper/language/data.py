@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import anndata as ad
 import numpy as np
 
 from .. import keys
+from ..atomic import atomic_file
 from .captions import Caption
 from .config import InputConfig
 from .expression_encoder import expression_input
@@ -48,10 +48,8 @@ class EmbeddingStore:
         return np.stack([self.table[t] for t in texts]).astype(np.float32)
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".part.npz")
-        np.savez(tmp, texts=np.array(list(self.table), dtype=str), emb=np.stack(list(self.table.values())))
-        os.replace(tmp, self.path)
+        with atomic_file(self.path, suffix=".part.npz") as tmp:
+            np.savez(tmp, texts=np.array(list(self.table), dtype=str), emb=np.stack(list(self.table.values())))
 
 
 @dataclass

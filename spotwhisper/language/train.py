@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import cache_dir
 from .. import keys
+from ..atomic import atomic_file
+from ..cache import cache_dir
 from ..config import to_dict
 from ..expression.panel import load_panel, log1p_normalize
 from ..io import read_her2st, tls_signature
@@ -203,9 +203,8 @@ def _model_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=float))
 
 
 def run_training(cfg: TextConfig, data_dir: str | Path | None, out_dir: str | Path, *, cv: bool = False) -> Path:
@@ -245,11 +244,11 @@ def run_training(cfg: TextConfig, data_dir: str | Path | None, out_dir: str | Pa
     metrics["train_patients"] = train_patients
     result.model.save_pretrained(out, extra={"train_patients": train_patients, "test_patients": result.test_patients})
     if cv:
-        table.to_csv(out / "cv_auroc.csv.part", index=False)
-        os.replace(out / "cv_auroc.csv.part", out / "cv_auroc.csv")
+        with atomic_file(out / "cv_auroc.csv") as tmp:
+            table.to_csv(tmp, index=False)
     if result.auroc is not None:
-        result.auroc.to_csv(out / "auroc.csv.part", index=False)
-        os.replace(out / "auroc.csv.part", out / "auroc.csv")
+        with atomic_file(out / "auroc.csv") as tmp:
+            result.auroc.to_csv(tmp, index=False)
     _write_json(out / "metrics.json", metrics)
     write_model_card(out, metrics, example_captions(adata, cfg, genes, tls, train_patients))
     return out

@@ -12,8 +12,6 @@ with one pixel per spot spacing (hexagonal Visium rows become half-pixel offset 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import keys
+from ..atomic import atomic_file
 from ..io.spatial import estimate_spacing_px, library_ids
 from .config import ExportConfig
 
@@ -163,14 +162,8 @@ def write_ome_tiff(
             PhysicalSizeY=float(pixel_size_um[1]),
             PhysicalSizeYUnit="µm",
         )
-    fd, tmp = tempfile.mkstemp(suffix=".ome.tif.part", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_file(p, suffix=".part.ome.tif") as tmp:
         tifffile.imwrite(tmp, image, ome=True, photometric="minisblack", metadata=metadata, compression=compression)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 

@@ -31,6 +31,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_file
 from ..io.slide import Slide
 from .config import RosieConfig
 from .panel import ROSIE_MARKERS
@@ -267,12 +268,6 @@ def predict_map(
 def save_rosie_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Save ``{"model_state_dict": ..., "markers": [...], **extra}`` atomically (loadable by :func:`load_rosie_weights`)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".part")
-    try:
+    with atomic_file(p) as tmp:
         torch.save({"model_state_dict": model.state_dict(), "markers": list(ROSIE_MARKERS), **(extra or {})}, tmp)
-        tmp.replace(p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return p

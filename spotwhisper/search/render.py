@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..atomic import atomic_file
 from .regions import Region
 
 OUTLINE_COLOUR = (0, 255, 255, 255)
@@ -74,10 +75,8 @@ def render_overlay(
 
 def save_png(img: Image.Image, path: str | Path) -> Path:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".part.png")
-    img.save(tmp, format="PNG")
-    tmp.replace(p)
+    with atomic_file(p, suffix=".part.png") as tmp:
+        img.save(tmp, format="PNG")
     return p
 
 
