@@ -236,7 +236,7 @@ def test_her2st_manifest_matches_reference_copy(data_dir):
     """The shipped manifest is what make_manifest computes from the reference her2st folder."""
     shipped = json.loads((M.RESOURCES / "her2st_manifest.json").read_text())
     m = M.load_manifest("her2st")
-    assert len(m.entries) == len(shipped["files"]) == 88
+    assert len(m.entries) == len(shipped["files"]) == 108
     kinds = {e.kind for e in m.entries}
     assert {"counts", "spots", "image", "pathology_labels", "clusters", "deconvolution", "tls_signature"} <= kinds
     c2 = [e for e in M.select(m, ["C2"]) if e.section == "C2"]

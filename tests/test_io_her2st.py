@@ -16,8 +16,8 @@ from spotwhisper.io.her2st import parse_motivation
 
 def test_sections_listed(data_dir):
     sections = list_sections(data_dir)
-    assert len(sections) == 24
-    assert sections[0] == "C1" and sections[-1] == "H3"
+    assert len(sections) == 30
+    assert sections[0] == "B1" and sections[-1] == "H3"
 
 
 def test_c2_counts_positions_and_image(c2, data_dir):
@@ -105,3 +105,18 @@ def test_h5ad_round_trip(c2, tmp_path):
     (tmp_path / "bad.h5ad").write_text("not hdf5")
     with pytest.raises(ValueError, match="not a readable .h5ad"):
         read_h5ad(tmp_path / "bad.h5ad")
+
+
+def test_patient_b_loads_with_image_labels_and_deconvolution(data_dir):
+    """Patient B (B1–B6 counts, H&E for B4 only, pathologist labels for B1) joins like the others."""
+    b4 = read_her2st(data_dir, "B4")
+    assert b4.n_obs == 283 and set(b4.obs[keys.SECTION]) == {"B4"} and set(b4.obs["patient"]) == {"B"}
+    meta = b4.uns[keys.SPATIAL]["B4"]["metadata"]
+    assert meta["source_image_path"].endswith("BT10737_D2_HE.jpg")
+    assert (meta["source_image_width"], meta["source_image_height"]) == (9272, 9923)
+    xy = np.asarray(b4.obsm[keys.SPATIAL])
+    assert (xy > 0).all() and (xy[:, 0] < 9272).all() and (xy[:, 1] < 9923).all()
+    assert b4.obs[[c for c in b4.obs if c.startswith("deconv_")]].notna().all().all()
+    b1 = read_her2st(data_dir, "B1", with_image=False)
+    counts = b1.obs[keys.LABEL].value_counts()
+    assert counts["connective tissue"] == 95 and counts["adipose tissue"] == 70 and counts["invasive cancer"] == 63
