@@ -41,10 +41,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from spotwhisper.search.collection import open_engine
-    from ui import handlers as h
-    from ui.config import load_ui_config
-    from ui.display import overlay, tile_gallery
-    from ui.files import export_result
+    from spotwhisper.ui import handlers as h
+    from spotwhisper.ui.config import load_ui_config
+    from spotwhisper.ui.display import overlay, tile_gallery
+    from spotwhisper.ui.files import export_result
 
     t = time.perf_counter()
     engine = open_engine(args.collection, args.index_dir)

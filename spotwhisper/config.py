@@ -4,13 +4,21 @@ Every stage keeps its settings in one dataclass; the YAML files under ``configs/
 values a run uses. :func:`load_config` reads a YAML file into such a dataclass, checking that
 every key is known and that values have the declared type, so a typo fails loudly instead of
 being ignored.
+
+The shipped YAML files are package data of ``spotwhisper.configs`` (the repository's ``configs/``
+folder; read through :mod:`importlib.resources`, so they are found the same way from a checkout, an
+editable install or a wheel). A folder given with ``--config-dir`` or ``$SPOTWHISPER_CONFIG_DIR``
+is searched first: a file there (e.g. ``search.yaml``, ``bench/regions.yaml``) wins over the shipped
+one of the same name. A config that is found nowhere is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,8 +26,32 @@ import yaml
 
 T = TypeVar("T")
 
-#: Folder that holds the YAML files shipped with the project (``<repo>/configs``).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: Package holding the shipped YAML files (the repository's ``configs/`` folder).
+CONFIG_PACKAGE = "spotwhisper.configs"
+#: Environment variable naming a folder of user configs that win over the shipped ones.
+CONFIG_DIR_ENV = "SPOTWHISPER_CONFIG_DIR"
+
+
+def shipped_config_dir() -> Path:
+    """The folder of the shipped configs inside the installed package (``spotwhisper/configs``)."""
+    return Path(str(resources.files(CONFIG_PACKAGE)))
+
+
+def user_config_dir() -> Path | None:
+    """``$SPOTWHISPER_CONFIG_DIR`` (set by ``--config-dir``), or None; an error when it is not a folder."""
+    value = os.environ.get(CONFIG_DIR_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"config folder {path} (from --config-dir / ${CONFIG_DIR_ENV}) does not exist")
+    return path
+
+
+def config_dirs() -> list[Path]:
+    """Folders searched for a config by name, first match wins: the user's folder, then the shipped one."""
+    user = user_config_dir()
+    return [user, shipped_config_dir()] if user is not None else [shipped_config_dir()]
 
 
 class ConfigError(ValueError):
@@ -104,19 +136,25 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """Find a config by path, or by bare name (``"tiles"``) inside :data:`CONFIG_DIR`."""
-    p = Path(path)
-    if p.exists():
+    """Find a config: an existing file path, else a name (``"tiles"``, ``"bench/harness"``,
+    ``"vocabulary.yaml"``) in :func:`config_dirs` (the user's folder first, then the shipped one)."""
+    p = Path(path).expanduser()
+    if p.is_file():
         return p
-    for candidate in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"config {path!s} not found (looked in the working directory and {CONFIG_DIR})")
+    dirs = config_dirs()
+    if not p.is_absolute():
+        for folder in dirs:
+            for candidate in (folder / p, folder / f"{p}.yaml"):
+                if candidate.is_file():
+                    return candidate
+    raise FileNotFoundError(
+        f"config {path!s} not found (looked for a file of that path and in {', '.join(map(str, dirs))})")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, section: str | None = None, **overrides: Any) -> T:
     """Load ``cls`` from YAML ``path`` (optionally one top-level ``section`` of it).
 
+    ``path`` is a file or a config name (see :func:`resolve_config_path`; a missing one is an error).
     With ``path=None`` the dataclass defaults are used. Keyword ``overrides`` win over the file.
     """
     data: dict[str, Any] = {}

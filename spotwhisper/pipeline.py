@@ -91,7 +91,7 @@ def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True) ->
 
 def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
     """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
-    cfg = cfg or PipelineConfig()
+    cfg = cfg or load_config(PipelineConfig, "pipeline")
     spots = spots_with_features(inp, models.expression.encoder, progress)
     out = models.expression.predict(spots)
     proteins_from_expression(out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import CONFIG_DIR
+from .config import resolve_config_path
 
 
 @dataclass
@@ -72,8 +72,9 @@ def normalize_text(text: str) -> str:
 
 
 def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
-    """Read the vocabulary YAML (default ``configs/vocabulary.yaml``)."""
-    p = Path(path) if path is not None else CONFIG_DIR / "vocabulary.yaml"
+    """Read the vocabulary YAML: a file or config name (default ``vocabulary``, i.e. ``configs/vocabulary.yaml``
+    or the one in ``--config-dir``)."""
+    p = resolve_config_path(path if path is not None else "vocabulary")
     with open(p) as fh:
         raw = yaml.safe_load(fh)
     terms = {name: Term(name=name, **(spec or {})) for name, spec in raw.get("terms", {}).items()}

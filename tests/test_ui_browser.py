@@ -59,8 +59,8 @@ def test_query_lights_up_regions(chromium, mini_collection, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from spotwhisper.search.collection import open_engine
-    from ui.app import launch
-    from ui.config import load_ui_config
+    from spotwhisper.ui.app import launch
+    from spotwhisper.ui.config import load_ui_config
 
     index_dir, name = mini_collection
     engine = open_engine(name, index_dir=index_dir)

@@ -15,10 +15,10 @@ from spotwhisper import keys
 from spotwhisper.io import read_h5ad
 from spotwhisper.io.inputs import load_spot_table
 from tests.conftest import synthetic_he
-from ui import handlers as h
-from ui.config import load_ui_config
-from ui.display import overlay, slide_picture, tile_gallery
-from ui.files import (
+from spotwhisper.ui import handlers as h
+from spotwhisper.ui.config import load_ui_config
+from spotwhisper.ui.display import overlay, slide_picture, tile_gallery
+from spotwhisper.ui.files import (
     check_image,
     export_result,
     keep_upload,
@@ -144,7 +144,7 @@ def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path, mini_slide)
     # "also add it to the collection on disk": vectors and slide file join the served collection
     from spotwhisper.index import CollectionIndex
     from spotwhisper.search.collection import index_slides, open_engine
-    from ui.files import add_to_collection
+    from spotwhisper.ui.files import add_to_collection
 
     index_slides([mini_slide], "served", index_dir=tmp_path / "idx")
     with pytest.raises(ValueError, match="not a collection on disk"):

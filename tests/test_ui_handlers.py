@@ -12,10 +12,10 @@ from PIL import Image
 from spotwhisper import keys
 from spotwhisper.search.fusion import calibrate
 from spotwhisper.search.regions import find_regions
-from ui import handlers as h
-from ui.chat import EMPTY_REPLY, HELP_REPLY, respond, route_intent
-from ui.config import load_ui_config
-from ui.display import (
+from spotwhisper.ui import handlers as h
+from spotwhisper.ui.chat import EMPTY_REPLY, HELP_REPLY, respond, route_intent
+from spotwhisper.ui.config import load_ui_config
+from spotwhisper.ui.display import (
     evidence_table,
     overlay,
     regions_frame,
@@ -212,7 +212,7 @@ def test_serve_command_names_a_missing_collection(tmp_path, capsys):
 
 
 def test_shipped_ui_yaml_matches_defaults_and_env_overrides(monkeypatch):
-    from ui.config import ENV_BASE_URL, ENV_MODEL, UIConfig
+    from spotwhisper.ui.config import ENV_BASE_URL, ENV_MODEL, UIConfig
 
     for var in (ENV_BASE_URL, ENV_MODEL, "SPOTWHISPER_LLM_API_KEY"):
         monkeypatch.delenv(var, raising=False)

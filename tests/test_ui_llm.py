@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ui import handlers as h
-from ui.chat import ChatClient, LLMError, respond
-from ui.config import ENV_BASE_URL, ENV_MODEL, load_ui_config
+from spotwhisper.ui import handlers as h
+from spotwhisper.ui.chat import ChatClient, LLMError, respond
+from spotwhisper.ui.config import ENV_BASE_URL, ENV_MODEL, load_ui_config
 
 
 class FakeOpenAI:

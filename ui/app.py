@@ -3,8 +3,8 @@ genes and proteins, slide picker and upload, export.
 
 :func:`build_app` lays out the Blocks over a :class:`~spotwhisper.search.engine.SearchEngine`;
 :func:`launch` serves it (``spotwhisper demo`` and ``spotwhisper serve`` call it). Callbacks only
-wire components to the plain functions in :mod:`ui.handlers`, :mod:`ui.chat`, :mod:`ui.display`
-and :mod:`ui.files`; each session keeps its :class:`~ui.handlers.View` in a ``gr.State``.
+wire components to the plain functions in :mod:`spotwhisper.ui.handlers`, :mod:`spotwhisper.ui.chat`, :mod:`spotwhisper.ui.display`
+and :mod:`spotwhisper.ui.files`; each session keeps its :class:`~spotwhisper.ui.handlers.View` in a ``gr.State``.
 """
 
 from __future__ import annotations

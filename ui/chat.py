@@ -1,4 +1,4 @@
-"""The chat: free text → an answer in sentences with numbers, and a new :class:`~ui.handlers.View`.
+"""The chat: free text → an answer in sentences with numbers, and a new :class:`~spotwhisper.ui.handlers.View`.
 
 Without a language model, :func:`route_intent` reads the message itself — search ("show me
 tertiary lymphoid structures", "where is PD-L1 high?"), contrast ("compare tumour and stroma",

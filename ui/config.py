@@ -11,14 +11,14 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from spotwhisper.config import CONFIG_DIR, load_config
+from spotwhisper.config import load_config
 
 ENV_BASE_URL = "SPOTWHISPER_LLM_BASE_URL"
 ENV_MODEL = "SPOTWHISPER_LLM_MODEL"
 ENV_API_KEY = "SPOTWHISPER_LLM_API_KEY"
 ENV_UPLOAD_DIR = "SPOTWHISPER_UPLOAD_DIR"
-#: the shipped settings (a full path: a bare "ui" would name the ui/ package folder)
-UI_CONFIG = CONFIG_DIR / "ui.yaml"
+#: config name of the UI settings (``configs/ui.yaml``, or ``ui.yaml`` in ``--config-dir``)
+UI_CONFIG = "ui"
 
 
 @dataclass

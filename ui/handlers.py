@@ -3,7 +3,7 @@
 A :class:`View` is one browser session's state: the last search with every route's calibrated
 scores (``base``), what is shown after route toggles and the threshold (``shown``), the slide
 on screen and the region being explained. Each action returns a sentence-style answer and a new
-view; the Blocks callbacks in :mod:`ui.app` only wire these to components.
+view; the Blocks callbacks in :mod:`spotwhisper.ui.app` only wire these to components.
 """
 
 from __future__ import annotations

@@ -78,11 +78,7 @@ class BenchConfig:
     marker_mode: Literal["log1p", "zscore"] = "zscore"  #: marker-gene baseline (see language.baselines)
     text_config: str = "text"  #: config of the leave-one-patient-out text models
     expression_config: str = "expression"  #: config of the out-of-fold inferred expression
-    search_config: str = "search"  #: fusion weights are read from its ``weights`` mapping when the file exists
-    fusion_weights: dict[str, float] = field(
-        default_factory=lambda: {"transcriptome": 1.0, "image": 0.5, "protein": 0.5}
-    )  #: used when the search config has none
-    fusion_method: Literal["zscore", "rank", "none"] = "zscore"  #: calibration before fusing (search.fusion)
+    search_config: str = "search"  #: fused route: its ``weights`` and ``calibration`` (must exist)
     bootstrap: int = 1000  #: bootstrap replicates over spots for the confidence intervals (0 = none)
     ci: float = 0.95  #: confidence level of the bootstrap intervals
     seed: int = 0  #: bootstrap and chance-score seed

@@ -202,19 +202,14 @@ def fused(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarr
 
 
 def fusion_settings(ctx: RouteContext) -> tuple[dict[str, float], str]:
-    """Route weights and calibration of the search config (``configs/search.yaml``) when it exists,
-    else the bench defaults."""
+    """Route weights and calibration of the search config (``configs/search.yaml``): the benchmark
+    fuses exactly as search does. A missing search config is an error, not a silent fallback."""
     if "fusion" not in ctx._cache:
-        weights, method = dict(ctx.cfg.fusion_weights), ctx.cfg.fusion_method
-        try:
-            from ..config import load_config
-            from ..search.config import SearchConfig
+        from ..config import load_config
+        from ..search.config import SearchConfig
 
-            search = load_config(SearchConfig, ctx.cfg.search_config)
-            weights, method = dict(search.weights), search.calibration
-        except (FileNotFoundError, ImportError):
-            pass
-        ctx._cache["fusion"] = ({k: float(v) for k, v in weights.items()}, method)
+        search = load_config(SearchConfig, ctx.cfg.search_config)
+        ctx._cache["fusion"] = ({k: float(v) for k, v in search.weights.items()}, search.calibration)
     return ctx._cache["fusion"]
 
 

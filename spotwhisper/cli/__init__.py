@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
+from pathlib import Path
 
 from .. import __version__
+from ..config import CONFIG_DIR_ENV
 
 #: Modules that add subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = ["demo", "data", "tiles", "features", "train", "predict", "index", "search", "bench", "serve"]
@@ -58,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spotwhisper {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "--config-dir",
+        default=None,
+        help="folder of your own YAML configs; a file there (e.g. search.yaml, bench/regions.yaml) wins over the "
+        "shipped one of the same name (default: $SPOTWHISPER_CONFIG_DIR)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.config_dir is not None:  # through the environment, so Ray workers and subprocesses see it too
+        os.environ[CONFIG_DIR_ENV] = str(Path(args.config_dir).expanduser().resolve())
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -75,7 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(f"overlay of the best slide: {png}")
     if args.no_serve:
         return 0
-    from ui.app import launch
+    from spotwhisper.ui.app import launch
 
     launch(engine, host=args.host, port=args.port, example=args.query)
     return 0

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ui.app import launch
-    from ui.config import UI_CONFIG, load_ui_config
+    from spotwhisper.ui.app import launch
+    from spotwhisper.ui.config import UI_CONFIG, load_ui_config
 
     from ..search.collection import open_engine
 

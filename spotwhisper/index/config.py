@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import CONFIG_DIR, load_config
+from ..config import load_config
 
 #: Environment variable naming the folder that holds collections.
 INDEX_DIR_ENV = "SPOTWHISPER_INDEX_DIR"
-#: Default folder for collections: ``<repo>/indexes``.
-DEFAULT_INDEX_DIR = CONFIG_DIR.parent / "indexes"
+#: Checkout the package runs from, if any (``<repo>`` holding ``pyproject.toml`` and ``indexes/``).
+_REPO = Path(__file__).resolve().parent.parent.parent
+#: Default folder for collections: ``<repo>/indexes`` when running from a checkout (editable install),
+#: else ``~/.local/share/spotwhisper/indexes`` (an installed wheel has no repository beside it).
+DEFAULT_INDEX_DIR = (_REPO / "indexes" if (_REPO / "pyproject.toml").is_file() and (_REPO / "indexes").is_dir()
+                     else Path.home() / ".local" / "share" / "spotwhisper" / "indexes")
 
 
 @dataclass
@@ -65,7 +69,7 @@ class ShardConfig:
 class IndexConfig:
     """Everything the index layer reads from ``configs/index.yaml``."""
 
-    index_dir: Path | None = None  #: None = ``$SPOTWHISPER_INDEX_DIR`` or ``<repo>/indexes``
+    index_dir: Path | None = None  #: None = ``$SPOTWHISPER_INDEX_DIR`` or :data:`DEFAULT_INDEX_DIR`
     factory: FactoryConfig = field(default_factory=FactoryConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
@@ -83,7 +87,8 @@ def load_index_config(path: str | Path | None = "index", **overrides) -> IndexCo
 
 
 def resolve_index_dir(index_dir: str | Path | None = None, cfg: IndexConfig | None = None) -> Path:
-    """The collections folder: ``index_dir``, else ``$SPOTWHISPER_INDEX_DIR``, else the config, else ``indexes/``."""
+    """The collections folder: ``index_dir``, else ``$SPOTWHISPER_INDEX_DIR``, else the config, else
+    :data:`DEFAULT_INDEX_DIR` (``<repo>/indexes`` in a checkout, ``~/.local/share/spotwhisper/indexes`` installed)."""
     if index_dir is not None:
         return Path(index_dir).expanduser()
     env = os.environ.get(INDEX_DIR_ENV)

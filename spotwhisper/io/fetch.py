@@ -91,11 +91,8 @@ class FetchConfig:
 
 
 def load_fetch_config() -> FetchConfig:
-    """``configs/fetch.yaml``, or the defaults when installed without the configs/ folder."""
-    try:
-        return load_config(FetchConfig, "fetch")
-    except FileNotFoundError:
-        return FetchConfig()
+    """``configs/fetch.yaml`` (shipped with the package; a missing file is an error)."""
+    return load_config(FetchConfig, "fetch")
 
 
 class FetchError(Exception):
