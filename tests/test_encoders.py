@@ -16,11 +16,8 @@ from spotwhisper.encoders import (
     get_spec,
     list_encoders,
 )
-from spotwhisper.encoders.backbones import (
-    build_timm_vit,
-    efficientnet_lite0_package_file,
-    load_state_dict_file,
-)
+from spotwhisper.encoders.backbones import build_timm_vit, efficientnet_lite0_package_file
+from spotwhisper.encoders.weights import load_state_dict_file
 
 torch.set_num_threads(2)
 
@@ -273,3 +270,33 @@ def test_folding_batchnorm_keeps_the_features():
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max())
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(plain.model.train())
+
+
+def test_registry_imports_no_backbone_and_register_model_adds_a_spec():
+    """timm's pattern: backbone modules register their models; the registry imports none of them."""
+    import ast
+    from pathlib import Path
+
+    from spotwhisper.encoders import EncoderSpec, LoadedBackbone, register_model
+    from spotwhisper.encoders import registry as reg
+
+    tree = ast.parse(Path(reg.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"backbones", "clip_backbones", "clip_models", "conch_arch", "weights"}
+    assert {"efficientnet_lite0", "uni", "plip", "conch"} <= set(list_encoders())
+
+    def tiny_loader(spec, weights, pretrained, local_files_only, **kw):
+        return LoadedBackbone(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), 3, "tiny")
+
+    @register_model
+    def tiny_test_model() -> EncoderSpec:
+        return EncoderSpec(name="tiny-test", family="test", embed_dim=3, input_size=8, mean=IMAGENET[0],
+                           std=IMAGENET[1], interpolation="bilinear", weights="none", licence="-", loader=tiny_loader)
+
+    try:
+        enc = create_encoder("tiny-test", device="cpu")
+        assert enc.encode(np.zeros((2, 8, 8, 3), dtype=np.uint8)).shape == (2, 3)
+        with pytest.raises(ValueError, match="already registered"):
+            register_model(tiny_test_model)
+    finally:
+        reg._REGISTRY.pop("tiny-test", None)

@@ -5,15 +5,15 @@ Typical use::
     enc = encoders.create_encoder("efficientnet_lite0")      # works offline
     adata = encoders.extract_features(adata, enc)            # obsm["features_efficientnet_lite0"], …_sub
 
-``spotwhisper features models`` lists the registry; pathology foundation models (H-optimus-0, UNI,
+``spotwhisper features models`` lists the registry (models are added with ``@register_model``, as in
+timm: :mod:`.backbones` and :mod:`.clip_backbones` register theirs when the package is imported); pathology foundation models (H-optimus-0, UNI,
 UNI2-h, Phikon, Phikon-v2, PLIP, CONCH) load from a local path or their hub id.
 """
 
-from .backbones import (
-    EncoderWeightsError,
-    LoadedBackbone,
-    convert_efficientnet_lite_state_dict,
-)
+# The backbone modules register their models (``@register_model``) when imported; the registry
+# itself imports none of them.
+from . import backbones, clip_backbones  # noqa: F401
+from .backbones import convert_efficientnet_lite_state_dict
 from .cache import FeatureCache, default_cache_dir
 from .features import (
     FeatureConfig,
@@ -28,12 +28,15 @@ from .registry import (
     DEFAULT_ENCODER,
     EncoderSpec,
     ImageEncoder,
+    LoadedBackbone,
     create_encoder,
     get_spec,
     list_encoders,
     register_encoder,
+    register_model,
 )
 from .runtime import fold_batchnorm, resolve_device
+from .weights import EncoderWeightsError
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -54,6 +57,7 @@ __all__ = [
     "grid_anndata",
     "list_encoders",
     "register_encoder",
+    "register_model",
     "resampling_note",
     "resolve_device",
     "subtile_key",

