@@ -28,7 +28,7 @@ import torch
 
 from spotwhisper import keys
 from spotwhisper.config import load_config
-from spotwhisper.expression.panel import load_panel
+from spotwhisper.genes import load_panel
 from spotwhisper.io import tls_signature
 from spotwhisper.language.config import InputConfig, TextConfig
 from spotwhisper.language.evaluate import evaluate_section, summarize, weighted_overall

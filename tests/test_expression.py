@@ -10,11 +10,12 @@ import torch
 from scipy.stats import pearsonr
 
 from spotwhisper.expression.baselines import MeanBaseline, RidgeBaseline
-from spotwhisper.expression.config import ExpressionConfig, NetConfig, TrainConfig
+from spotwhisper.expression.config import ExpressionConfig, TrainConfig
 from spotwhisper.expression.metrics import evaluate_prediction, morans_i, pearson_per_gene, spatial_graph, topk_retrieval
-from spotwhisper.expression.model import DeepSpotNet, SpotInputs, nb_nll
+from spotwhisper.expression.model import DeepSpotNet, nb_nll
 from spotwhisper.expression.pretrained import ExpressionModel
 from spotwhisper.expression.train import TrainingData, fit_ensemble
+from spotwhisper.setmodel import NetConfig, SpotInputs
 
 
 def synthetic(n=300, d=16, genes=12, seed=0):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spotwhisper import keys
-from spotwhisper.expression.panel import PanelMismatchError, load_panel, log1p_normalize
+from spotwhisper.genes import PanelMismatchError, load_panel, log1p_normalize
 from spotwhisper.language.captions import (
     CELL_TYPE_WORDS,
     caption_spots,

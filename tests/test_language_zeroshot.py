@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from spotwhisper import keys
-from spotwhisper.expression.panel import PanelMismatchError, log1p_normalize
+from spotwhisper.genes import PanelMismatchError, log1p_normalize
 from spotwhisper.language.config import ModelConfig, TextEncoderConfig
 from spotwhisper.language.model import DEFAULT_MODEL_DIR, TextExpressionModel
 from spotwhisper.language.text_encoder import TextEncoder, UnreadableQueryWarning, minilm_path

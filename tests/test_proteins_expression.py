@@ -126,7 +126,7 @@ def test_qc_flags_and_wasserstein(d1):
 
 
 def test_compare_routes_measured_vs_noisy(data_dir, d1):
-    from spotwhisper.expression.panel import log1p_normalize
+    from spotwhisper.genes import log1p_normalize
     from spotwhisper.io import read_her2st
 
     measured = ad.concat([d1, read_her2st(data_dir, "C1", with_image=False)], join="inner")

@@ -14,7 +14,6 @@ from PIL import Image
 from spotwhisper import keys
 from spotwhisper.io import read_h5ad
 from spotwhisper.io.inputs import load_spot_table
-from tests.conftest import synthetic_he
 from spotwhisper.ui import handlers as h
 from spotwhisper.ui.config import load_ui_config
 from spotwhisper.ui.display import overlay, slide_picture, tile_gallery
@@ -27,6 +26,7 @@ from spotwhisper.ui.files import (
     session_folder,
     unique_name,
 )
+from tests.conftest import synthetic_he
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..expression.panel import PanelMismatchError
+from ..genes import PanelMismatchError
 from ..language.baselines import chance_scores, marker_gene_scores
 from ..language.zeroshot import score
 from .context import RouteContext, RouteUnavailable

@@ -49,7 +49,7 @@ from scipy import sparse
 
 from .. import keys
 from ..config import ConfigError, load_config
-from ..expression.panel import LOG1P_LAYER
+from ..genes import LOG1P_LAYER
 from ..prompts import Term, Vocabulary, load_vocabulary
 from .config import ClassSpec, TaskConfig
 

@@ -97,7 +97,7 @@ class TextModels:
         return self.cache_dir / "text-lopo" / fold_key(self.cfg, genes, list(sections)) / patient
 
     def _load_or_train(self, patient: str) -> TextExpressionModel:
-        from ..expression.panel import load_panel
+        from ..genes import load_panel
 
         genes = load_panel(self.cfg.panel)
         folder = self._folder(patient, genes)

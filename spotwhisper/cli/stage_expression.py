@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_panel(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..expression.panel import DEFAULT_PANEL, PanelConfig, build_gene_panel, save_panel
+    from ..genes import DEFAULT_PANEL, PanelConfig, build_gene_panel, save_panel
     from ..io import list_sections, read_her2st
     from ..prompts import load_vocabulary
     from ..proteins import load_protein_panel

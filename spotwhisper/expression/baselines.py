@@ -7,7 +7,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .model import SpotInputs
+from ..setmodel import SpotInputs
 
 RIDGE_ALPHAS = np.logspace(0, 5, 11)
 

@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-
-@dataclass
-class NetConfig:
-    """DeepSpot-style set network: shared tile MLP (phi), mean over sets, then rho → genes."""
-
-    pca_dim: int = 256  #: image features are projected on their first principal components first (0 = off)
-    hidden: int = 256  #: width of phi (per-tile embedding)
-    rho_hidden: int = 256  #: width of the rho MLP
-    bottleneck: int = 128  #: width before the per-gene output layer
-    dropout: float = 0.5
-    use_subtiles: bool = True
-    use_neighbours: bool = True
-    head: Literal["gaussian", "nb"] = "gaussian"  #: gaussian on log1p values, or negative binomial on counts
+from ..setmodel import NetConfig
 
 
 @dataclass

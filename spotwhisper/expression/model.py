@@ -1,8 +1,9 @@
 """DeepSpot-style set network with Gaussian or negative-binomial heads, and a small ensemble.
 
 Per spot the network sees three sets of image features: the spot tile ``(d,)``, its sub-tiles
-``(g*g, d)`` and its neighbours' spot tiles ``(k, d)`` (missing neighbours masked). A shared MLP
-``phi`` embeds every tile; sets are mean-pooled; ``rho`` maps the concatenation to genes.
+``(g*g, d)`` and its neighbours' spot tiles ``(k, d)`` (missing neighbours masked). The set trunk
+(:class:`spotwhisper.setmodel.SetTrunk`: a shared MLP ``phi`` per tile, mean-pooled sets, ``rho``)
+feeds per-gene heads.
 
 Heads (STimage-style uncertainty):
 
@@ -22,55 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import NetConfig
-
-
-@dataclass
-class SpotInputs:
-    """Model inputs for ``n`` spots: ``spot`` ``(n, d)``, ``sub`` ``(n, s, d)`` or None,
-    ``neigh`` ``(n, k, d)`` neighbour features and ``neigh_mask`` ``(n, k)`` bool (True = present)."""
-
-    spot: torch.Tensor
-    sub: torch.Tensor | None
-    neigh: torch.Tensor | None
-    neigh_mask: torch.Tensor | None
-
-    def index(self, idx: torch.Tensor) -> SpotInputs:
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return SpotInputs(self.spot[idx], pick(self.sub), pick(self.neigh), pick(self.neigh_mask))
-
-    def __len__(self) -> int:
-        return self.spot.shape[0]
-
-
-class SetTrunk(nn.Module):
-    """phi (per tile) → mean-pool spot / sub-tiles / neighbours → rho → ``(n, bottleneck)``."""
-
-    def __init__(self, in_dim: int, cfg: NetConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.phi = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout))
-        n_sets = 1 + int(cfg.use_subtiles) + int(cfg.use_neighbours)
-        self.rho = nn.Sequential(
-            nn.Linear(n_sets * cfg.hidden, cfg.rho_hidden),
-            nn.GELU(),
-            nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.rho_hidden, cfg.bottleneck),
-            nn.GELU(),
-        )
-
-    def trunk(self, x: SpotInputs) -> torch.Tensor:
-        parts = [self.phi(x.spot)]
-        if self.cfg.use_subtiles:
-            if x.sub is None:
-                raise ValueError("model uses sub-tile features but none were given")
-            parts.append(self.phi(x.sub).mean(dim=1))
-        if self.cfg.use_neighbours:
-            if x.neigh is None or x.neigh_mask is None:
-                raise ValueError("model uses neighbour features but none were given")
-            m = x.neigh_mask.unsqueeze(-1).float()
-            parts.append((self.phi(x.neigh) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))
-        return self.rho(torch.cat(parts, dim=-1))
+from ..setmodel import NetConfig, SetTrunk, SpotInputs
 
 
 class DeepSpotNet(SetTrunk):

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
-from ..encoders import create_encoder, extract_features
 from ..cache import cache_dir
 from ..config import to_dict
+from ..encoders import create_encoder, extract_features
+from ..genes import load_panel
 from ..io import read_h5ad, read_her2st, write_h5ad
 from ..io.slide import Slide
 from .config import ExpressionConfig
 from .data import concat_training, training_data
 from .evaluate import loso_evaluate, out_of_fold, summarize
-from .panel import load_panel
 from .pretrained import ExpressionModel, prediction_to_anndata
 from .train import TrainingData, fit_ensemble
 

@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from .. import keys
 from ..atomic import atomic_dir
 from ..config import from_dict, to_dict
+from ..setmodel import inputs_from_adata
 from .config import ExpressionConfig
-from .data import inputs_from_adata
 from .model import DeepSpotNet, Ensemble, Prediction
 
 log = logging.getLogger(__name__)

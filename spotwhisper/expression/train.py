@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ..setmodel import SpotInputs, feature_stats
 from .config import ExpressionConfig
-from .model import DeepSpotNet, Ensemble, SpotInputs, gaussian_nll, nb_nll
+from .model import DeepSpotNet, Ensemble, gaussian_nll, nb_nll
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +26,6 @@ class TrainingData:
     log1p: np.ndarray
     counts: np.ndarray | None = None
     libsize: np.ndarray | None = None
-
-
-def feature_stats(x: SpotInputs, pca_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-dimension mean and std of all tiles' features, and the top ``pca_dim`` principal axes
-    ``(d, p)`` of the standardised features (scaled to unit variance), or None."""
-    feats = [x.spot.numpy()]
-    if x.sub is not None:
-        feats.append(x.sub.reshape(-1, x.sub.shape[-1]).numpy())
-    allf = np.concatenate(feats)
-    mean, std = allf.mean(0), allf.std(0) + 1e-6
-    if not pca_dim or pca_dim >= allf.shape[1]:
-        return mean, std, None
-    z = (allf - mean) / std
-    _, sv, vt = randomized_svd(z, pca_dim, random_state=0)
-    comps = vt.T / (sv / np.sqrt(len(z)))[None, :]
-    return mean, std, comps.astype(np.float32)
 
 
 def fit_ensemble(data: TrainingData, cfg: ExpressionConfig, progress: bool = True) -> Ensemble:

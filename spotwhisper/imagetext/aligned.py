@@ -27,11 +27,8 @@ from tqdm.auto import tqdm
 from .. import keys
 from ..atomic import atomic_dir
 from ..config import from_dict, load_config, to_dict
-from ..expression.config import NetConfig
-from ..expression.data import inputs_from_adata
-from ..expression.model import SetTrunk, SpotInputs
-from ..expression.train import feature_stats
 from ..language import TextExpressionModel
+from ..setmodel import NetConfig, SetTrunk, SpotInputs, feature_stats, inputs_from_adata
 
 log = logging.getLogger(__name__)
 

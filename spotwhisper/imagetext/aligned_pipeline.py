@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..atomic import atomic_file
+from ..cache import cache_dir
 from ..config import to_dict
 from ..encoders import create_encoder, extract_features
-from ..expression.data import inputs_from_adata
-from ..expression.model import SpotInputs
-from ..expression.pipeline import oof_cache_dir
 from ..io import read_her2st
 from ..language import TextExpressionModel
+from ..setmodel import SpotInputs, inputs_from_adata
 from .aligned import AlignedConfig, AlignedImageModel, fit_aligned
 
 log = logging.getLogger(__name__)
@@ -38,10 +36,7 @@ def paired_sections(data_dir: str | Path | None, cfg: AlignedConfig, text_model:
 
 
 def _cat(parts: list[tuple[SpotInputs, np.ndarray]]) -> tuple[SpotInputs, np.ndarray]:
-    cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-    xs = [p[0] for p in parts]
-    x = SpotInputs(cat([a.spot for a in xs]), cat([a.sub for a in xs]), cat([a.neigh for a in xs]), cat([a.neigh_mask for a in xs]))
-    return x, np.concatenate([p[1] for p in parts])
+    return SpotInputs.concat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def recall_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
@@ -100,7 +95,7 @@ def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None 
     cfg = cfg or load_aligned_config()
     text_model = text_model or TextExpressionModel.from_pretrained()
     key = hashlib.sha256(json.dumps([to_dict(cfg), text_model.fingerprint()], sort_keys=True).encode()).hexdigest()[:16]
-    path = oof_cache_dir() / f"aligned-{key}.npz"
+    path = cache_dir("oof") / f"aligned-{key}.npz"
     if path.exists():
         with np.load(path) as f:
             return {s: f[s] for s in cfg.sections}

@@ -1,7 +1,7 @@
 """Expression tower: panel input (log1p, standardised per section) → MLP or small transformer → vector.
 
 Input pipeline (:func:`expression_input`): genes are matched to the panel by symbol
-(:func:`spotwhisper.expression.panel.panel_matrix`, refusing too small an overlap), values are
+(:func:`spotwhisper.genes.panel_matrix`, refusing too small an overlap), values are
 log1p(counts per 10k) — taken from ``layers["log1p"]``, made from raw counts, or read as given when
 ``X`` already holds log1p values (inferred expression) — and standardised per gene within each
 section/slide, so measured and inferred (smoother) expression land in the same range.
@@ -18,7 +18,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ..expression.panel import LOG1P_LAYER, log1p_normalize, panel_matrix
+from ..genes import LOG1P_LAYER, log1p_normalize, panel_matrix
 from .config import ExpressionEncoderConfig, InputConfig
 
 log = logging.getLogger(__name__)

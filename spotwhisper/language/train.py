@@ -27,7 +27,7 @@ from .. import keys
 from ..atomic import atomic_file
 from ..cache import cache_dir
 from ..config import to_dict
-from ..expression.panel import load_panel, log1p_normalize
+from ..genes import load_panel, log1p_normalize
 from ..io import read_her2st, tls_signature
 from ..prompts import load_vocabulary
 from .captions import KINDS, caption_spots, caption_table

@@ -24,7 +24,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .. import keys
-from ..expression.panel import LOG1P_LAYER, TARGET_SUM
+from ..genes import LOG1P_LAYER, TARGET_SUM
 from .config import ExpressionRouteConfig
 from .panel import ProteinPanel, ProteinPanelError, load_protein_panel
 from .scaling import scale_levels

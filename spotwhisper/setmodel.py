@@ -1,0 +1,138 @@
+"""Set-model building blocks shared by the image heads: spot inputs, the DeepSpot-style set trunk.
+
+Both the H&E → expression model (:mod:`spotwhisper.expression`) and the aligned image head
+(:mod:`spotwhisper.imagetext.aligned`) read the same three sets of image features per spot — the
+spot tile ``(d,)``, its sub-tiles ``(g*g, d)`` and its neighbours' spot tiles ``(k, d)`` — embed
+every tile with a shared MLP ``phi``, mean-pool each set and map the concatenation with ``rho``.
+This module is below every stage (see ``tests/test_import_direction.py``), so neither head reaches
+into the other's stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import torch
+from sklearn.utils.extmath import randomized_svd
+from torch import nn
+
+from . import keys
+
+
+@dataclass
+class NetConfig:
+    """DeepSpot-style set network: shared tile MLP (phi), mean over sets, then rho → genes."""
+
+    pca_dim: int = 256  #: image features are projected on their first principal components first (0 = off)
+    hidden: int = 256  #: width of phi (per-tile embedding)
+    rho_hidden: int = 256  #: width of the rho MLP
+    bottleneck: int = 128  #: width before the per-gene output layer
+    dropout: float = 0.5
+    use_subtiles: bool = True
+    use_neighbours: bool = True
+    head: Literal["gaussian", "nb"] = "gaussian"  #: gaussian on log1p values, or negative binomial on counts
+
+
+@dataclass
+class SpotInputs:
+    """Model inputs for ``n`` spots: ``spot`` ``(n, d)``, ``sub`` ``(n, s, d)`` or None,
+    ``neigh`` ``(n, k, d)`` neighbour features and ``neigh_mask`` ``(n, k)`` bool (True = present)."""
+
+    spot: torch.Tensor
+    sub: torch.Tensor | None
+    neigh: torch.Tensor | None
+    neigh_mask: torch.Tensor | None
+
+    def index(self, idx: torch.Tensor) -> SpotInputs:
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return SpotInputs(self.spot[idx], pick(self.sub), pick(self.neigh), pick(self.neigh_mask))
+
+    def __len__(self) -> int:
+        return self.spot.shape[0]
+
+    @staticmethod
+    def concat(parts: Sequence[SpotInputs]) -> SpotInputs:
+        """The spots of several sections stacked (neighbour features were already gathered per section)."""
+        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        return SpotInputs(cat([p.spot for p in parts]), cat([p.sub for p in parts]), cat([p.neigh for p in parts]),
+                          cat([p.neigh_mask for p in parts]))
+
+
+class SetTrunk(nn.Module):
+    """phi (per tile) → mean-pool spot / sub-tiles / neighbours → rho → ``(n, bottleneck)``."""
+
+    def __init__(self, in_dim: int, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.phi = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout))
+        n_sets = 1 + int(cfg.use_subtiles) + int(cfg.use_neighbours)
+        self.rho = nn.Sequential(
+            nn.Linear(n_sets * cfg.hidden, cfg.rho_hidden),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.rho_hidden, cfg.bottleneck),
+            nn.GELU(),
+        )
+
+    def trunk(self, x: SpotInputs) -> torch.Tensor:
+        parts = [self.phi(x.spot)]
+        if self.cfg.use_subtiles:
+            if x.sub is None:
+                raise ValueError("model uses sub-tile features but none were given")
+            parts.append(self.phi(x.sub).mean(dim=1))
+        if self.cfg.use_neighbours:
+            if x.neigh is None or x.neigh_mask is None:
+                raise ValueError("model uses neighbour features but none were given")
+            m = x.neigh_mask.unsqueeze(-1).float()
+            parts.append((self.phi(x.neigh) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0))
+        return self.rho(torch.cat(parts, dim=-1))
+
+
+def feature_stats(x: SpotInputs, pca_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-dimension mean and std of all tiles' features, and the top ``pca_dim`` principal axes
+    ``(d, p)`` of the standardised features (scaled to unit variance), or None."""
+    feats = [x.spot.numpy()]
+    if x.sub is not None:
+        feats.append(x.sub.reshape(-1, x.sub.shape[-1]).numpy())
+    allf = np.concatenate(feats)
+    mean, std = allf.mean(0), allf.std(0) + 1e-6
+    if not pca_dim or pca_dim >= allf.shape[1]:
+        return mean, std, None
+    z = (allf - mean) / std
+    _, sv, vt = randomized_svd(z, pca_dim, random_state=0)
+    comps = vt.T / (sv / np.sqrt(len(z)))[None, :]
+    return mean, std, comps.astype(np.float32)
+
+
+class MissingFeaturesError(KeyError):
+    """The AnnData holds no image features of the model's encoder."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True, use_neighbours: bool = True) -> SpotInputs:
+    """Spot, sub-tile and neighbour features of ``encoder`` stored by ``encoders.extract_features``."""
+    fkey, skey = f"{keys.FEATURES_PREFIX}{encoder}", f"{keys.FEATURES_PREFIX}{encoder}{keys.FEATURES_SUB_SUFFIX}"
+    if fkey not in adata.obsm:
+        have = [k for k in adata.obsm if k.startswith(keys.FEATURES_PREFIX)]
+        raise MissingFeaturesError(
+            f"no obsm[{fkey!r}] (have {have}); run `spotwhisper features extract --model {encoder}` first"
+        )
+    spot = np.asarray(adata.obsm[fkey], dtype=np.float32)
+    sub = None
+    if use_subtiles:
+        if skey not in adata.obsm:
+            raise MissingFeaturesError(f"no obsm[{skey!r}]: the model needs sub-tile features (do not use --no-subtiles)")
+        sub = torch.as_tensor(np.asarray(adata.obsm[skey], dtype=np.float32))
+    neigh = mask = None
+    if use_neighbours:
+        ring = np.asarray(adata.uns[keys.FEATURES_UNS][encoder]["neighbours"], dtype=np.int64)
+        mask_np = ring >= 0
+        neigh = torch.as_tensor(spot[np.where(mask_np, ring, 0)])
+        mask = torch.as_tensor(mask_np)
+    return SpotInputs(torch.as_tensor(spot), sub, neigh, mask)
