@@ -3,7 +3,7 @@
 Each engine runs the whole pipeline (tiles → features → inferred expression → proteins →
 embeddings) on the same sections twice: **cold** (an empty feature cache: image features are
 computed) and **warm** (features read from that cache; everything after them is recomputed).
-Local = one process, ``spotwhisper.search.collection.process_slides``; Ray = a local Ray instance
+Local = one process, ``spotwhisper.collection.process_slides``; Ray = a local Ray instance
 with ``--num-cpus`` CPUs and one actor per CPU (``spotwhisper.scale.run_slides_ray``), timed from
 submitting the job until every slide is staged (actor start and model loading included; Ray's own
 start-up is printed separately). The FAISS commit that follows is timed too.
@@ -50,9 +50,9 @@ def write_specs(data_dir: str, sections: list[str], max_spots: int, folder: Path
 def run_local(specs: list[str], threads: int) -> dict:
     import torch
 
+    from spotwhisper.collection import process_slides
+    from spotwhisper.collection.staging import peak_rss_mb
     from spotwhisper.pipeline import Models
-    from spotwhisper.scale.staging import peak_rss_mb
-    from spotwhisper.search.collection import process_slides
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -62,13 +62,14 @@ def run_local(specs: list[str], threads: int) -> dict:
 
 
 def run_ray(specs: list[str], work: Path, name: str, cfg) -> dict:
-    from spotwhisper.scale import publish, run_slides_ray
+    from spotwhisper.collection import publish
+    from spotwhisper.scale import run_slides_ray
 
     start = time.perf_counter()
     items = run_slides_ray(specs, collection=name, index_dir=work, cfg=cfg, progress=False)
     seconds = time.perf_counter() - start
     t = time.perf_counter()
-    publish(items, name, work, cfg=cfg, progress=False)
+    publish(items, name, work, progress=False)
     return {"spots": sum(i.n_spots for i in items), "seconds": seconds, "busy": sum(i.seconds for i in items),
             "peak_mb": max(i.peak_rss_mb for i in items), "commit": time.perf_counter() - t,
             "actors": len({i.worker for i in items})}

@@ -76,7 +76,7 @@ def main() -> None:
     time_queries(SearchEngine({"synthetic": syn}, text_model=text), f"synthetic, {args.spots:,} spots", False)
     time_queries(SearchEngine({"synthetic": syn}, text_model=text), f"synthetic, {args.spots:,} spots", True)
     if args.collection:
-        from spotwhisper.search.collection import open_engine
+        from spotwhisper.search.engine import open_engine
 
         eng = open_engine(args.collection, text_model=text)
         n = sum(eng.slide(s).n_obs for s in eng.slide_names())

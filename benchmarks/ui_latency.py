@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from spotwhisper.search.collection import open_engine
+    from spotwhisper.search.engine import open_engine
     from spotwhisper.ui import handlers as h
     from spotwhisper.ui.config import load_ui_config
     from spotwhisper.ui.display import overlay, tile_gallery

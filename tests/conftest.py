@@ -106,7 +106,7 @@ def mini_slide(mini_raw):
 @pytest.fixture(scope="session")
 def mini_collection(mini_slide, tmp_path_factory):
     """A FAISS collection named "mini" holding ``mini_slide``; returns ``(index_dir, name)``."""
-    from spotwhisper.search.collection import index_slides
+    from spotwhisper.collection import index_slides
 
     index_dir = tmp_path_factory.mktemp("indexes")
     index_slides([mini_slide], "mini", index_dir=index_dir)

@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 
 from spotwhisper import keys
-from spotwhisper.index import CollectionExistsError, CollectionIndex, list_collections
-from spotwhisper.io import read_h5ad, read_her2st, write_h5ad
-from spotwhisper.pipeline import PipelineConfig
-from spotwhisper.scale import (
-    ScaleConfig,
-    build_collection_ray,
-    load_scale_config,
+from spotwhisper.collection import (
+    CollectionConfig,
+    build_collection,
+    load_collection_config,
     plan_staging,
     stage_slide,
     staging_folder,
 )
-from spotwhisper.scale.staging import FAILED, REUSED, model_fingerprint
-from spotwhisper.search.collection import build_collection
+from spotwhisper.collection.staging import FAILED, REUSED, model_fingerprint
+from spotwhisper.index import CollectionExistsError, CollectionIndex, list_collections
+from spotwhisper.io import read_h5ad, read_her2st, write_h5ad
+from spotwhisper.pipeline import PipelineConfig
+from spotwhisper.scale import ScaleConfig, build_collection_ray
 
 ray = pytest.importorskip("ray")
 
@@ -75,13 +75,13 @@ def _assert_same_collection(a: CollectionIndex, b: CollectionIndex) -> None:
 
 # --------------------------------------------------------------------------------------- no Ray
 def test_staging_keys_follow_input_and_models(specs, tmp_path):
-    fp = model_fingerprint(PipelineConfig(), ScaleConfig(key_configs=["pipeline"]))
+    fp = model_fingerprint(PipelineConfig(), CollectionConfig(key_configs=["pipeline"]))
     first = plan_staging(specs[:2], tmp_path, None, None, fp)
     again = plan_staging(specs[:2], tmp_path, None, None, fp)
     assert [i.path for i in first] == [i.path for i in again]
     assert len({i.path for i in first}) == 2 and all(i.status == "pending" for i in first)
     # another model setting, another mpp → other keys; a staged file → reused
-    other_fp = model_fingerprint(PipelineConfig(embed_measured=False), ScaleConfig(key_configs=["pipeline"]))
+    other_fp = model_fingerprint(PipelineConfig(embed_measured=False), CollectionConfig(key_configs=["pipeline"]))
     assert plan_staging(specs[:1], tmp_path, None, None, other_fp)[0].path != first[0].path
     assert plan_staging(specs[:1], tmp_path, None, 0.5, fp)[0].path != first[0].path
     first[0].path.write_bytes(b"staged")
@@ -125,7 +125,7 @@ def resumed(specs, ray_local, tmp_path_factory) -> dict:
     from spotwhisper.cli import main
 
     index_dir = tmp_path_factory.mktemp("indexes")
-    folder = staging_folder("coll", index_dir, load_scale_config())
+    folder = staging_folder("coll", index_dir, load_collection_config())
     log = index_dir.parent / "killed-job.log"
     env = {**os.environ, "RAY_ADDRESS": ray_local, "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
@@ -184,7 +184,7 @@ def test_ray_engine_gives_the_local_vectors(specs, resumed, tmp_path):
 # ------------------------------------------------------------- commit step alone (staged files, no Ray)
 def _staged_copies(resumed, tmp_path) -> list:
     """StagedSlide items for copies of the finished collection's slide files (same format as staging)."""
-    from spotwhisper.scale import StagedSlide
+    from spotwhisper.collection import StagedSlide
 
     src = CollectionIndex.open("coll", index_dir=resumed["index_dir"]).folder / "slides"
     out = []
@@ -197,12 +197,12 @@ def _staged_copies(resumed, tmp_path) -> list:
 
 
 def test_publish_in_batches_add_and_overwrite(resumed, tmp_path):
-    from spotwhisper.scale import publish
+    from spotwhisper.collection import publish
 
     ref = CollectionIndex.open("coll", index_dir=resumed["index_dir"])
     items, root = _staged_copies(resumed, tmp_path), tmp_path / "idx"
     (root / ".tmp-ray-batched-leftover").mkdir(parents=True)  # as a killed commit leaves it
-    batched = publish(items, "batched", root, cfg=ScaleConfig(commit_batch_slides=1), progress=False)
+    batched = publish(items, "batched", root, cfg=CollectionConfig(commit_batch_slides=1), progress=False)
     _assert_same_collection(ref, batched)
     assert not list(root.glob(".tmp-*"))
 
@@ -224,8 +224,8 @@ def test_batched_commit_sizes_the_index_for_the_whole_collection(tmp_path):
     for 60k vectors (IVF, trained on the first batch), not the exact Flat index 20k would get."""
     import anndata as ad
 
+    from spotwhisper.collection import StagedSlide, publish
     from spotwhisper.index import choose_factory, load_index_config
-    from spotwhisper.scale import StagedSlide, publish
 
     rng, items = np.random.default_rng(0), []
     for i in range(3):
@@ -235,7 +235,7 @@ def test_batched_commit_sizes_the_index_for_the_whole_collection(tmp_path):
         a.obs_names = [f"S{i}_{j}" for j in range(n)]
         a.uns[keys.EMBEDDING_MODELS] = {keys.TEXT_EMB: {"name": "synthetic", "version": "v0", "dim": dim}}
         items.append(StagedSlide(f"S{i}", f"S{i}", write_h5ad(a, tmp_path / f"S{i}.h5ad")))
-    coll = publish(items, "big", tmp_path / "idx", cfg=ScaleConfig(commit_batch_slides=1), progress=False)
+    coll = publish(items, "big", tmp_path / "idx", cfg=CollectionConfig(commit_batch_slides=1), progress=False)
     factory = coll.manifest.routes["text"].factory
     assert factory == choose_factory(60_000, 32, load_index_config().factory) and factory.startswith("IVF")
     assert len(coll) == 60_000 and coll.slides() == ["S0", "S1", "S2"]

@@ -97,7 +97,7 @@ def test_explanation_names_genes_higher_in_the_region(engine, mini_slide):
 
 
 def test_collection_search_and_cli(mini_collection, tmp_path, capsys, mini_slide):
-    from spotwhisper.search.collection import open_engine
+    from spotwhisper.search.engine import open_engine
 
     index_dir, name = mini_collection
     eng = open_engine(name, index_dir)
@@ -124,7 +124,7 @@ def test_collection_built_with_another_text_model_is_refused(mini_collection):
 
     from spotwhisper.index.errors import ModelMismatchError
     from spotwhisper.language import TextExpressionModel
-    from spotwhisper.search.collection import open_engine
+    from spotwhisper.search.engine import open_engine
 
     other = TextExpressionModel.from_pretrained()
     with torch.no_grad():
@@ -138,7 +138,8 @@ def test_faiss_narrows_a_collection_of_many_slides(mini_slide, tmp_path):
     nearest the query. The real C2 window is split into two slides by that very similarity."""
     import dataclasses
 
-    from spotwhisper.search.collection import index_slides, open_engine
+    from spotwhisper.collection import index_slides
+    from spotwhisper.search.engine import open_engine
 
     plain = SearchEngine({"C2": mini_slide})
     q = plain._query_vectors("immune infiltrate")["text"]

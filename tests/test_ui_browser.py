@@ -58,7 +58,7 @@ def _cyan(png: bytes) -> int:
 def test_query_lights_up_regions(chromium, mini_collection, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from spotwhisper.search.collection import open_engine
+    from spotwhisper.search.engine import open_engine
     from spotwhisper.ui.app import launch
     from spotwhisper.ui.config import load_ui_config
 

@@ -142,8 +142,9 @@ def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path, mini_slide)
     np.testing.assert_array_equal(tile, img[y - 200 : y + 200, x - 200 : x + 200])  # exact full-resolution pixels
 
     # "also add it to the collection on disk": vectors and slide file join the served collection
+    from spotwhisper.collection import index_slides
     from spotwhisper.index import CollectionIndex
-    from spotwhisper.search.collection import index_slides, open_engine
+    from spotwhisper.search.engine import open_engine
     from spotwhisper.ui.files import add_to_collection
 
     index_slides([mini_slide], "served", index_dir=tmp_path / "idx")

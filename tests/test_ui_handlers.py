@@ -57,7 +57,7 @@ def test_route_intent(message, kind, query, negative, region):
 
 @pytest.fixture(scope="module")
 def engine(mini_collection):
-    from spotwhisper.search.collection import open_engine
+    from spotwhisper.search.engine import open_engine
 
     index_dir, name = mini_collection
     return open_engine(name, index_dir=index_dir)

@@ -105,7 +105,7 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
     every route + its slide file) → a sentence saying where. ``ValueError`` when the engine serves
     no collection on disk or the collection was built with other models; ``KeyError`` when the
     collection indexes a route the slide lacks."""
-    from spotwhisper.search.collection import index_slides
+    from spotwhisper.collection import index_slides
 
     if getattr(engine, "store", None) is None:
         raise ValueError("this UI serves slides from memory, not a collection on disk, so there is nothing to add to")

@@ -21,11 +21,10 @@ from pathlib import Path
 import anndata as ad
 
 from .. import keys
+from ..cache import cache_dir
 from ..config import to_dict
 from ..language.config import TextConfig
 from ..language.model import CONFIG_FILE, TextExpressionModel
-
-from ..cache import cache_dir
 
 log = logging.getLogger(__name__)
 

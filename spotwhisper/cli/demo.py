@@ -38,9 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def demo_engine(args: argparse.Namespace, console: Console):
     """Open the demo collection, building it when missing, stale (other models) or asked to."""
+    from ..collection import build_collection
     from ..index.errors import ModelMismatchError, UnknownCollectionError
     from ..io.describe import describe_sections
-    from ..search.collection import build_collection, open_engine
+    from ..search.engine import open_engine
 
     if not args.rebuild:
         try:

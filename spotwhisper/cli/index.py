@@ -59,7 +59,7 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
         coll = build_collection_ray(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                     mpp=args.mpp, num_cpus=args.num_cpus)
     else:
-        from ..search.collection import build_collection
+        from ..collection import build_collection
 
         coll = build_collection(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                 mpp=args.mpp, progress=not args.no_progress)
@@ -68,10 +68,10 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from ..collection import store_slides
     from ..index import build_from_anndata, load_index_config, resolve_index_dir
     from ..index.build import resolve_routes
     from ..io import read_h5ad
-    from ..search.collection import store_slides
 
     if not args.from_h5ad:
         return build_from_pipeline(args)
@@ -152,9 +152,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove_slide(args: argparse.Namespace) -> int:
+    from ..collection import SlideStore
     from ..index import CollectionIndex, load_index_config
-
-    from ..search.store import SlideStore
 
     coll = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config))
     n = coll.remove_slide(args.slide)

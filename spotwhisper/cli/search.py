@@ -54,7 +54,7 @@ def slug(text: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..search.collection import open_engine
+    from ..search.engine import open_engine
     from ..search.export import write_csv, write_geojson
     from ..search.regions import regions_table
     from ..search.render import render_hits, save_png

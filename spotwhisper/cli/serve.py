@@ -28,7 +28,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from spotwhisper.ui.app import launch
     from spotwhisper.ui.config import UI_CONFIG, load_ui_config
 
-    from ..search.collection import open_engine
+    from ..search.engine import open_engine
 
     cfg = load_ui_config(args.config or UI_CONFIG)
     engine = open_engine(args.collection, args.index_dir)

@@ -6,7 +6,6 @@ slide, spot and coordinates. See ``indexes/README.md`` for the folder layout.
 """
 
 from .build import build_from_anndata, model_from_uns
-from .collection import CollectionIndex, list_collections, locate_collection
 from .config import IndexConfig, load_index_config, resolve_index_dir
 from .errors import (
     BadVectorsError,
@@ -20,6 +19,7 @@ from .errors import (
     UnknownSlideError,
 )
 from .factory import bytes_per_vector, choose_factory
+from .faiss_collection import CollectionIndex, list_collections, locate_collection
 from .manifest import Manifest, RouteModel, read_manifest, weights_fingerprint
 from .metadata import SlideData, slides_from_anndata
 from .results import SearchResult

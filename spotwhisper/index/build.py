@@ -17,8 +17,8 @@ import anndata as ad
 import numpy as np
 
 from .. import keys
-from .collection import CollectionIndex, list_collections
 from .config import IndexConfig, load_index_config, resolve_index_dir
+from .faiss_collection import CollectionIndex, list_collections
 from .manifest import RouteModel
 from .metadata import SlideData, slides_from_anndata
 

@@ -10,7 +10,7 @@ import anndata as ad
 
 from .anndata_io import read_h5ad
 from .her2st import read_her2st
-from .slide import PIL_SUFFIXES, TIFF_SUFFIXES, OPENSLIDE_SUFFIXES, Slide, open_slide
+from .slide import OPENSLIDE_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES, Slide, open_slide
 from .spatial import open_source_slide
 
 SECTION_RE = re.compile(r"^[A-Z]\d+$")

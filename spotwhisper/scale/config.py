@@ -9,7 +9,8 @@ from ..config import load_config
 
 @dataclass
 class ScaleConfig:
-    """How ``spotwhisper index build --engine ray`` runs: cluster, actors, staging, commit."""
+    """How ``spotwhisper index build --engine ray`` runs: cluster and actors (staging and commit:
+    :class:`spotwhisper.collection.config.CollectionConfig`)."""
 
     address: str | None = None  #: Ray cluster to join; None = $RAY_ADDRESS, else start a local instance
     num_cpus: int = 2  #: CPUs of a local instance started here
@@ -20,15 +21,11 @@ class ScaleConfig:
     memory_per_actor_gb: float = 4.0  #: Ray memory reservation per actor (GB)
     torch_threads: int = 1  #: torch intra-op threads inside each actor
     batch_size: int = 1  #: slides per map_batches call
-    staging_dir: str | None = None  #: per-slide outputs; None = <index_dir>/.staging
-    keep_staging: bool = False  #: keep staged slides after a successful commit
-    commit_batch_slides: int = 256  #: slides read into the driver per index step
     ray_progress_bars: bool = False  #: show Ray Data's own progress bars
     forward_env: list[str] = field(default_factory=list)  #: environment variables passed to the actors
-    key_configs: list[str] = field(default_factory=list)  #: configs hashed into a staged slide's key
 
     def __post_init__(self) -> None:
-        for name in ("num_cpus", "torch_threads", "batch_size", "commit_batch_slides"):
+        for name in ("num_cpus", "torch_threads", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"configs/scale.yaml: {name} must be >= 1, got {getattr(self, name)}")
         if self.actors is not None and self.actors < 1:

@@ -3,10 +3,10 @@
 Slides flow through ``ray.data.from_items(specs).map_batches(SlideWorker, ...)``: a pool of actors,
 each loading the models once (:meth:`SlideWorker.__init__`) and then running tiles → features →
 inferred expression → proteins → embeddings on one slide per call, writing the result to the
-staging folder (:mod:`spotwhisper.scale.staging`). Only small status records travel back through
+staging folder (:mod:`spotwhisper.collection.staging`). Only small status records travel back through
 the object store. When every slide is staged, the driver commits them into the FAISS collection in
-one atomic step (:mod:`spotwhisper.scale.publish`). The vectors equal those of the local engine
-(``spotwhisper.search.collection.build_collection``): both call the same ``process_slide``.
+one atomic step (:mod:`spotwhisper.collection.publish`). The vectors equal those of the local engine
+(``spotwhisper.collection.build_collection``): both call the same ``process_slide``.
 
 Ray is used as found: this process's running session, else ``address`` in ``configs/scale.yaml``
 or ``$RAY_ADDRESS`` (an existing cluster), else a local instance with ``num_cpus`` CPUs that is shut
@@ -26,18 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import load_config
-from ..index import (
-    CollectionExistsError,
-    CollectionIndex,
-    list_collections,
-    load_index_config,
-    resolve_index_dir,
-)
-from ..pipeline import Models, PipelineConfig
-from .config import ScaleConfig, load_scale_config
-from .publish import publish
-from .staging import (
+from ..collection import CollectionConfig, load_collection_config, publish
+from ..collection.staging import (
     FAILED,
     REUSED,
     SlidesFailedError,
@@ -48,6 +38,16 @@ from .staging import (
     stage_slide,
     staging_folder,
 )
+from ..config import load_config
+from ..index import (
+    CollectionExistsError,
+    CollectionIndex,
+    list_collections,
+    load_index_config,
+    resolve_index_dir,
+)
+from ..pipeline import Models, PipelineConfig
+from .config import ScaleConfig, load_scale_config
 
 log = logging.getLogger(__name__)
 _GB = 1 << 30
@@ -156,15 +156,16 @@ def _run_actors(todo: list[StagedSlide], cfg: ScaleConfig, pipeline: PipelineCon
 def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, collection: str,
                    index_dir: str | Path | None = None, mpp: float | None = None, num_cpus: int | None = None,
                    cfg: ScaleConfig | None = None, pipeline: PipelineConfig | None = None,
-                   progress: bool = True) -> list[StagedSlide]:
+                   collection_cfg: CollectionConfig | None = None, progress: bool = True) -> list[StagedSlide]:
     """Stage every slide of ``specs`` for ``collection`` on Ray, reusing slides staged by an earlier
     (interrupted) run. Returns one :class:`StagedSlide` per spec, in order, with ``status``
     ``reused`` or ``processed``; raises :class:`SlidesFailedError` when any slide failed."""
     cfg = cfg or load_scale_config()
+    collection_cfg = collection_cfg or load_collection_config()
     pipeline = pipeline or load_config(PipelineConfig, "pipeline")
     data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
-    folder = staging_folder(collection, index_dir, cfg)
-    items = plan_staging(list(map(str, specs)), folder, data_dir, mpp, model_fingerprint(pipeline, cfg))
+    folder = staging_folder(collection, index_dir, collection_cfg)
+    items = plan_staging(list(map(str, specs)), folder, data_dir, mpp, model_fingerprint(pipeline, collection_cfg))
     todo = [it for it in items if it.status != REUSED]
     log.info("%d slides: %d staged already in %s, %d to process", len(items), len(items) - len(todo), folder, len(todo))
     if todo:
@@ -184,7 +185,8 @@ def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, 
 def build_collection_ray(collection: str, specs: Sequence[str], data_dir: str | Path | None = None, *,
                          index_dir: str | Path | None = None, mode: str = "create", mpp: float | None = None,
                          num_cpus: int | None = None, cfg: ScaleConfig | None = None,
-                         pipeline: PipelineConfig | None = None, progress: bool = True) -> CollectionIndex:
+                         pipeline: PipelineConfig | None = None, collection_cfg: CollectionConfig | None = None,
+                         progress: bool = True) -> CollectionIndex:
     """Pipeline over ``specs`` on Ray → FAISS indexes + slide files in ``<index_dir>/<collection>/``.
 
     Same result as the local engine. Resumable: rerun the same command after a kill and finished
@@ -194,14 +196,15 @@ def build_collection_ray(collection: str, specs: Sequence[str], data_dir: str | 
     if not specs:
         raise ValueError("no slides given")
     cfg = cfg or load_scale_config()
+    collection_cfg = collection_cfg or load_collection_config()
     index_cfg = load_index_config()
     root = resolve_index_dir(index_dir, index_cfg)
     if mode == "create" and collection in list_collections(root, index_cfg):
         raise CollectionExistsError(
             f"collection {collection!r} exists in {root}: pass --overwrite to replace it or --add to add slides")
     items = run_slides_ray(specs, data_dir, collection=collection, index_dir=root, mpp=mpp, num_cpus=num_cpus,
-                           cfg=cfg, pipeline=pipeline, progress=progress)
-    coll = publish(items, collection, root, mode, cfg, index_cfg, progress=progress)
-    if not cfg.keep_staging:
-        clear_staging(staging_folder(collection, root, cfg))
+                           cfg=cfg, pipeline=pipeline, collection_cfg=collection_cfg, progress=progress)
+    coll = publish(items, collection, root, mode, collection_cfg, index_cfg, progress=progress)
+    if not collection_cfg.keep_staging:
+        clear_staging(staging_folder(collection, root, collection_cfg))
     return coll

@@ -18,14 +18,17 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from .. import keys
-from ..language import TextExpressionModel, UnreadableQueryWarning
+from ..collection import OpenedCollection, SlideStore, open_collection
+from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
+from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
 from ..language.zeroshot import embed_queries
 from ..prompts import load_vocabulary
@@ -136,7 +139,8 @@ class SearchEngine:
     """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text."""
 
     def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
-                 cfg: SearchConfig | None = None, image_text_models: dict | None = None, store=None, index=None):
+                 cfg: SearchConfig | None = None, image_text_models: dict | None = None, store: SlideStore | None = None,
+                 index: CollectionIndex | None = None):
         from ..config import load_config
 
         self.cfg = cfg or load_config(SearchConfig, "search")
@@ -147,6 +151,12 @@ class SearchEngine:
         self.index = index  #: the collection's CollectionIndex: FAISS narrows large collections (prefilter_*)
         self._inputs: dict[str, tuple[ad.AnnData, np.ndarray]] = {}
         self.vocabulary = load_vocabulary()
+
+    @classmethod
+    def from_collection(cls, collection: OpenedCollection, **kwargs) -> SearchEngine:
+        """A search engine over an opened collection (:func:`spotwhisper.collection.open_collection`):
+        its slide files, its FAISS indexes and the text model its text route was checked against."""
+        return cls(store=collection.store, text_model=collection.text_model, index=collection.index, **kwargs)
 
     # -- slides ---------------------------------------------------------------------------
     def slide_names(self) -> list[str]:
@@ -323,3 +333,11 @@ class SearchEngine:
         prot = np.asarray(a.obsm[keys.PROTEINS]) if keys.PROTEINS in a.obsm else None
         markers = [str(m) for m in a.uns.get(keys.PROTEIN_MARKERS, [])] or None
         return explain_spots(inside, x, list(a.var_names), prot, markers, self.cfg.top_genes)
+
+
+def open_engine(collection: str, index_dir: str | Path | None = None, text_model: TextExpressionModel | None = None,
+                **engine_kwargs) -> SearchEngine:
+    """A search engine over the built collection ``collection`` (see :func:`SearchEngine.from_collection`);
+    raises ``ModelMismatchError`` when its text route was built with another transcriptome–text model
+    than ``text_model`` (default: the shipped one)."""
+    return SearchEngine.from_collection(open_collection(collection, index_dir, text_model), **engine_kwargs)

@@ -1,8 +1,7 @@
-"""Collections: run the pipeline over slides, index every route in FAISS, keep the slide files.
+"""Build a collection: run the pipeline over slides, index every route in FAISS, keep the slide files.
 
-``build_collection`` is what ``spotwhisper index build SLIDES…`` runs; ``open_engine`` gives a
-:class:`~spotwhisper.search.engine.SearchEngine` over a built collection, refusing one that was
-built with another transcriptome–text model than the one loaded.
+``build_collection`` is what ``spotwhisper index build SLIDES…`` runs (the local engine; the Ray
+engine, :mod:`spotwhisper.scale`, stages slides and commits them with :mod:`.publish`).
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ import anndata as ad
 from tqdm.auto import tqdm
 
 from .. import keys
-from ..index import CollectionIndex, RouteModel, build_from_anndata
+from ..index import CollectionIndex, build_from_anndata
 from ..io.inputs import load_input
-from ..language import TextExpressionModel
 from ..pipeline import Models, PipelineConfig, process_slide
-from .engine import SearchEngine
 from .store import SlideStore
 
 log = logging.getLogger(__name__)
@@ -81,14 +78,3 @@ def remove_slide(collection: str, slide: str, index_dir: str | Path | None = Non
     n = index.remove_slide(slide)
     SlideStore(index.folder).remove(slide)
     return n
-
-
-def open_engine(collection: str, index_dir: str | Path | None = None, text_model: TextExpressionModel | None = None,
-                **engine_kwargs) -> SearchEngine:
-    """A search engine over a built collection; raises ``ModelMismatchError`` when its text route
-    was built with another transcriptome–text model than ``text_model`` (default: the shipped one)."""
-    text = text_model or TextExpressionModel.from_pretrained()
-    index = CollectionIndex.open(collection, index_dir=index_dir)
-    if "text" in index.routes():
-        index.check_models({"text": RouteModel("spotwhisper-text", text.config.embed_dim, text.fingerprint())})
-    return SearchEngine(store=SlideStore(index.folder), text_model=text, index=index, **engine_kwargs)

@@ -4,7 +4,7 @@ Every slide a job processes is written, atomically, to
 ``<staging>/<collection>/<slide>.<key>.h5ad`` before anything is indexed. The key is a hash of the
 slide's identity (section id and data folder, or file path + content fingerprint), ``mpp``, the
 pipeline models' weights and the configs that change the output (``key_configs`` in
-``configs/scale.yaml``). A rerun finds the files of finished slides and skips them; a change of
+``configs/collection.yaml``). A rerun finds the files of finished slides and skips them; a change of
 model or config gives new keys, so stale outputs are never reused. Nothing here imports Ray: any
 engine (Ray actors, one process) can stage slides with :func:`stage_slide`.
 """
@@ -33,7 +33,7 @@ from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..io import write_h5ad
 from ..io.inputs import SECTION_RE, load_input
 from ..pipeline import Models, PipelineConfig, process_slide
-from .config import ScaleConfig
+from .config import CollectionConfig
 
 STAGING = ".staging"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,7 +57,7 @@ class StagedSlide:
     peak_rss_mb: float = 0.0  #: peak resident memory of that process so far (MB)
 
 
-def staging_folder(collection: str, index_dir: str | Path | None, cfg: ScaleConfig) -> Path:
+def staging_folder(collection: str, index_dir: str | Path | None, cfg: CollectionConfig) -> Path:
     """``<staging_dir>/<collection>`` (absolute); the default staging dir is ``<index_dir>/.staging``."""
     if cfg.staging_dir:
         return Path(cfg.staging_dir).expanduser().resolve() / collection
@@ -74,7 +74,7 @@ def _model_dirs(pipeline: PipelineConfig) -> dict[str, str | None]:
             "aligned": pipeline.aligned_model or str(ALIGNED_DIR)}
 
 
-def model_fingerprint(pipeline: PipelineConfig, cfg: ScaleConfig) -> str:
+def model_fingerprint(pipeline: PipelineConfig, cfg: CollectionConfig) -> str:
     """Hash of everything model-side that changes a slide's output: weights folders, settings,
     the ``key_configs`` files and the SpotWhisper version (16 hex chars)."""
     h = hashlib.sha256(json.dumps({"version": __version__, "pipeline": pipeline.__dict__}, sort_keys=True,

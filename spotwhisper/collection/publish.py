@@ -34,23 +34,23 @@ from ..index import (
 )
 from ..index.build import resolve_routes
 from ..index.locking import collection_lock
-from ..search.collection import slide_name
-from ..search.store import SlideStore
-from .config import ScaleConfig
+from .build import slide_name
+from .config import CollectionConfig, load_collection_config
 from .staging import StagedSlide, read_index_view, staged_n_obs
+from .store import SlideStore
 
 log = logging.getLogger(__name__)
 
 
 def publish(items: Sequence[StagedSlide], collection: str, index_dir: str | Path | None = None, mode: str = "create",
-            cfg: ScaleConfig | None = None, index_cfg: IndexConfig | None = None,
+            cfg: CollectionConfig | None = None, index_cfg: IndexConfig | None = None,
             progress: bool = True) -> CollectionIndex:
     """Index the staged slides ``items`` into ``collection`` (``mode``: create | overwrite | add)."""
     if mode not in ("create", "overwrite", "add"):
         raise ValueError(f"mode must be 'create', 'overwrite' or 'add', got {mode!r}")
     if not items:
         raise ValueError("no staged slides to index")
-    cfg = cfg or ScaleConfig()
+    cfg = cfg or load_collection_config()
     index_cfg = index_cfg or load_index_config()
     root = resolve_index_dir(index_dir, index_cfg)
     exists = collection in list_collections(root, index_cfg)
@@ -87,7 +87,7 @@ def _batches(items: Sequence[StagedSlide], size: int) -> list[list[StagedSlide]]
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def _build_batches(items: Sequence[StagedSlide], collection: str, root: Path, cfg: ScaleConfig,
+def _build_batches(items: Sequence[StagedSlide], collection: str, root: Path, cfg: CollectionConfig,
                    index_cfg: IndexConfig, progress: bool) -> None:
     """A new collection in ``root``: the first batch trains and builds, later batches are added."""
     batches = _batches(items, cfg.commit_batch_slides)
@@ -106,7 +106,7 @@ def _build_batches(items: Sequence[StagedSlide], collection: str, root: Path, cf
         _link_slide_files(coll.folder, batch, views)
 
 
-def _add_batches(coll: CollectionIndex, items: Sequence[StagedSlide], cfg: ScaleConfig, index_cfg: IndexConfig,
+def _add_batches(coll: CollectionIndex, items: Sequence[StagedSlide], cfg: CollectionConfig, index_cfg: IndexConfig,
                  progress: bool) -> None:
     """Add staged slides to an existing collection; slides it already holds only get their slide file."""
     for batch in tqdm(_batches(items, cfg.commit_batch_slides), desc="indexing", unit="batch", disable=not progress):
