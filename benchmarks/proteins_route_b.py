@@ -105,7 +105,7 @@ def main() -> None:
         if args.oof:
             from spotwhisper.config import load_config
             from spotwhisper.expression.config import ExpressionConfig
-            from spotwhisper.expression.pipeline import oof_expression
+            from spotwhisper.expression.workflow import oof_expression
 
             oof = oof_expression(args.data_dir, load_config(ExpressionConfig, "expression"), progress=False)
             inferred = ad.concat([oof[s] for s in sections if s in oof])

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from spotwhisper.io import read_her2st
 from spotwhisper.language.model import TextExpressionModel
-from spotwhisper.language.zeroshot import embed, embed_queries, score
+from spotwhisper.language.transcriptome_zeroshot import embed, embed_queries_for_spots, score
 
 QUERIES = [
     "invasive cancer", "cancer in situ", "immune infiltrate", "breast glands", "connective tissue",
@@ -66,9 +66,9 @@ def main() -> None:
     cold = []
     for q in QUERIES:
         t = time.perf_counter()
-        embed_queries(model, [q])
+        embed_queries_for_spots(model, [q])
         cold.append(time.perf_counter() - t)
-    warm = timed(lambda: embed_queries(model, QUERIES), repeat=5) / len(QUERIES)
+    warm = timed(lambda: embed_queries_for_spots(model, QUERIES), repeat=5) / len(QUERIES)
     print(f"text encode per query, cold (ensemble of templates × synonyms): median {np.median(cold) * 1e3:.1f} ms, "
           f"max {np.max(cold) * 1e3:.1f} ms")
     print(f"text encode per query, warm (cache hit): {warm * 1e6:.1f} µs")
@@ -77,7 +77,7 @@ def main() -> None:
     print(f"spot encoding (counts → log1p → z-score → encoder): {t_embed:.2f} s per {big.n_obs} spots")
     embed(big, model)
     t_score = timed(lambda: score(big, QUERIES, model), repeat=5)
-    t_one = timed(lambda: big.obsm["text_emb"] @ embed_queries(model, ["adipose tissue"]).T, repeat=5)
+    t_one = timed(lambda: big.obsm["text_emb"] @ embed_queries_for_spots(model, ["adipose tissue"]).T, repeat=5)
     print(f"scoring from cached embeddings, {len(QUERIES)} queries (similarity + softmax): "
           f"{t_score * 1e3:.1f} ms per {big.n_obs} spots")
     print(f"one query similarity only: {t_one * 1e3:.2f} ms per {big.n_obs} spots")

@@ -101,7 +101,7 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
     if models.aligned is not None:
         models.aligned.embed(out)
     for name, model in models.image_text.items():
-        from .imagetext.zeroshot import embed_tiles
+        from .imagetext.tile_zeroshot import embed_tiles
 
         embed_tiles(model, out, slide=inp.slide, scale=inp.scale, progress=progress)
     if cfg.embed_measured and inp.adata is not None and _has_counts(inp.adata):

@@ -115,7 +115,7 @@ def tiny_weights(tmp_path_factory):
 
 def test_image_text_and_fused_plumbing_on_c2(c2, shipped, tiny_weights):
     from spotwhisper.encoders.clip_models import load_conch
-    from spotwhisper.imagetext.zeroshot import score_tiles
+    from spotwhisper.imagetext.tile_zeroshot import score_tiles
     from spotwhisper.search.fusion import calibrate
 
     task = load_task("celltypes")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from spotwhisper.cli import main
+from spotwhisper.io import download_manifest as M
 from spotwhisper.io import fetch as F
-from spotwhisper.io import manifest as M
 from spotwhisper.io.describe import describe_sections
 
 

@@ -16,8 +16,8 @@ from typing import ClassVar
 
 import pytest
 
+from spotwhisper.io import download_manifest as M
 from spotwhisper.io import fetch as F
-from spotwhisper.io import manifest as M
 
 FAST = F.FetchConfig(chunk_bytes=4096, timeout_s=5.0, retries=2, retry_wait_s=0.01)
 
@@ -93,9 +93,9 @@ def _file(folder: Path, rel: str, data: bytes) -> dict:
     return {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _manifest(entries: list[dict], base: str) -> F.Manifest:
+def _manifest(entries: list[dict], base: str) -> F.DownloadManifest:
     files = [F.ManifestEntry(url=f"{base}/{{ref}}/{e['path']}", **e) for e in entries]
-    return F.Manifest("toy", files, dest_subdir="toy", default_ref="v1")
+    return F.DownloadManifest("toy", files, dest_subdir="toy", default_ref="v1")
 
 
 def test_full_download_verify_and_skip(server, tmp_path):

@@ -19,7 +19,7 @@ from spotwhisper.imagetext import (
     ImageTextConfig,
     PlipSettings,
     TextEmbeddingCache,
-    embed_queries,
+    embed_queries_for_tiles,
     embed_tiles,
     load_model,
     score_tiles,
@@ -66,7 +66,7 @@ def test_known_answer(model, vocab):
     assert np.allclose(res.probs[0, 0], 1 / (1 + np.exp(-margin)), atol=1e-4)  # two-way softmax
     assert np.allclose(res.zscores.mean(axis=0), 0, atol=1e-5) and np.allclose(res.zscores.std(axis=0), 1, atol=1e-4)
     # a synonym names the same vocabulary term, so the same ensemble
-    assert np.allclose(embed_queries(model, ["fat"], vocabulary=vocab)[0], b, atol=1e-5)
+    assert np.allclose(embed_queries_for_tiles(model, ["fat"], vocabulary=vocab)[0], b, atol=1e-5)
 
 
 def test_free_text_query_and_background(model, vocab):

@@ -15,7 +15,7 @@ from spotwhisper.genes import PanelMismatchError, log1p_normalize
 from spotwhisper.language.config import ModelConfig, TextEncoderConfig
 from spotwhisper.language.model import DEFAULT_MODEL_DIR, TextExpressionModel
 from spotwhisper.language.text_encoder import TextEncoder, UnreadableQueryWarning, minilm_path
-from spotwhisper.language.zeroshot import default_model, embed, embed_queries, score
+from spotwhisper.language.transcriptome_zeroshot import default_model, embed, embed_queries_for_spots, score
 
 warnings.filterwarnings("ignore", message="Some cells have zero counts")
 
@@ -76,16 +76,16 @@ def test_inferred_log1p_input_without_counts(model, c1):
 
 def test_query_cache_avoids_re_encoding(model):
     model.__dict__.pop("_query_cache", None)
-    embed_queries(model, ["breast glands", "a completely new query about fibrous stroma"])
+    embed_queries_for_spots(model, ["breast glands", "a completely new query about fibrous stroma"])
     n = model.text_encoder.n_encoded
-    again = embed_queries(model, ["a completely new query about fibrous stroma", "breast glands"])
+    again = embed_queries_for_spots(model, ["a completely new query about fibrous stroma", "breast glands"])
     assert model.text_encoder.n_encoded == n
     assert again.shape == (2, model.config.embed_dim)
 
 
 def test_prompt_ensembling_uses_synonyms(model):
-    ens = embed_queries(model, ["adipose tissue"], ensemble=True)
-    plain = embed_queries(model, ["adipose tissue"], ensemble=False)
+    ens = embed_queries_for_spots(model, ["adipose tissue"], ensemble=True)
+    plain = embed_queries_for_spots(model, ["adipose tissue"], ensemble=False)
     assert not np.allclose(ens, plain)
     np.testing.assert_allclose(np.linalg.norm(ens), 1.0, rtol=1e-5)
 

@@ -110,7 +110,7 @@ def test_threshold_rethresholds_without_searching(engine, cfg, searched, monkeyp
     assert "no region scores above the threshold" in text
 
 
-def test_route_toggles_refuse_cached_scores(engine, cfg, searched):
+def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
     _, view = searched
     base = view.base.slides[0]
     assert {"transcriptome", "protein"} <= set(base.calibrated)

@@ -14,8 +14,10 @@ Importing this package does not import Gradio; :mod:`spotwhisper.ui.app` does.
 from __future__ import annotations
 
 
-def launch(*args, **kwargs):
-    """Serve the UI; see :func:`spotwhisper.ui.app.launch`."""
-    from .app import launch as _launch
+def __getattr__(name: str):
+    """``spotwhisper.ui.launch`` (serve the UI) is :func:`spotwhisper.ui.app.launch`, imported on first use."""
+    if name == "launch":
+        from .app import launch
 
-    return _launch(*args, **kwargs)
+        return launch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

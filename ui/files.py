@@ -26,7 +26,7 @@ from spotwhisper.atomic import atomic_file
 from spotwhisper.io import SlideError, open_slide, write_h5ad
 from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
 from spotwhisper.search.engine import SearchResult
-from spotwhisper.search.export import write_csv, write_geojson
+from spotwhisper.search.export import slug, write_csv, write_geojson
 
 SPOT_TABLE_SUFFIXES = {".csv"}
 
@@ -112,12 +112,6 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
     folder = engine.store.folder.parent  # <index_dir>/<collection>/slides → <index_dir>/<collection>
     index = index_slides([adata], folder.name, index_dir=folder.parent, mode="add")
     return f"Added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
-
-
-def slug(text: str, max_len: int = 40) -> str:
-    """File-name-safe version of ``text``."""
-    s = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_").lower()
-    return s[:max_len] or "result"
 
 
 # -- exports -------------------------------------------------------------------------------

@@ -58,11 +58,6 @@ def group_weights(engine: SearchEngine, groups: list[str], route_groups: dict[st
     return {r: (0.0 if r in off else w) for r, w in engine.cfg.weights.items()}
 
 
-def refuse(engine: SearchEngine, base: SearchResult, weights: dict[str, float], threshold: float) -> SearchResult:
-    """Re-fuse a cached result with other route weights / threshold (see :meth:`SearchEngine.refuse`)."""
-    return engine.refuse(base, weights, threshold)
-
-
 def update_view(engine: SearchEngine, view: View, cfg: UIConfig, *, threshold: float | None = None,
                 groups: list[str] | None = None) -> View:
     """New threshold and/or route toggles: re-fuse and re-threshold the cached search."""
@@ -71,7 +66,7 @@ def update_view(engine: SearchEngine, view: View, cfg: UIConfig, *, threshold: f
     if view.base is not None:
         if not view.groups:
             raise ValueError("select at least one route (transcriptome, image–text or protein)")
-        view.shown = refuse(engine, view.base, group_weights(engine, view.groups, cfg.route_groups), view.threshold)
+        view.shown = engine.reweight(view.base, group_weights(engine, view.groups, cfg.route_groups), view.threshold)
     return view
 
 

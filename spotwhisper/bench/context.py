@@ -57,7 +57,7 @@ class RouteContext:
         if "oof" not in self._cache:
             from ..config import load_config
             from ..expression.config import ExpressionConfig
-            from ..expression.pipeline import oof_expression
+            from ..expression.workflow import oof_expression
 
             cfg = load_config(ExpressionConfig, self.cfg.expression_config)
             self._cache["oof"] = oof_expression(self.data_dir, cfg, progress=self.progress)
@@ -77,8 +77,8 @@ class RouteContext:
                 raise RouteUnavailable(f"no out-of-fold expression for {sample.name}")
             out = aligned_rows(oof[sample.name], sample.adata, f"inferred expression of {sample.name}")
         else:
-            from ..expression.pipeline import with_features
             from ..expression.pretrained import ExpressionModel
+            from ..expression.workflow import with_features
 
             if "expression_model" not in self._cache:
                 self._cache["expression_model"] = ExpressionModel.from_pretrained()
@@ -105,7 +105,7 @@ class RouteContext:
             if len(emb) != sample.adata.n_obs:
                 raise ValueError(f"aligned embeddings of {sample.name}: {len(emb)} rows for {sample.adata.n_obs} spots")
             return emb
-        from ..expression.pipeline import with_features
+        from ..expression.workflow import with_features
         from ..imagetext.aligned import AlignedImageModel
 
         if "aligned_model" not in self._cache:

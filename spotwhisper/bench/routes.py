@@ -34,7 +34,7 @@ import numpy as np
 
 from ..genes import PanelMismatchError
 from ..language.baselines import chance_scores, marker_gene_scores
-from ..language.zeroshot import score
+from ..language.transcriptome_zeroshot import score
 from .context import RouteContext, RouteUnavailable
 from .tasks import Sample
 from .text_models import held_out_check
@@ -55,7 +55,7 @@ class Route:
 ROUTES: dict[str, Route] = {}
 
 
-def register(name: str, title: str, he_only: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+def register_route(name: str, title: str, he_only: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator adding a scorer to :data:`ROUTES`."""
 
     def wrap(fn: ScoreFn) -> ScoreFn:
@@ -91,7 +91,7 @@ def _text(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | No
     return res.probabilities if (kind or ctx.cfg.score) == "probability" else res.similarity
 
 
-@register("measured", "measured expr → text (upper bound)")
+@register_route("measured", "measured expr → text (upper bound)")
 def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     model = ctx.text_models.for_patient(sample.patient)
     held_out_check(model, sample.patient)
@@ -101,14 +101,14 @@ def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.nd
         raise RouteUnavailable(f"gene panel: {str(err).split(';')[0]}") from err
 
 
-@register("inferred", "H&E → inferred expr → text", he_only=True)
+@register_route("inferred", "H&E → inferred expr → text", he_only=True)
 def inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     data, model = ctx.inferred(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
     return _text(data, model, queries, ctx, kind)
 
 
-@register("aligned", "H&E → image–text (aligned head)", he_only=True)
+@register_route("aligned", "H&E → image–text (aligned head)", he_only=True)
 def aligned(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     emb, model = ctx.aligned_embeddings(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
@@ -119,7 +119,7 @@ def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteCon
                 ) -> np.ndarray:
     """PLIP / CONCH scores; tile embeddings are kept in ``sample.adata.obsm`` for later tasks."""
     from .. import keys
-    from ..imagetext.zeroshot import embed_tiles, score_tiles
+    from ..imagetext.tile_zeroshot import embed_tiles, score_tiles
 
     if not sample.has_image:
         raise RouteUnavailable("no H&E")
@@ -134,12 +134,12 @@ def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteCon
     return res.probs if (kind or ctx.cfg.score) == "probability" else res.cosine
 
 
-@register("plip", "PLIP", he_only=True)
+@register_route("plip", "PLIP", he_only=True)
 def plip(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return _image_text("plip", sample, queries, ctx)
 
 
-@register("conch", "CONCH", he_only=True)
+@register_route("conch", "CONCH", he_only=True)
 def conch(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return _image_text("conch", sample, queries, ctx)
 
@@ -153,7 +153,7 @@ def class_proteins(query: str, ctx: RouteContext) -> list[str]:
     return list(dict.fromkeys(m for m in found if m))
 
 
-@register("proteins", "H&E → virtual proteins", he_only=True)
+@register_route("proteins", "H&E → virtual proteins", he_only=True)
 def proteins(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     from .. import keys
     from ..proteins import proteins_from_expression
@@ -182,7 +182,7 @@ FUSED_PARTS: dict[str, Callable[[Sample, Sequence[str], RouteContext], np.ndarra
 }
 
 
-@register("fused", "fused H&E search", he_only=True)
+@register_route("fused", "fused H&E search", he_only=True)
 def fused(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     from ..search.fusion import fuse
 
@@ -213,16 +213,16 @@ def fusion_settings(ctx: RouteContext) -> tuple[dict[str, float], str]:
     return ctx._cache["fusion"]
 
 
-@register("marker", "marker genes (measured)")
+@register_route("marker", "marker genes (measured)")
 def marker(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return marker_gene_scores(sample.adata, list(queries), vocabulary=ctx.vocabulary, mode=ctx.cfg.marker_mode)
 
 
-@register("marker_inferred", "marker genes (inferred)", he_only=True)
+@register_route("marker_inferred", "marker genes (inferred)", he_only=True)
 def marker_inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return marker_gene_scores(ctx.inferred(sample), list(queries), vocabulary=ctx.vocabulary, mode=ctx.cfg.marker_mode)
 
 
-@register("chance", "chance")
+@register_route("chance", "chance")
 def chance(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return chance_scores(sample.adata.n_obs, len(queries), seed=ctx.cfg.seed + zlib.crc32(sample.name.encode()))

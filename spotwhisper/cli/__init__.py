@@ -1,7 +1,7 @@
 """``spotwhisper`` command line: one subcommand group per pipeline stage.
 
-Each module in this package exposes ``register(subparsers)``, adding its subcommands; a
-subcommand sets ``func`` (called with the parsed arguments, returns an exit code).
+Each command module ``cmd_<command>.py`` in this package exposes ``register(subparsers)``, adding
+its subcommands; a subcommand sets ``func`` (called with the parsed arguments, returns an exit code).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import CONFIG_DIR_ENV
 
-#: Modules that add subcommands, in the order ``--help`` lists them.
+#: Commands (module ``cmd_<name>``), in the order ``--help`` lists them.
 COMMAND_MODULES = ["demo", "data", "tiles", "features", "train", "predict", "index", "search", "bench", "serve"]
 
 EPILOG = """\
@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.cmd_{name}")
         except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
+            if err.name == f"{__name__}.cmd_{name}":
                 continue  # stage not built yet
             raise
         module.register(sub)

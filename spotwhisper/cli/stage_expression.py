@@ -64,8 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..expression.config import ExpressionConfig
     from ..expression.evaluate import summarize
     from ..expression.model_card import model_card, results_markdown
-    from ..expression.pipeline import train_expression
     from ..expression.pretrained import DEFAULT_MODEL_DIR
+    from ..expression.workflow import train_expression
 
     cfg = load_config(ExpressionConfig, args.config)
     model, table = train_expression(args.data_dir, cfg, evaluate=args.evaluate, progress=not args.no_progress)
@@ -106,8 +106,8 @@ def cmd_panel(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..expression.pipeline import with_features
     from ..expression.pretrained import ExpressionModel
+    from ..expression.workflow import with_features
     from ..io import write_h5ad
     from ..io.inputs import load_input
 

@@ -33,7 +33,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..expression.config import ExpressionConfig
-    from ..expression.pipeline import oof_expression
+    from ..expression.workflow import oof_expression
     from ..imagetext.aligned import DEFAULT_DIR, AlignedConfig
     from ..imagetext.aligned_pipeline import train_aligned
     from ..language import TextExpressionModel

@@ -71,7 +71,7 @@ def predict_text(args: argparse.Namespace) -> int:
     from ..io import write_h5ad
     from ..io.inputs import load_input
     from ..language.model import TextExpressionModel
-    from ..language.zeroshot import embed, score
+    from ..language.transcriptome_zeroshot import embed, score
 
     adata = load_input(args.input, args.data_dir, require_image=False).adata
     model = TextExpressionModel.from_pretrained(args.model)

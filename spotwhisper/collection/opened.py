@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..index import CollectionIndex, RouteModel
-from ..index.build import TEXT_MODEL_NAME
+from ..index.from_anndata import TEXT_MODEL_NAME
 from ..language import TextExpressionModel
 from .store import SlideStore
 

@@ -32,7 +32,7 @@ from ..index import (
     load_index_config,
     resolve_index_dir,
 )
-from ..index.build import resolve_routes
+from ..index.from_anndata import resolve_routes
 from ..index.locking import collection_lock
 from .build import slide_name
 from .config import CollectionConfig, load_collection_config

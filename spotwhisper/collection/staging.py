@@ -28,7 +28,7 @@ from anndata.io import read_elem
 from .. import __version__, keys
 from ..config import resolve_config_path
 from ..datadir import resolve_data_dir
-from ..encoders.cache import file_fingerprint
+from ..encoders.feature_cache import file_fingerprint
 from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..io import write_h5ad
 from ..io.inputs import SECTION_RE, load_input

@@ -14,7 +14,7 @@ UNI2-h, Phikon, Phikon-v2, PLIP, CONCH) load from a local path or their hub id.
 # itself imports none of them.
 from . import backbones, clip_backbones  # noqa: F401
 from .backbones import convert_efficientnet_lite_state_dict
-from .cache import FeatureCache, default_cache_dir
+from .feature_cache import FeatureCache, default_cache_dir
 from .features import (
     FeatureConfig,
     extract_features,

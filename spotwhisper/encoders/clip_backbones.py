@@ -46,7 +46,7 @@ def _from_clip(m: Any, wid: str) -> LoadedBackbone:
     )
 
 
-def load_plip(
+def load_plip_tower(
     spec: EncoderSpec, weights: str | None, pretrained: bool, local_files_only: bool, **model_kwargs: Any
 ) -> LoadedBackbone:
     """PLIP's image tower through ``clip_models.load_plip`` (hub id or local folder)."""
@@ -59,7 +59,7 @@ def load_plip(
     return _from_clip(m, wid)
 
 
-def load_conch(
+def load_conch_tower(
     spec: EncoderSpec, weights: str | None, pretrained: bool, local_files_only: bool, **model_kwargs: Any
 ) -> LoadedBackbone:
     """CONCH's image tower through ``clip_models.load_conch(checkpoint)``; the checkpoint may come from the hub."""
@@ -73,7 +73,7 @@ def load_conch(
 
 # PLIP (Huang et al. 2023): OpenAI CLIP ViT-B/32 fine-tuned on OpenPath; 224 px, OpenAI CLIP mean/std.
 @register_model
-def plip() -> EncoderSpec:
+def plip_image_tower() -> EncoderSpec:
     return EncoderSpec(
         name="plip",
         family="clip",
@@ -85,7 +85,7 @@ def plip() -> EncoderSpec:
         interpolation="bicubic",
         weights="vinid/plip",
         licence="research use only (see huggingface.co/vinid/plip)",
-        loader=load_plip,
+        loader=load_plip_tower,
         reference="huggingface.co/vinid/plip; spotwhisper.encoders.clip_models",
     )
 
@@ -93,7 +93,7 @@ def plip() -> EncoderSpec:
 # mahmoodlab/CONCH conch/open_clip_custom/model_configs/conch_ViT-B-16.json: embed_dim 512,
 # vision image_size 448, patch 16; constants.py OPENAI_DATASET_MEAN / _STD.
 @register_model
-def conch() -> EncoderSpec:
+def conch_image_tower() -> EncoderSpec:
     return EncoderSpec(
         name="conch",
         family="clip",
@@ -105,7 +105,7 @@ def conch() -> EncoderSpec:
         interpolation="bicubic",
         weights="hf-hub:MahmoodLab/CONCH",
         licence="CC-BY-NC-ND-4.0 (non-commercial academic research; gated)",
-        loader=load_conch,
+        loader=load_conch_tower,
         gated=True,
         reference="github.com/mahmoodlab/CONCH; spotwhisper.encoders.clip_models",
     )

@@ -11,7 +11,7 @@ runs an :class:`~spotwhisper.encoders.registry.ImageEncoder` over them in batche
 
 :func:`extract_grid_features` does the same over a regular grid of a slide without spots and
 returns a new AnnData whose ``obsm["spatial"]`` holds the tile centres, so later stages treat
-grid tiles like spots. Results are cached on disk (:mod:`spotwhisper.encoders.cache`).
+grid tiles like spots. Results are cached on disk (:mod:`spotwhisper.encoders.feature_cache`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ..tiles import (
 )
 from ..tiles.config import SpotTileConfig
 from ..tiles.tissue import tissue_mask_from_rgb
-from .cache import FeatureCache, array_fingerprint, make_key, slide_fingerprint
+from .feature_cache import FeatureCache, array_fingerprint, make_key, slide_fingerprint
 from .registry import DEFAULT_ENCODER, ImageEncoder, create_encoder
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ Typical use::
 """
 
 from .config import ConchSettings, ImageTextConfig, PlipSettings, load_model
-from .zeroshot import TEXT_CACHE, ScoreResult, TextEmbeddingCache, embed_queries, embed_tiles, score_tiles
+from .tile_zeroshot import TEXT_CACHE, ScoreResult, TextEmbeddingCache, embed_queries_for_tiles, embed_tiles, score_tiles
 
 __all__ = [
     "TEXT_CACHE",
@@ -19,7 +19,7 @@ __all__ = [
     "PlipSettings",
     "ScoreResult",
     "TextEmbeddingCache",
-    "embed_queries",
+    "embed_queries_for_tiles",
     "embed_tiles",
     "load_model",
     "score_tiles",

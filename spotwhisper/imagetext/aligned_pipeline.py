@@ -39,7 +39,7 @@ def _cat(parts: list[tuple[SpotInputs, np.ndarray]]) -> tuple[SpotInputs, np.nda
     return SpotInputs.concat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def recall_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+def paired_recall_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     """Fraction of rows of ``a`` whose partner row of ``b`` is among its ``k`` most similar rows."""
     sim = a @ b.T
     rank = (sim > np.diag(sim)[:, None]).sum(1)
@@ -66,7 +66,7 @@ def evaluate_oof(pairs: dict[str, tuple[SpotInputs, np.ndarray]], oof: dict[str,
         routes = {"aligned head": emb, **({"inferred expression": inferred[s]} if inferred else {})}
         for name, e in routes.items():
             rows.append({"section": s, "route": name, "cosine_to_measured": float((e * t).sum(1).mean()),
-                         f"recall@{k}": recall_at_k(e, t, k), "chance": k / len(t)})
+                         f"recall@{k}": paired_recall_at_k(e, t, k), "chance": k / len(t)})
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,6 @@
 slide, spot and coordinates. See ``indexes/README.md`` for the folder layout.
 """
 
-from .build import build_from_anndata, model_from_uns
 from .config import IndexConfig, load_index_config, resolve_index_dir
 from .errors import (
     BadVectorsError,
@@ -20,9 +19,10 @@ from .errors import (
 )
 from .factory import bytes_per_vector, choose_factory
 from .faiss_collection import CollectionIndex, list_collections, locate_collection
+from .from_anndata import build_from_anndata, model_from_uns
 from .manifest import Manifest, RouteModel, read_manifest, weights_fingerprint
 from .metadata import SlideData, slides_from_anndata
-from .results import SearchResult
+from .results import IndexHits
 from .vectors import as_unit_vectors
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
     "Manifest",
     "ModelMismatchError",
     "RouteModel",
-    "SearchResult",
+    "IndexHits",
     "SlideData",
     "UnknownCollectionError",
     "UnknownRouteError",

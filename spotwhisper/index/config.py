@@ -49,7 +49,7 @@ class FactoryConfig:
 
 
 @dataclass
-class SearchConfig:
+class IndexSearchConfig:
     """Search-time parameters."""
 
     nprobe: int = 32  #: inverted lists visited per query (IVF)
@@ -71,7 +71,7 @@ class IndexConfig:
 
     index_dir: Path | None = None  #: None = ``$SPOTWHISPER_INDEX_DIR`` or :data:`DEFAULT_INDEX_DIR`
     factory: FactoryConfig = field(default_factory=FactoryConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: IndexSearchConfig = field(default_factory=IndexSearchConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     store_vectors: Literal["never", "lossy", "always"] = "lossy"  #: float32 copies beside the index
     metadata_columns: list[str] = field(default_factory=lambda: ["patient", "label", "cluster", "cluster_annotation"])

@@ -13,7 +13,7 @@ import math
 import faiss
 import numpy as np
 
-from .config import FactoryConfig, SearchConfig
+from .config import FactoryConfig, IndexSearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _inner(index: faiss.Index) -> faiss.Index:
 
 
 def search_params(
-    index: faiss.Index, cfg: SearchConfig, k: int, ids: np.ndarray | None = None
+    index: faiss.Index, cfg: IndexSearchConfig, k: int, ids: np.ndarray | None = None
 ) -> faiss.SearchParameters | None:
     """faiss search parameters for ``index``: nprobe / efSearch from ``cfg``, restricted to ``ids`` when given."""
     sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)) if ids is not None else None

@@ -36,7 +36,7 @@ from .factory import gpus_available, to_search_device
 from .locking import collection_lock
 from .manifest import MANIFEST, Manifest, RouteModel, read_manifest
 from .metadata import ID, SlideData
-from .results import SearchResult, make_result
+from .results import IndexHits, make_hits
 from .shards import (
     SHARDS,
     Shard,
@@ -208,7 +208,7 @@ class CollectionIndex:
         *,
         slides: Sequence[str] | None = None,
         model: RouteModel | None = None,
-    ) -> SearchResult:
+    ) -> IndexHits:
         """Top-``k`` spots by cosine similarity for each query vector ``(q, D)`` (or one ``(D,)``).
 
         ``slides`` restricts the search to those slides; ``model`` (the caller's encoder) is
@@ -224,7 +224,7 @@ class CollectionIndex:
             slides = [slides] if isinstance(slides, str) else list(slides)
             self._check_slides(slides)
         scores, ids = search_shards(self._shards, route, q, int(k), self.cfg.search, slides, self._devices)
-        return make_result(route, scores, ids, self._meta)
+        return make_hits(route, scores, ids, self._meta)
 
     def vectors_for(self, route: str, slide: str) -> SlideData:
         """All vectors of ``slide`` in ``route`` ``(n, D)`` with their metadata rows (ids included).

@@ -11,7 +11,7 @@ from .metadata import ID
 
 
 @dataclass
-class SearchResult:
+class IndexHits:
     """Top-``k`` hits of ``q`` queries in one route.
 
     ``scores`` ``(q, k)`` float32 cosine similarities (``-inf`` where fewer than ``k`` hits);
@@ -32,7 +32,7 @@ class SearchResult:
         return self.hits[self.hits["query"] == i].reset_index(drop=True)
 
 
-def make_result(route: str, scores: np.ndarray, ids: np.ndarray, metadata: pd.DataFrame) -> SearchResult:
+def make_hits(route: str, scores: np.ndarray, ids: np.ndarray, metadata: pd.DataFrame) -> IndexHits:
     """Attach the rows of ``metadata`` (indexed by id) to the hits ``ids``."""
     query, rank = np.nonzero(ids >= 0)
     hit_ids = ids[query, rank]
@@ -41,4 +41,4 @@ def make_result(route: str, scores: np.ndarray, ids: np.ndarray, metadata: pd.Da
         [pd.DataFrame({"query": query, "rank": rank, "score": scores[query, rank]}), rows],
         axis=1,
     )
-    return SearchResult(route, scores, ids, hits)
+    return IndexHits(route, scores, ids, hits)

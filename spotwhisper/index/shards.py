@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from .config import SearchConfig
+from .config import IndexSearchConfig
 from .errors import IndexFormatError
 from .factory import ivf_of, new_index, reconstruct, remove_ids, search_params
 from .manifest import RouteInfo, ShardInfo, now_iso
@@ -167,7 +167,7 @@ def search_shards(
     route: str,
     queries: np.ndarray,
     k: int,
-    cfg: SearchConfig,
+    cfg: IndexSearchConfig,
     slides: Sequence[str] | None = None,
     devices: Mapping[tuple[str, str], faiss.Index] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,8 @@ published in the almaan/her2st README) is fetched by :mod:`spotwhisper.io.zenodo
 machinery, verified against the md5 sums Zenodo lists, and unpacked with ``py7zr``
 (``spotwhisper data fetch her2st-zenodo --dest DIR --password PW``).
 
-Manifests are described in :mod:`spotwhisper.io.manifest`; the her2st one is rebuilt from a
-local copy with ``python -m spotwhisper.io.fetch --make-manifest DIR`` (same as ``… .manifest``).
+Manifests are described in :mod:`spotwhisper.io.download_manifest`; the her2st one is rebuilt from a
+local copy with ``python -m spotwhisper.io.fetch --make-manifest DIR`` (same as ``python -m spotwhisper.io.download_manifest``).
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from ..config import load_config
-from .manifest import (  # noqa: F401 - re-exported: the manifest is part of the fetch API
+from .download_manifest import (  # noqa: F401 - re-exported: the manifest is part of the fetch API
     HER2ST_HEADER,
     HER2ST_LAYOUT,
-    Manifest,
+    DownloadManifest,
     ManifestEntry,
     hash_file,
     load_manifest,
@@ -334,7 +334,7 @@ def download_counted(
 
 
 def fetch(
-    manifest: Manifest | str | Path,
+    manifest: DownloadManifest | str | Path,
     dest: str | Path,
     *,
     only: list[str] | None = None,
@@ -347,7 +347,7 @@ def fetch(
     ``ref`` replaces ``{ref}`` in the URLs (default: the manifest's ``default_ref``).
     Returns a :class:`FetchReport`; the data set folder is ``report.root``.
     """
-    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    manifest = manifest if isinstance(manifest, DownloadManifest) else load_manifest(manifest)
     cfg = cfg or load_fetch_config()
     root = Path(dest) / manifest.dest_subdir if manifest.dest_subdir else Path(dest)
     entries = select(manifest, only)

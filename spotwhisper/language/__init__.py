@@ -17,7 +17,7 @@ from .captions import Caption, caption_spots, caption_table
 from .config import CaptionConfig, ModelConfig, TextConfig, TextEncoderConfig
 from .model import DEFAULT_MODEL_DIR, TextExpressionModel, clip_loss
 from .text_encoder import TextEncoder, UnreadableQueryWarning
-from .zeroshot import ZeroShotResult, default_model, embed, embed_queries, score
+from .transcriptome_zeroshot import ZeroShotResult, default_model, embed, embed_queries_for_spots, score
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -35,6 +35,6 @@ __all__ = [
     "clip_loss",
     "default_model",
     "embed",
-    "embed_queries",
+    "embed_queries_for_spots",
     "score",
 ]

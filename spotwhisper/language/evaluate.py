@@ -19,7 +19,7 @@ from .. import keys
 from ..prompts import Vocabulary
 from .baselines import chance_scores, marker_gene_scores
 from .model import TextExpressionModel
-from .zeroshot import score
+from .transcriptome_zeroshot import score
 
 #: methods :func:`evaluate_section` reports, in table order
 METHODS = ("model", "model_similarity", "marker_log1p", "marker_zscore", "random")

@@ -5,7 +5,7 @@
 * Route B (:mod:`.from_expression`, the default that works offline): marker levels from the
   (inferred or measured) transcriptome through the curated gene map of :mod:`.panel`.
 
-Then :mod:`.qc` (dynamic range, Wasserstein distance), :mod:`.export` (OME-TIFF at the spot grid)
+Then :mod:`.qc` (dynamic range, Wasserstein distance), :mod:`.ome_tiff` (OME-TIFF at the spot grid)
 and :mod:`.evaluate` (route B on inferred vs measured expression). Typical use::
 
     proteins_from_expression(adata)           # obsm["proteins"], uns["protein_markers"]
@@ -15,8 +15,8 @@ and :mod:`.evaluate` (route B on inferred vs measured expression). Typical use::
 
 from .config import ExportConfig, ExpressionRouteConfig, ProteinQCConfig, ProteinsConfig, RosieConfig, RosieTrainConfig
 from .evaluate import compare_routes, per_section_correlations
-from .export import export_ome_tiff, read_ome_tiff, spot_grid, write_ome_tiff
 from .from_expression import marker_levels, proteins_from_expression
+from .ome_tiff import export_ome_tiff, read_ome_tiff, spot_grid, write_ome_tiff
 from .panel import (
     ROSIE_MARKERS,
     Marker,

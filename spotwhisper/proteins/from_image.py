@@ -88,7 +88,7 @@ def map_to_anndata(pmap: ProteinMap, cfg: RosieConfig | None = None, library_id:
     """One observation per computed map cell (a regular grid of tiles), with the panel in obsm.
 
     ``obsm["spatial"]`` holds cell centres in slide pixels; ``uns["spatial"][library_id]`` the µm/px
-    and the grid step as spot spacing, so :func:`~spotwhisper.proteins.export.export_ome_tiff` works.
+    and the grid step as spot spacing, so :func:`~spotwhisper.proteins.ome_tiff.export_ome_tiff` works.
     """
     cfg = cfg or RosieConfig()
     flat = pmap.values.reshape(pmap.values.shape[0], -1).T

@@ -171,7 +171,7 @@ def load_pair(he_path: str | Path, mif_path: str | Path, panel: ProteinPanel | N
     """
     from PIL import Image
 
-    from .export import read_ome_tiff
+    from .ome_tiff import read_ome_tiff
 
     panel = panel or load_protein_panel()
     with Image.open(he_path) as im:

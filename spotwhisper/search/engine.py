@@ -30,7 +30,7 @@ from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
-from ..language.zeroshot import embed_queries
+from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import load_vocabulary
 from ..proteins import find_marker
 from .attribution import gene_attributions
@@ -182,7 +182,7 @@ class SearchEngine:
         names, n = self.slide_names(), self.cfg.prefilter_slides
         if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
             return names, None
-        q = embed_queries(self.text, [parsed.positive])[0]  # only the text route is indexed for this
+        q = embed_queries_for_spots(self.text, [parsed.positive])[0]  # only the text route is indexed for this
         found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
@@ -192,11 +192,11 @@ class SearchEngine:
 
     # -- scoring ----------------------------------------------------------------------------
     def _query_vectors(self, text: str) -> dict[str, np.ndarray]:
-        out = {"text": embed_queries(self.text, [text])[0]}
+        out = {"text": embed_queries_for_spots(self.text, [text])[0]}
         for name, model in self.image_text.items():
-            from ..imagetext.zeroshot import embed_queries as clip_queries
+            from ..imagetext.tile_zeroshot import embed_queries_for_tiles
 
-            out[name] = clip_queries(model, [text])[0]
+            out[name] = embed_queries_for_tiles(model, [text])[0]
         return out
 
     def _protein_scores(self, adata: ad.AnnData, mentions: list[MarkerMention], fallback: list[str]) -> np.ndarray | None:
@@ -273,10 +273,10 @@ class SearchEngine:
         if parsed.markers and "protein" not in routes:
             notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
         hits = [SlideHits(n, data[n], raw[n], cal[n], np.full(data[n].n_obs, np.nan)) for n in names]
-        return self.refuse(SearchResult(parsed, hits, routes, notes, threshold), weights, threshold, explain)
+        return self.reweight(SearchResult(parsed, hits, routes, notes, threshold), weights, threshold, explain)
 
-    def refuse(self, base: SearchResult, weights: dict[str, float], threshold: float, explain: bool = True) -> SearchResult:
-        """Fuse ``base``'s calibrated route scores with ``weights``, standardise the fused score over
+    def reweight(self, base: SearchResult, weights: dict[str, float], threshold: float, explain: bool = True) -> SearchResult:
+        """(Re-)fuse ``base``'s calibrated route scores with ``weights``, standardise the fused score over
         all searched spots (the threshold is in its z units), then regions, explanations and slide
         ranking. Re-weighting or a new threshold needs no new scoring."""
         used = sorted({r for h in base.slides for r in h.calibrated if weights.get(r, 0) > 0})
@@ -309,7 +309,7 @@ class SearchEngine:
         """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
         if keys.TEXT_EMB in hits.adata.obsm:
-            q = embed_queries(self.text, [parsed.positive])[0]
+            q = embed_queries_for_spots(self.text, [parsed.positive])[0]
             hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
                                                   inputs=self._text_inputs(hits.slide, hits.adata))
 

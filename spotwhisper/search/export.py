@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ def _atomic_text(path: Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return path
+
+
+def slug(text: str, max_len: int = 40, empty: str = "result") -> str:
+    """File-name-safe lower-case version of ``text`` (at most ``max_len`` characters; ``empty`` when nothing is left)."""
+    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:max_len] or empty
 
 
 def regions_geojson(regions: list[Region], query: str, slide: str | None = None) -> dict:

@@ -117,7 +117,7 @@ def _check_queries(queries: str | Sequence[str], what: str = "query") -> list[st
     return [q.strip() for q in items]
 
 
-def embed_queries(
+def embed_queries_for_tiles(
     model: ImageTextModel,
     queries: str | Sequence[str],
     *,
@@ -182,7 +182,7 @@ def score_tiles(
         [b for b in _check_queries(background, "background term") if normalize_text(b) not in own] if background else []
     )
     kw = {"vocabulary": vocabulary, "templates": templates, "route": route, "cache": cache}
-    text = embed_queries(model, items + extra, **kw)
+    text = embed_queries_for_tiles(model, items + extra, **kw)
     if len(items) == 1 and not extra:
         log.info("one query and no background: probabilities are all 1; use cosine/zscores or add background terms")
     cos_all = emb @ text.T

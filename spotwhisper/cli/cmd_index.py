@@ -70,7 +70,7 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from ..collection import store_slides
     from ..index import build_from_anndata, load_index_config, resolve_index_dir
-    from ..index.build import resolve_routes
+    from ..index.from_anndata import resolve_routes
     from ..io import read_h5ad
 
     if not args.from_h5ad:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import add_data_dir, add_index_dir
-from .data import cmd_info
+from .cmd_data import cmd_info
 
 EXAMPLE_QUERY = "tertiary lymphoid structures"
 DEMO_COLLECTION = "demo"

@@ -6,7 +6,7 @@ file with ``path`` (relative to the data set folder), ``url`` (``{ref}`` is repl
 ref), ``size`` (bytes), ``sha256``, ``kind`` and ``section``.
 
 The her2st manifest is rebuilt from a local copy of the data with
-``python -m spotwhisper.io.manifest --make-manifest DIR`` (:func:`make_manifest`); its sizes and
+``python -m spotwhisper.io.download_manifest --make-manifest DIR`` (:func:`make_manifest`); its sizes and
 hashes are those of that copy.
 """
 
@@ -69,7 +69,7 @@ class ManifestEntry:
 
 
 @dataclass
-class Manifest:
+class DownloadManifest:
     """A data set: its files and where they go (``dest/<dest_subdir>``)."""
 
     name: str
@@ -79,7 +79,7 @@ class Manifest:
     extra: dict = field(default_factory=dict)
 
 
-def load_manifest(source: str | Path) -> Manifest:
+def load_manifest(source: str | Path) -> DownloadManifest:
     """A manifest by name (``"her2st"`` → ``resources/her2st_manifest.json``) or by path."""
     path = Path(source)
     if not path.exists():
@@ -95,10 +95,10 @@ def load_manifest(source: str | Path) -> Manifest:
     for e in entries:
         safe_relpath(e.path, where=str(path))
     extra = {k: v for k, v in data.items() if k not in {"name", "files", "dest_subdir", "default_ref"}}
-    return Manifest(data.get("name", path.stem), entries, data.get("dest_subdir", ""), data.get("default_ref", "master"), extra)
+    return DownloadManifest(data.get("name", path.stem), entries, data.get("dest_subdir", ""), data.get("default_ref", "master"), extra)
 
 
-def select(manifest: Manifest, only: list[str] | None) -> list[ManifestEntry]:
+def select(manifest: DownloadManifest, only: list[str] | None) -> list[ManifestEntry]:
     """Entries matching any token of ``only`` (section ``C2``, patient ``C``, kind ``counts``, or a
     path glob); files shared by all sections (no section) always come along. ``None`` = all."""
     if not only:
@@ -169,7 +169,7 @@ def make_manifest(root: str | Path, header: dict | None = None, layout: list | N
         raise FileNotFoundError(f"{root}: none of the expected files ({layout[0][0]}, …) is there")
     header["hashes"] = (
         "sizes and sha256 are those of the project's reference copy of this data set, computed with "
-        "`python -m spotwhisper.io.manifest --make-manifest DIR`"
+        "`python -m spotwhisper.io.download_manifest --make-manifest DIR`"
     )
     return {**header, "files": files}
 
@@ -183,9 +183,9 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spotwhisper.io.manifest --make-manifest DIR [--out FILE]``."""
+    """``python -m spotwhisper.io.download_manifest --make-manifest DIR [--out FILE]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m spotwhisper.io.manifest", description="Write a data set manifest (sizes, sha256) from a local copy."
+        prog="python -m spotwhisper.io.download_manifest", description="Write a data set manifest (sizes, sha256) from a local copy."
     )
     parser.add_argument("--make-manifest", metavar="DIR", required=True, help="her2st folder to describe")
     parser.add_argument("--out", default=str(RESOURCES / "her2st_manifest.json"), help="manifest file to write")

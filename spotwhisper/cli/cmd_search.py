@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 from rich.console import Console
@@ -49,13 +48,9 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:60] or "query"
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from ..search.engine import open_engine
-    from ..search.export import write_csv, write_geojson
+    from ..search.export import slug, write_csv, write_geojson
     from ..search.regions import regions_table
     from ..search.render import render_hits, save_png
 
@@ -65,7 +60,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     written = []
     report = []
     for hits in result.slides[: args.top]:
-        stem = args.out_dir / f"{hits.slide}_{slug(args.query)}"
+        stem = args.out_dir / f"{hits.slide}_{slug(args.query, 60, 'query')}"
         written.append(save_png(render_hits(hits, result.threshold), stem.with_suffix(".png")))
         written.append(write_csv(hits.spot_table(), stem.with_suffix(".csv")))
         written.append(write_geojson(hits.regions, args.query, stem.with_suffix(".geojson"), slide=hits.slide))

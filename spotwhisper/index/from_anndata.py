@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: Model name recorded for the transcriptome-text route (``obsm["text_emb"]``).
 TEXT_MODEL_NAME = "spotwhisper-text"
-_TEXT_EMB_INFO = "text_emb_info"  # written by spotwhisper.language.zeroshot.embed
+_TEXT_EMB_INFO = "text_emb_info"  # written by spotwhisper.language.transcriptome_zeroshot.embed
 
 
 def model_from_uns(adata: ad.AnnData, obsm_key: str) -> RouteModel | None:

@@ -94,7 +94,7 @@ def query_names(query: str, vocabulary: Vocabulary | None, ensemble: bool) -> li
     return [query]
 
 
-def embed_queries(
+def embed_queries_for_spots(
     model: TextExpressionModel,
     queries: Sequence[str],
     *,
@@ -174,7 +174,7 @@ def score(
     genes matched by symbol) or a precomputed spot-embedding matrix ``(n, D)``. Writes nothing.
     """
     model = model or default_model()
-    q = embed_queries(model, queries, ensemble=ensemble, vocabulary=vocabulary)
+    q = embed_queries_for_spots(model, queries, ensemble=ensemble, vocabulary=vocabulary)
     if isinstance(adata, ad.AnnData):
         emb, names = spot_embeddings(adata, model), list(adata.obs_names)
     else:

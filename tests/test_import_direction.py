@@ -1,0 +1,131 @@
+"""The package layout: imports flow one way along the pipeline, and one name means one thing.
+
+Every ``import`` in ``spotwhisper/`` (the ``ui`` and ``configs`` symlinks included) is parsed; a
+module may import modules of its own unit (a sub-package or top-level module) and of units in
+earlier tiers of :data:`TIERS`, never of its own tier or a later one.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import os
+from pathlib import Path
+
+import spotwhisper
+
+PACKAGE = Path(spotwhisper.__file__).resolve().parent
+
+#: The one direction of imports, written once. A unit is a top-level module (``genes``) or
+#: sub-package (``expression``) of ``spotwhisper``; units in one tier are siblings and may not
+#: import each other. The order follows DESIGN.md's pipeline, with two refinements the code shows:
+#: proteins and language both read the inferred transcriptome through the shared gene panel and
+#: never each other (siblings), and so do scale/search and bench/ui.
+TIERS: list[list[str]] = [
+    ["__init__", "keys", "atomic", "cache", "datadir", "config", "configs"],  # plumbing, no stage
+    ["prompts", "genes", "setmodel"],  # shared model pieces: vocabulary, gene panel, set trunk
+    ["io"],
+    ["tiles"],
+    ["encoders"],
+    ["expression"],
+    ["proteins", "language"],
+    ["imagetext"],  # the aligned head maps images into the language stage's space
+    ["index"],
+    ["pipeline"],  # one slide through io → … → imagetext
+    ["collection"],  # build / stage / publish / open collections (pipeline + index)
+    ["scale", "search"],  # the Ray engine over collections; answering queries over an opened collection
+    ["bench", "ui"],
+    ["cli"],
+]
+TIER = {unit: i for i, units in enumerate(TIERS) for unit in units}
+
+#: File names several stage packages use for the same role (the stage's settings, model, training,
+#: evaluation, data assembly, metrics, baselines). Every other module name is unique in the package.
+ROLE_NAMES = {"__init__.py", "config.py", "model.py", "train.py", "evaluate.py", "data.py", "metrics.py", "baselines.py"}
+
+
+def _modules() -> list[Path]:
+    out = []
+    for folder, _, files in os.walk(PACKAGE, followlinks=True):  # spotwhisper/ui and /configs are symlinks
+        out += [Path(folder) / f for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def _unit(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _imports(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line, dotted target)`` of every import; relative imports resolved against the module."""
+    rel = path.relative_to(PACKAGE).with_suffix("").parts
+    pkg = ["spotwhisper", *rel[:-1]] if path.name != "__init__.py" else ["spotwhisper", *rel[:-1]]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg[: len(pkg) - node.level + 1] if node.level else []
+            target = base + (node.module.split(".") if node.module else [])
+            if target == ["spotwhisper"] or (node.level and not node.module):
+                out += [(node.lineno, [*target, a.name]) for a in node.names]
+            else:
+                out.append((node.lineno, target))
+    return out
+
+
+def test_stage_order_names_every_unit():
+    units = {_unit(p) for p in _modules()}
+    assert units <= set(TIER), f"units missing from TIERS: {sorted(units - set(TIER))}"
+    assert len(TIER) == sum(map(len, TIERS)), "a unit is listed twice"
+
+
+def test_imports_flow_one_way():
+    back = []
+    for path in _modules():
+        unit = _unit(path)
+        for line, target in _imports(path):
+            if target[0] != "spotwhisper" or len(target) < 2:
+                continue
+            other = target[1] if target[1] != "__version__" else "__init__"
+            if other == unit:
+                continue
+            if other not in TIER or TIER[other] >= TIER[unit]:
+                back.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {unit} imports {'.'.join(target)}")
+    assert not back, "imports against the pipeline order (tests/test_import_direction.py TIERS):\n" + "\n".join(back)
+
+
+def test_no_top_level_ui_package_is_imported():
+    """The app is ``spotwhisper.ui``; a wheel installs no top-level ``ui`` package."""
+    roots = [Path(spotwhisper.__file__).resolve().parent.parent / d for d in ("spotwhisper", "tests", "benchmarks")]
+    bad = []
+    for root in roots:
+        for folder, _, files in os.walk(root, followlinks=True):
+            for f in (Path(folder) / n for n in files if n.endswith(".py")):
+                for node in ast.walk(ast.parse(f.read_text())):
+                    names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                             else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                    bad += [f"{f}:{node.lineno}: {n}" for n in names if n == "ui" or n.startswith("ui.")]
+    assert not bad, "\n".join(bad)
+
+
+def test_module_names_are_unique_except_stage_roles():
+    by_name = collections.defaultdict(list)
+    for path in _modules():
+        by_name[path.name].append(str(path.relative_to(PACKAGE)))
+    clashes = {n: p for n, p in by_name.items() if len(p) > 1 and n not in ROLE_NAMES}
+    assert not clashes, f"one file name, several modules: {clashes}"
+
+
+def test_public_names_are_not_reused_across_stages():
+    """Two public functions or classes of one name in different modules must be the same role
+    (``register``, ``main`` …), not different things (as two ``embed_queries`` were)."""
+    allowed = {"register", "register_train", "register_predict", "cmd_train", "main",  # CLI module protocol
+               "TrainConfig", "summarize", "load_sections", "out_of_fold"}  # per-stage roles
+    seen = collections.defaultdict(list)
+    for path in _modules():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                seen[node.name].append(str(path.relative_to(PACKAGE)))
+    reused = {n: p for n, p in seen.items() if len(p) > 1 and n not in allowed}
+    assert not reused, f"one public name, several definitions: {reused}"
