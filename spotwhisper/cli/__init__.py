@@ -7,7 +7,6 @@ its subcommands; a subcommand sets ``func`` (called with the parsed arguments, r
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -16,9 +15,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import CONFIG_DIR_ENV
+from .options import UserError, add_data_dir, add_index_dir  # noqa: F401 - re-exported for command modules
 
 #: Commands (module ``cmd_<name>``), in the order ``--help`` lists them.
-COMMAND_MODULES = ["demo", "data", "tiles", "features", "train", "predict", "index", "search", "bench", "serve"]
+COMMANDS = ["demo", "data", "tiles", "features", "train", "predict", "index", "search", "bench", "serve"]
 
 EPILOG = """\
 Start here:
@@ -28,28 +28,6 @@ Start here:
 
 The data directory can also be set once: export SPOTWHISPER_DATA_DIR=/path/to/data
 """
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback."""
-
-
-def add_index_dir(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--index-dir`` option (falls back to ``$SPOTWHISPER_INDEX_DIR``, else ``indexes/``)."""
-    parser.add_argument(
-        "--index-dir",
-        default=None,
-        help="folder holding collections (default: $SPOTWHISPER_INDEX_DIR, else indexes/)",
-    )
-
-
-def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--data-dir`` option (falls back to ``$SPOTWHISPER_DATA_DIR``)."""
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding her2st/ (default: $SPOTWHISPER_DATA_DIR)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
         "shipped one of the same name (default: $SPOTWHISPER_CONFIG_DIR)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.cmd_{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.cmd_{name}":
-                continue  # stage not built yet
-            raise
-        module.register(sub)
+    # Every command module is imported (an import error is an error, not a missing command); they
+    # import heavy libraries only inside their command functions, so --help starts fast.
+    from . import (
+        cmd_bench,
+        cmd_data,
+        cmd_demo,
+        cmd_features,
+        cmd_index,
+        cmd_predict,
+        cmd_search,
+        cmd_serve,
+        cmd_tiles,
+        cmd_train,
+    )
+
+    modules = {"demo": cmd_demo, "data": cmd_data, "tiles": cmd_tiles, "features": cmd_features, "train": cmd_train,
+               "predict": cmd_predict, "index": cmd_index, "search": cmd_search, "bench": cmd_bench, "serve": cmd_serve}
+    for name in COMMANDS:
+        modules[name].register(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import UserError, add_data_dir
+from .options import UserError, add_config, add_data_dir
 
 ZERO_SHOT_EPILOG = """\
 Protocol (SpotWhisperer, ICML 2025 workshop): for each sample and class, one-vs-rest AUROC of the
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conch", type=Path, default=None, help="CONCH checkpoint (pytorch_model.bin)")
     p.add_argument("--conch-tokenizer", type=Path, default=None, help="CONCH tokenizer JSON (default: beside the checkpoint)")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 1000; 0 = no intervals)")
-    p.add_argument("--config", default="bench/harness", help="harness settings (default configs/bench/harness.yaml)")
+    add_config(p, "bench/harness", "harness settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_dir(p)
     p.set_defaults(func=zero_shot)

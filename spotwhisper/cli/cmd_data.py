@@ -8,7 +8,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError, add_data_dir
+from .options import UserError, add_data_dir
 
 #: Data sets ``data fetch`` knows: a manifest ``spotwhisper/resources/<name>_manifest.json`` each,
 #: and the her2st Zenodo record (:mod:`spotwhisper.io.zenodo`).

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import add_data_dir, add_index_dir
 from .cmd_data import cmd_info
+from .options import add_data_dir, add_index_dir
 
 EXAMPLE_QUERY = "tertiary lymphoid structures"
 DEMO_COLLECTION = "demo"

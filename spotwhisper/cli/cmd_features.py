@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_config
-from ..tiles import TileConfig
-from . import add_data_dir
+from .options import add_config, add_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-subtiles", action="store_true", help="skip the 3×3 sub-tiles")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default $SPOTWHISPER_CACHE_DIR or ~/.cache/…)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
-    p.add_argument("--config", default="encoders", help="feature config YAML (default configs/encoders.yaml)")
-    p.add_argument("--tiles-config", default="tiles", help="tile config YAML (default configs/tiles.yaml)")
+    add_config(p, "encoders", "feature settings")
+    add_config(p, "tiles", "tile settings", flag="--tiles-config")
     p.set_defaults(func=extract)
     m = sub.add_parser("models", help="list the image encoders: dimension, input size, weight source, licence")
     m.set_defaults(func=models)
@@ -46,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def extract(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
+    from ..config import load_config
     from ..encoders import (
         FeatureConfig,
         create_encoder,
@@ -56,6 +55,7 @@ def extract(args: argparse.Namespace) -> int:
     )
     from ..io import write_h5ad
     from ..io.inputs import load_input
+    from ..tiles import TileConfig
 
     cfg = load_config(FeatureConfig, args.config, model=args.model, batch_size=args.batch_size, cache_dir=args.cache_dir)
     cfg.cache = cfg.cache and not args.no_cache

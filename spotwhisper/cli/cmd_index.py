@@ -11,12 +11,12 @@ import argparse
 import json
 import sys
 
-from . import UserError, add_index_dir
+from .options import UserError, add_config, add_index_dir
 
 
 def _add_index_dir(parser: argparse.ArgumentParser) -> None:
     add_index_dir(parser)
-    parser.add_argument("--config", default="index", help="index settings (default: configs/index.yaml)")
+    add_config(parser, "index", "index settings")
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError, add_index_dir
+from .options import UserError, add_index_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

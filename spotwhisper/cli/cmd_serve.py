@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_index_dir
+from .options import add_config, add_index_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_index_dir(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--config", default=None, help="UI settings YAML (default configs/ui.yaml)")
+    add_config(p, "ui", "UI settings")
     p.add_argument("--example", default=None, help="query pre-filled in the chat box")
     p.set_defaults(func=run_serve)
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
-from ..config import load_config
-from ..io.inputs import load_input
-from ..tiles import TileConfig, compute_tissue_mask, grid_layout, render_preview, save_preview, spot_layout
-from . import add_data_dir
+from .options import add_config, add_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <slide>_tiles.png)")
     p.add_argument("--grid", action="store_true", help="draw a regular grid over tissue instead of spots")
     p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the image does not say")
-    p.add_argument("--config", default="tiles", help="tile config YAML (default configs/tiles.yaml)")
+    add_config(p, "tiles", "tile settings")
     p.add_argument("--max-side", type=int, default=2000, help="longer side of the PNG in px")
     add_data_dir(p)
     p.set_defaults(func=preview)
@@ -36,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def preview(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..config import load_config
+    from ..io.inputs import load_input
+    from ..tiles import TileConfig, compute_tissue_mask, grid_layout, render_preview, save_preview, spot_layout
+
     cfg = load_config(TileConfig, args.config)
     inp = load_input(args.slide, args.data_dir, mpp=args.mpp)
     tissue = compute_tissue_mask(inp.slide, cfg.tissue)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import add_data_dir
+from .options import add_config, add_data_dir
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -21,7 +21,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "section-out against ridge and mean baselines (--evaluate), then train on every section and "
         "save the model folder (weights, genes, config, model card).",
     )
-    p.add_argument("--config", default="expression", help="config YAML (default configs/expression.yaml)")
+    add_config(p, "expression", "training settings")
     p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped expression-default)")
     p.add_argument("--evaluate", action="store_true", help="also run leave-one-section-out evaluation")
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "expression_loso",
@@ -36,7 +36,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         description="Batch-aware highly variable genes over the her2st sections plus every gene the "
         "vocabulary and the protein map name; written one gene per line.",
     )
-    panel.add_argument("--config", default="panel", help="config YAML (default configs/panel.yaml)")
+    add_config(panel, "panel", "panel settings")
     panel.add_argument("--out", type=Path, default=None, help="panel file (default: the shipped gene_panel.txt)")
     add_data_dir(panel)
     panel.set_defaults(func=cmd_panel)

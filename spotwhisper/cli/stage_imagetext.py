@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import add_data_dir
+from .options import add_config, add_data_dir
 
 RESULTS = Path("benchmarks") / "results" / "aligned_loso"
 
@@ -22,7 +22,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "sections with H&E). With --evaluate, each section is first embedded by a head trained on the others "
         "and compared with the measured embedding, next to the route through inferred expression.",
     )
-    p.add_argument("--config", default="aligned", help="config YAML (default configs/aligned.yaml)")
+    add_config(p, "aligned", "training settings")
     p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped aligned-default)")
     p.add_argument("--evaluate", action="store_true", help="leave-one-section-out evaluation first")
     p.add_argument("--no-progress", action="store_true")

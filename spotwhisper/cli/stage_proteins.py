@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 from rich.console import Console
 
-from .. import keys
-from ..config import load_config
-from ..io import write_h5ad
-from ..io.anndata_io import read_h5ad
-from ..io.inputs import load_input
-from ..proteins import ProteinsConfig, export_ome_tiff, protein_qc, proteins_from_expression
-from . import UserError, add_data_dir
+from .options import UserError, add_config, add_data_dir
+
+if TYPE_CHECKING:  # pragma: no cover - the CLI imports anndata and the stages only when a command runs
+    import anndata as ad
+
+    from ..proteins import ProteinsConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, default=None, help=".h5ad with a protein panel: QC reference distribution")
     p.add_argument("--out", type=Path, default=None, help="output .h5ad (default: <slide>_proteins.h5ad)")
     p.add_argument("--ome-tiff", type=Path, default=None, help="output OME-TIFF (default: beside --out)")
-    p.add_argument("--config", default="proteins", help="config YAML (default configs/proteins.yaml)")
+    add_config(p, "proteins", "protein settings")
     add_data_dir(p)
     p.set_defaults(func=predict_proteins)
 
@@ -75,7 +74,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pth)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint to start from (e.g. released ROSIE weights)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    p.add_argument("--config", default="proteins", help="config YAML (default configs/proteins.yaml)")
+    add_config(p, "proteins", "protein settings")
     p.set_defaults(func=train_proteins)
 
 
@@ -88,6 +87,9 @@ def _route(args: argparse.Namespace) -> str:
 
 
 def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
+    from ..io.anndata_io import read_h5ad
+    from ..io.inputs import load_input
+
     if args.infer:
         from ..expression.pretrained import ExpressionModel
         from ..pipeline import spots_with_features
@@ -105,6 +107,7 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
 
 
 def _run_rosie(args: argparse.Namespace, cfg: ProteinsConfig) -> tuple[str, ad.AnnData]:
+    from ..io.inputs import load_input
     from ..proteins.from_image import map_to_anndata, proteins_from_image
     from ..proteins.rosie import load_rosie, predict_map
 
@@ -120,6 +123,12 @@ def _run_rosie(args: argparse.Namespace, cfg: ProteinsConfig) -> tuple[str, ad.A
 
 
 def predict_proteins(args: argparse.Namespace) -> int:
+    from .. import keys
+    from ..config import load_config
+    from ..io import write_h5ad
+    from ..io.anndata_io import read_h5ad
+    from ..proteins import ProteinsConfig, export_ome_tiff, protein_qc, proteins_from_expression
+
     cfg = load_config(ProteinsConfig, args.config)
     if args.stride is not None:
         cfg.rosie.stride_px = args.stride
@@ -172,6 +181,8 @@ def _find_pairs(folder: Path) -> list[tuple[Path, Path]]:
 def train_proteins(args: argparse.Namespace) -> int:
     import torch
 
+    from ..config import load_config
+    from ..proteins import ProteinsConfig
     from ..proteins.rosie import build_rosie_model, load_rosie_weights, save_rosie_checkpoint
     from ..proteins.train_rosie import PairedWindows, load_pair, train_rosie
 

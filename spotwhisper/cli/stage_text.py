@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..atomic import atomic_file
-from . import add_data_dir
+from .options import add_config, add_data_dir
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "heads against a frozen sentence encoder (CLIP loss), evaluate zero-shot AUROC and recall@k on the "
         "held-out patients, and save the model folder with metrics.json and auroc.csv.",
     )
-    p.add_argument("--config", default="text", help="config YAML (default configs/text.yaml)")
+    add_config(p, "text", "training settings")
     p.add_argument("--out", type=Path, default=Path("outputs/text"), help="model folder to write (default outputs/text)")
     p.add_argument("--cv", action="store_true", help="also run leave-one-patient-out cross-validation (6 folds)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")

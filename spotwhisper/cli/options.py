@@ -1,0 +1,38 @@
+"""Options and errors every ``spotwhisper`` command shares (one definition each).
+
+Kept free of heavy imports: ``spotwhisper --help`` and every subcommand's ``--help`` import the
+command modules, which import only this, argparse and the standard library at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--data-dir`` option (falls back to ``$SPOTWHISPER_DATA_DIR``)."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding her2st/ (default: $SPOTWHISPER_DATA_DIR)",
+    )
+
+
+def add_index_dir(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--index-dir`` option (falls back to ``$SPOTWHISPER_INDEX_DIR``, else ``indexes/``)."""
+    parser.add_argument(
+        "--index-dir",
+        default=None,
+        help="folder holding collections (default: $SPOTWHISPER_INDEX_DIR, else indexes/)",
+    )
+
+
+def add_config(parser: argparse.ArgumentParser, name: str | None, what: str, flag: str = "--config") -> None:
+    """Add a config option: a YAML file or a config name, default ``configs/<name>.yaml`` (one in
+    ``--config-dir`` wins). ``name=None``: the command's own default file."""
+    default = f"configs/{name}.yaml" if name else "the shipped one"
+    parser.add_argument(flag, default=name, help=f"{what}: a YAML file or config name (default {default})")
