@@ -1,0 +1,102 @@
+"""The built wheel works outside the checkout.
+
+Builds the wheel (``pip wheel --no-deps --no-build-isolation``) from a copy of the sources, installs
+it into a fresh virtual environment that sees this environment's dependencies
+(``--system-site-packages``) and, from a temporary folder, runs the venv's ``spotwhisper --help``,
+``spotwhisper index build`` on ~15 real her2st spots and ``spotwhisper search`` — asserting that the
+code, the configs and the vocabulary come from the venv, not from the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ["pyproject.toml", "README.md", "spotwhisper", "configs", "ui"]
+
+
+def _run(cmd: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """A venv with the wheel installed (and nothing of the checkout on its path)."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    src.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in SOURCES:  # a copy, so the build writes nothing into the checkout; symlinks stay symlinks
+        if (ROOT / name).is_dir() and not (ROOT / name).is_symlink():
+            shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPOTWHISPER_CONFIG_DIR")}
+    dist = work / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src], work, env)
+    (wheel,) = dist.glob("spotwhisper-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"spotwhisper", wheel.name.split("-py3")[0] + ".dist-info"}, \
+        "the wheel installs something besides the spotwhisper package (a top-level ui?)"
+    for needed in ("spotwhisper/configs/search.yaml", "spotwhisper/configs/vocabulary.yaml",
+                   "spotwhisper/configs/bench/harness.yaml", "spotwhisper/ui/app.py",
+                   "spotwhisper/pretrained/text-default/model.safetensors", "spotwhisper/resources/gene_panel.txt"):
+        assert needed in names, f"{needed} missing from the wheel"
+    venv = work / "venv"
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], work, env)
+    # the system pip (visible through --system-site-packages) installs into the venv's prefix
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", wheel], work, env)
+    return venv
+
+
+@pytest.mark.slow
+def test_wheel_runs_outside_the_checkout(venv, data_dir, tmp_path):
+    from spotwhisper import keys
+    from spotwhisper.io import read_her2st, write_h5ad
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "SPOTWHISPER_CONFIG_DIR", "SPOTWHISPER_INDEX_DIR")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    python, cli = venv / "bin" / "python", venv / "bin" / "spotwhisper"
+
+    where = _run([python, "-c", "import json, spotwhisper, spotwhisper.ui.app as app, spotwhisper.config as c, "
+                  "spotwhisper.prompts as p; print(json.dumps([spotwhisper.__file__, app.__file__, "
+                  "str(c.resolve_config_path('search')), str(c.resolve_config_path('vocabulary')), "
+                  "len(p.load_vocabulary().terms)]))"], outside, env)
+    package, app, search_yaml, vocabulary, n_terms = json.loads(where.stdout.splitlines()[-1])
+    for path in (package, app, search_yaml, vocabulary):
+        assert Path(path).resolve().is_relative_to(venv.resolve()), f"{path} is not from the venv"
+        assert not Path(path).resolve().is_relative_to(ROOT), f"{path} comes from the checkout"
+    assert n_terms > 10
+    no_ui = subprocess.run([python, "-c", "import ui"], cwd=outside, env=env, capture_output=True, text=True)
+    assert no_ui.returncode != 0 and "No module named 'ui'" in no_ui.stderr
+
+    assert "index" in _run([cli, "--help"], outside, env).stdout
+
+    c2 = read_her2st(data_dir, "C2")
+    strip = c2[c2.obs[keys.ARRAY_Y] == 19].copy()  # ~15 real spots; the H&E stays where it is (named in uns)
+    spots = write_h5ad(strip, outside / "strip.h5ad")
+    index_dir = outside / "collections"
+    _run([cli, "index", "build", "--collection", "wheel", spots, "--index-dir", index_dir], outside, env, timeout=600)
+    manifest = json.loads((index_dir / "wheel" / "manifest.json").read_text())
+    assert manifest["routes"]["text"]["n_vectors"] == strip.n_obs
+    assert (index_dir / "wheel" / "slides").is_dir()
+
+    found = _run([cli, "search", "invasive cancer", "--collection", "wheel", "--index-dir", index_dir,
+                  "--out-dir", outside / "results", "--json"], outside, env, timeout=600)
+    answer = json.loads(found.stdout[found.stdout.index("{"):])
+    assert answer["query"] == "invasive cancer" and answer["slides"][0]["slide"] == "C2", answer
+    assert "transcriptome" in answer["routes"]
+    assert sorted(p.suffix for p in (outside / "results").iterdir()) == [".csv", ".geojson", ".png"]
