@@ -160,6 +160,8 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
         raise ValueError("this UI serves slides from memory, not a collection on disk, so there is nothing to add to")
     folder = engine.store.folder.parent  # <index_dir>/<collection>/slides → <index_dir>/<collection>
     index = index_slides([adata], folder.name, index_dir=folder.parent, mode="add")
+    if getattr(engine, "index", None) is not None:
+        engine.index.refresh()  # every session searches it now
     return f"Added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
 
 

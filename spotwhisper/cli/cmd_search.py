@@ -49,21 +49,26 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ..names import check_name, safe_name, slug, unique_path
     from ..search.engine import open_engine
-    from ..search.export import slug, write_csv, write_geojson
+    from ..search.export import write_csv, write_geojson
     from ..search.regions import regions_table
     from ..search.render import render_hits, save_png
 
+    for name in args.slides or []:
+        check_name(name, "slide")  # before anything is read: a slide name is never a path
     engine = open_engine(args.collection, args.index_dir)
     result = engine.search(args.query, slides=args.slides, weights=parse_weights(args.weights), threshold=args.threshold)
     console = Console()
     written = []
     report = []
     for hits in result.slides[: args.top]:
-        stem = args.out_dir / f"{hits.slide}_{slug(args.query, 60, 'query')}"
-        written.append(save_png(render_hits(hits, result.threshold), stem.with_suffix(".png")))
-        written.append(write_csv(hits.spot_table(), stem.with_suffix(".csv")))
-        written.append(write_geojson(hits.regions, args.query, stem.with_suffix(".geojson"), slide=hits.slide))
+        # inside --out-dir, under a name no earlier output uses (two queries may slug alike)
+        stem = unique_path(args.out_dir, f"{safe_name(hits.slide, 64, 'slide')}_{slug(args.query, 60, 'query')}",
+                           (".png", ".csv", ".geojson"))
+        written.append(save_png(render_hits(hits, result.threshold), stem.with_name(stem.name + ".png")))
+        written.append(write_csv(hits.spot_table(), stem.with_name(stem.name + ".csv")))
+        written.append(write_geojson(hits.regions, args.query, stem.with_name(stem.name + ".geojson"), slide=hits.slide))
         report.append({"slide": hits.slide, "regions": regions_table(hits.regions),
                        "why": hits.explanation.sentence(6) if hits.explanation else None})
     if args.json:

@@ -15,9 +15,7 @@ then delete what it no longer lists; readers load everything under the shared lo
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..atomic import temp_dir
+from ..names import check_name
 from .config import IndexConfig, load_index_config, resolve_index_dir
 from .errors import (
     CollectionExistsError,
@@ -49,17 +49,6 @@ from .vectors import as_unit_vectors
 from .writer import add_shards, collect_garbage, commit, fill, next_shard_id, validated
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _check_name(name: str, what: str) -> str:
-    if not _NAME.match(name or ""):
-        raise ValueError(
-            f"bad {what} name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)"
-        )
-    return name
-
-
 def list_collections(index_dir: str | Path | None = None, cfg: IndexConfig | None = None) -> list[str]:
     """Names of the collections in the index folder (sub-folders holding a manifest), sorted."""
     root = resolve_index_dir(index_dir, cfg)
@@ -137,9 +126,9 @@ class CollectionIndex:
         to copies of them. An existing collection is replaced only with ``overwrite=True``.
         """
         cfg = cfg or load_index_config()
-        _check_name(name, "collection")
+        check_name(name, "collection")
         for route in models:
-            _check_name(route, "route")
+            check_name(route, "route")
         slides = validated(slides, models)
         root = resolve_index_dir(index_dir, cfg)
         folder = root / name
@@ -161,7 +150,7 @@ class CollectionIndex:
                 commit(folder, manifest)
             return cls.open(folder, cfg=cfg)
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        tmp = temp_dir(root, f".tmp-{name}-")
         try:
             manifest = Manifest(name)
             fill(tmp, manifest, slides, models, cfg, factory, train_vectors, expected_vectors)
