@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import temp_dir
-from ..names import check_name
+from ..names import check_name, is_valid_name
 from .config import IndexConfig, load_index_config, resolve_index_dir
 from .errors import (
     CollectionExistsError,
@@ -60,7 +60,12 @@ def list_collections(index_dir: str | Path | None = None, cfg: IndexConfig | Non
 def locate_collection(
     path_or_name: str | Path, index_dir: str | Path | None = None, cfg: IndexConfig | None = None
 ) -> Path:
-    """The folder of a collection given as a folder path or a name inside the index folder."""
+    """The folder of a collection given as a folder path or a name inside the index folder.
+
+    A replace (``--overwrite``) interrupted between its two renames — only where the file system
+    cannot exchange folders atomically — leaves the previous collection in ``.old-<name>-*/<name>``
+    until the next build puts it back; readers are pointed there meanwhile.
+    """
     p = Path(path_or_name)
     if (p / MANIFEST).is_file():
         return p
@@ -68,6 +73,11 @@ def locate_collection(
     candidate = root / str(path_or_name)
     if (candidate / MANIFEST).is_file():
         return candidate
+    if is_valid_name(str(path_or_name)):
+        prefix = f".old-{path_or_name}-"
+        for aside in sorted(root.glob(f"{prefix}*/{path_or_name}/{MANIFEST}")):
+            if "-" not in aside.parent.parent.name[len(prefix):]:
+                return aside.parent
     known = list_collections(root)
     raise UnknownCollectionError(
         f"unknown collection {str(path_or_name)!r}: no {MANIFEST} in {p if p.is_dir() else candidate}; "

@@ -56,28 +56,44 @@ _RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK = "127.0.0.1"
 
 
-def start_local_ray(num_cpus: int, object_store_memory: int | None = None) -> None:
-    """``ray.init`` a local instance bound to 127.0.0.1: the node address is loopback, so the GCS,
-    raylet, object manager, workers and agents listen there only; no dashboard. (Ray turns a
-    ``_node_ip_address`` of 127.0.0.1 into the machine's network address unless its "no cluster"
-    mode is on, which this switches on for the start-up and the processes it spawns.)"""
-    import ray
+@contextlib.contextmanager
+def _loopback_mode() -> Iterator[None]:
+    """Ray's "no cluster" mode for the block: 127.0.0.1 stays the node address (Ray otherwise turns it
+    into the machine's network address), also in the processes started meanwhile."""
     from ray._private import ray_constants
 
     before_env, before = os.environ.get(_RAY_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[_RAY_CLUSTER_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                     log_to_driver=False, _node_ip_address=LOOPBACK)
+        yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = before
         if before_env is None:
             os.environ.pop(_RAY_CLUSTER_ENV, None)
         else:
             os.environ[_RAY_CLUSTER_ENV] = before_env
+
+
+def start_local_ray(num_cpus: int, object_store_memory: int | None = None) -> None:
+    """``ray.init`` a local instance bound to 127.0.0.1: the node address is loopback, so the GCS,
+    raylet, object manager, workers and agents listen there only; no dashboard."""
+    import ray
+
+    with _loopback_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                 log_to_driver=False, _node_ip_address=LOOPBACK)
+
+
+def join_ray(address: str) -> None:
+    """``ray.init(address=...)``; a cluster on this machine's loopback (``127.0.0.1:port``, as
+    :func:`start_local_ray` makes) is joined on loopback."""
+    import ray
+
+    local = address.split("://")[-1].rsplit(":", 1)[0] in (LOOPBACK, "localhost")
+    with _loopback_mode() if local else contextlib.nullcontext():
+        ray.init(address=address, log_to_driver=False)
 
 
 @contextlib.contextmanager
@@ -94,7 +110,7 @@ def ray_session(cfg: ScaleConfig, num_cpus: int | None = None) -> Iterator[None]
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        join_ray(address)
     else:
         start_local_ray(num_cpus or cfg.num_cpus, int(cfg.object_store_gb * _GB) if cfg.object_store_gb else None)
     try:
