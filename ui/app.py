@@ -289,7 +289,10 @@ def launch(engine: SearchEngine, host: str = "127.0.0.1", port: int | None = 786
     sweeper stops with the process)."""
     from starlette.middleware import Middleware
 
+    import torch
+
     cfg = cfg or load_ui_config()
+    torch.set_num_threads(cfg.torch_threads)
     store = SessionStore(cfg)
     store.sweep()  # what an earlier server left behind
     app = build_app(engine, cfg, example, store)
