@@ -240,6 +240,11 @@ def main() -> None:
                 f"{len(one) + len(many)} messages {rss1:,.0f} MB ({rss1 - rss0:+,.0f} MB)")
         print(line, flush=True)
         lines.append(line)
+        if args.url is None:
+            used = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file() and f.name != "server.log")
+            line = f"server data folder (sessions, Gradio temp files) after the run: {used / 2**20:.1f} MB"
+            print(line, flush=True)
+            lines.append(line)
         for e in (err1 + errn)[:10]:
             print("  error:", e)
             lines.append(f"  error: {e}")

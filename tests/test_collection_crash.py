@@ -40,7 +40,7 @@ def _run(index_dir: Path, specs: list[str], kill_at: str | None, exchange: bool 
     if kill_at:
         env["SPOTWHISPER_KILL_AT"] = kill_at
     return subprocess.run([sys.executable, "-c", JOB, str(index_dir), "exchange" if exchange else "no-exchange", *specs],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def _searched(index_dir: Path) -> list[str]:

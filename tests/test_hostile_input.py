@@ -12,7 +12,15 @@ import pytest
 from spotwhisper import keys
 from spotwhisper.cli import main
 from spotwhisper.io import write_h5ad
-from spotwhisper.names import BadNameError, check_name, inside, safe_name, slug, unique_name, unique_path
+from spotwhisper.names import (
+    BadNameError,
+    check_name,
+    inside,
+    safe_name,
+    slug,
+    unique_name,
+    unique_path,
+)
 
 
 @pytest.mark.parametrize("bad", ["../x", "..", "a/b", "/etc", "", ".hidden", "x\0y", "a..b", "C2 ", "é", "x" * 200])

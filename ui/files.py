@@ -23,11 +23,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from spotwhisper import keys
 from spotwhisper.atomic import atomic_file
-from PIL import Image
-
 from spotwhisper.io import SlideError, open_slide, write_h5ad
 from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
 from spotwhisper.io.slide import TIFF_SUFFIXES

@@ -60,7 +60,7 @@ def redact(text: str, secrets: list[str | None]) -> str:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse every redirect: urllib then raises ``HTTPError`` with the 3xx status."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's hook
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 

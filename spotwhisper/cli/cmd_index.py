@@ -100,7 +100,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ..index import IndexFormatError, load_index_config, read_manifest, resolve_index_dir
+    from ..index import (
+        IndexFormatError,
+        load_index_config,
+        read_manifest,
+        resolve_index_dir,
+    )
     from ..index.manifest import MANIFEST
 
     cfg = load_index_config(args.config)

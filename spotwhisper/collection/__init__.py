@@ -13,7 +13,15 @@ opens them; it does not answer queries (:mod:`spotwhisper.search` does, over an 
 * :mod:`.config` — :class:`CollectionConfig` (``configs/collection.yaml``)
 """
 
-from .build import build_collection, commit_build, index_slides, plan_build, process_slides, remove_slide, store_slides
+from .build import (
+    build_collection,
+    commit_build,
+    index_slides,
+    plan_build,
+    process_slides,
+    remove_slide,
+    store_slides,
+)
 from .config import CollectionConfig, load_collection_config
 from .opened import OpenedCollection, open_collection
 from .publish import move_into_place, publish, recover

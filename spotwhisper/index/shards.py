@@ -124,7 +124,7 @@ def load_shard(collection: Path, info: ShardInfo, routes: Sequence[str]) -> Shar
         metadata = read_parquet(folder / METADATA)
     except IndexFormatError:
         raise
-    except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+    except Exception as err:  # pyarrow raises many types for a damaged file
         raise IndexFormatError(f"{folder / METADATA}: unreadable shard metadata ({type(err).__name__}: {err}); "
                                "rebuild the collection (index build --overwrite)") from err
     indexes, vectors = {}, {}

@@ -30,7 +30,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..atomic import kill_point
-from ..collection import CollectionConfig, commit_build, load_collection_config, plan_build
+from ..collection import (
+    CollectionConfig,
+    commit_build,
+    load_collection_config,
+    plan_build,
+)
 from ..collection.staging import (
     FAILED,
     REUSED,
