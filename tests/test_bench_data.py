@@ -64,9 +64,13 @@ def test_text_models_never_score_their_training_patients(shipped, tmp_path):
     cfg = TextConfig()
     other = TextConfig()
     other.train.epochs += 1
-    assert fold_key(cfg, ["A", "B"], ["C1"]) != fold_key(other, ["A", "B"], ["C1"])
+    key = fold_key(cfg, ["A", "B"], ["C1"], "data1", "enc1")
+    assert key != fold_key(other, ["A", "B"], ["C1"], "data1", "enc1")
+    # the data folder's content and the text encoder are part of the key
+    assert key != fold_key(cfg, ["A", "B"], ["C1"], "data2", "enc1")
+    assert key != fold_key(cfg, ["A", "B"], ["C1"], "data1", "enc2")
     # where caption embeddings are cached does not change the model
-    assert fold_key(cfg, ["A", "B"], ["C1"]) == fold_key(TextConfig(cache_dir="elsewhere"), ["A", "B"], ["C1"])
+    assert key == fold_key(TextConfig(cache_dir="elsewhere"), ["A", "B"], ["C1"], "data1", "enc1")
 
 
 PBMC_TASK = """\

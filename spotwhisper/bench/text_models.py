@@ -7,21 +7,21 @@ training captions. :class:`TextModels` therefore hands out, per patient, a model
 that patient: the shipped model for its held-out patients and user data (``patient=None``), and a
 leave-one-patient-out (LOPO) model — trained with ``configs/text.yaml`` on every other patient,
 exactly as ``spotwhisper train text --cv`` does — for the rest. LOPO models are cached on disk
-under ``<cache>/text-lopo/<key>/<patient>/`` where ``<key>`` hashes the text config, the gene panel
-and the training sections, so reruns load them in a second.
+under ``<cache>/text-lopo/<key>/<patient>/`` where ``<key>`` hashes the text config, the gene panel,
+the training sections and the content of their files, the frozen text encoder (settings and
+weights), the vocabulary the captions name and the code that writes captions and trains
+(:data:`LOPO_CODE`), so reruns load them in a second and nothing stale is reused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
 import anndata as ad
 
 from .. import keys
-from ..cache import cache_dir
+from ..cache import cache_dir, cache_key, code_fingerprint, file_fingerprint
 from ..config import to_dict
 from ..language.config import TextConfig
 from ..language.model import CONFIG_FILE, TextExpressionModel
@@ -33,12 +33,20 @@ def bench_cache_dir() -> Path:
     return cache_dir("bench")
 
 
-def fold_key(cfg: TextConfig, genes: list[str], sections: list[str]) -> str:
-    """16-hex hash of the text config (without its cache folder), panel genes and sections used."""
+#: code whose change changes a LOPO model: captions, the text model and its training, panel, vocabulary, reading
+LOPO_CODE = ("spotwhisper.language", "spotwhisper.genes", "spotwhisper.prompts", "spotwhisper.io.her2st")
+
+
+def fold_key(cfg: TextConfig, genes: list[str], sections: list[str], data: str, text_encoder: str) -> str:
+    """16-hex key of a LOPO model: text config (without its cache folder), panel genes, sections,
+    ``data`` (content fingerprint of the sections' files), ``text_encoder`` (its fingerprint), the
+    vocabulary file and the code (:data:`LOPO_CODE`)."""
+    from ..config import resolve_config_path
+
     conf = to_dict(cfg)
     conf.pop("cache_dir", None)
-    blob = json.dumps([conf, list(genes), sorted(sections)], sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return cache_key("text-lopo", conf, list(genes), sorted(sections), data, text_encoder,
+                     file_fingerprint(resolve_config_path("vocabulary")), code_fingerprint(*LOPO_CODE))
 
 
 class TextModels:
@@ -90,10 +98,12 @@ class TextModels:
         return self._all
 
     def _folder(self, patient: str, genes: list[str]) -> Path:
-        from ..io import list_sections
+        from ..io import list_sections, sections_fingerprint
 
-        sections = self.cfg.split.sections or list_sections(self.data_dir)
-        return self.cache_dir / "text-lopo" / fold_key(self.cfg, genes, list(sections)) / patient
+        sections = list(self.cfg.split.sections or list_sections(self.data_dir))
+        key = fold_key(self.cfg, genes, sections, sections_fingerprint(self.data_dir, sections),
+                       self.shipped.text_encoder.fingerprint())
+        return self.cache_dir / "text-lopo" / key / patient
 
     def _load_or_train(self, patient: str) -> TextExpressionModel:
         from ..genes import load_panel

