@@ -28,8 +28,8 @@ from anndata.io import read_elem
 from .. import __version__, keys
 from ..cache import code_fingerprint, file_fingerprint
 from ..config import resolve_config_path
-from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..datadir import resolve_data_dir
+from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..io import sections_fingerprint, write_h5ad
 from ..io.her2st import list_sections
 from ..io.inputs import IMAGE_SUFFIXES, SECTION_RE, load_input

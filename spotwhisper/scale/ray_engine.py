@@ -30,7 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..atomic import kill_point
-from ..collection import CollectionConfig, commit_build, load_collection_config, plan_build, staging
+from ..collection import (
+    CollectionConfig,
+    commit_build,
+    load_collection_config,
+    plan_build,
+    staging,
+)
 from ..collection.staging import StagedSlide
 from ..config import load_config
 from ..index import CollectionIndex, load_index_config, resolve_index_dir
