@@ -30,16 +30,19 @@ JOB = textwrap.dedent("""
     from spotwhisper.collection import build_collection
     if sys.argv[2] == "no-exchange":  # a file system without RENAME_EXCHANGE: the two-rename fallback
         sys.modules["spotwhisper.collection.publish"].exchange = lambda a, b: False
-    build_collection("coll", sys.argv[3:], index_dir=sys.argv[1], mode="overwrite", progress=False)
+    mode = "add" if sys.argv[2] == "add" else "overwrite"
+    build_collection("coll", sys.argv[3:], index_dir=sys.argv[1], mode=mode, progress=False)
 """)
 
 
-def _run(index_dir: Path, specs: list[str], kill_at: str | None, exchange: bool = True) -> subprocess.CompletedProcess:
+def _run(index_dir: Path, specs: list[str], kill_at: str | None, exchange: bool = True,
+         how: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("SPOTWHISPER_KILL_AT", None)
     if kill_at:
         env["SPOTWHISPER_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-c", JOB, str(index_dir), "exchange" if exchange else "no-exchange", *specs],
+    how = how or ("exchange" if exchange else "no-exchange")
+    return subprocess.run([sys.executable, "-c", JOB, str(index_dir), how, *specs],
                           env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -113,3 +116,18 @@ def test_rerun_after_kills_completes_and_drops_the_old_slides(built, strip_specs
     from spotwhisper.index import CollectionIndex
 
     assert CollectionIndex.open("coll", index_dir=built).slides() == NEW
+
+
+def test_add_killed_before_its_manifest_update_is_invisible_then_resumes(built, strip_specs):
+    """--add writes the new slide files first: killed right after, search does not list the slide
+    (the manifest does not), and the rerun adds it once."""
+    assert _searched(built) == NEW
+    proc = _run(built, strip_specs[:1], "add:slides", how="add")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert (built / "coll" / "slides" / "C2.h5ad").is_file() and _searched(built) == NEW
+    proc = _run(built, strip_specs[:1], None, how="add")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _searched(built) == ["C2", "C4"]
+    from spotwhisper.index import CollectionIndex
+
+    assert CollectionIndex.open("coll", index_dir=built).slides() == ["C4", "C2"]

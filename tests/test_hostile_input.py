@@ -136,3 +136,14 @@ def test_index_list_shows_valid_collections_and_marks_the_broken_one(collection_
     assert "1 collection(s) cannot be read" in captured.err
     assert main(["index", "info", "--collection", "broken", "--index-dir", str(idx)]) == 1
     assert "manifest.json: unreadable manifest" in capsys.readouterr().err
+
+
+def test_uploaded_file_names_are_cleaned(tmp_path):
+    from spotwhisper.ui.files import keep_upload, session_folder
+
+    src = tmp_path / "a b;rm -rf ..png"
+    src.write_bytes(b"x")
+    folder = session_folder(tmp_path / "data", "../../other-session")
+    assert folder.parent == tmp_path / "data" and folder.name == "other-session"
+    kept = keep_upload(src, folder)
+    assert kept.name == "a_b_rm_-rf.png" and folder in kept.parents
