@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .options import add_config, add_data_dir, command_group
+from .options import SLIDE_KINDS, add_config, add_data_dir, add_mpp, command_group
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,13 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "SLIDE_OR_SECTION is a her2st section (C2), an .h5ad whose uns['spatial'] names its image, or an "
         "image file (then a regular grid over tissue is encoded). Results are cached on disk.",
     )
-    p.add_argument("slide", metavar="SLIDE_OR_SECTION", help="her2st section id, .h5ad or image file")
+    p.add_argument("slide", metavar="SLIDE_OR_SECTION", help=SLIDE_KINDS)
     add_data_dir(p)
     p.add_argument("--model", default=None, help="encoder name (default from --config; see `spotwhisper features models`)")
     p.add_argument("--weights", default=None, help="weights: local file/folder or hub id (default: the model's own source)")
     p.add_argument("--out", type=Path, default=None, help=".h5ad to write (default: <slide>_features_<model>.h5ad)")
     p.add_argument("--grid", action="store_true", help="encode a regular grid over tissue instead of spots")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel of the image, when it does not say")
+    add_mpp(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N spots (a quick look)")
     p.add_argument("--batch-size", type=int, default=None, help="spots per batch")
     p.add_argument("--no-subtiles", action="store_true", help="skip the 3×3 sub-tiles")

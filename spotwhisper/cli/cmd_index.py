@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import UserError, add_config, add_index_dir, command_group
+from .options import UserError, add_config, add_index_dir, add_mpp, command_group
 
 
 def _add_index_dir(parser: argparse.ArgumentParser) -> None:
@@ -198,7 +198,7 @@ def register(subparsers) -> None:
     p.add_argument("slides", nargs="*", metavar="SLIDE",
                    help="slides to run the pipeline on: her2st sections (C2), .h5ad files with spots, or images")
     p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPOTWHISPER_DATA_DIR)")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, for images that do not say")
+    add_mpp(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="run the pipeline in this process (local) or as Ray Data batch jobs (ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray instance (--engine ray)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .options import add_config, add_data_dir, command_group
+from .options import SLIDE_KINDS, add_config, add_data_dir, add_mpp, command_group
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "preview",
         help="write a PNG of the slide with tiles, sub-tiles and spot centres drawn",
         description="Write a PNG of the slide with the tissue mask (green), spot tiles (blue; red when "
-        "under 25%% tissue), their sub-tiles and spot centres (yellow). SLIDE is a her2st section (C2), "
+        "under 25%% tissue), their sub-tiles and spot centres (yellow). SLIDE is a her2st section (C2), a Space Ranger folder, "
         "an .h5ad with an image, or an image file (then a regular grid over tissue is drawn).",
     )
-    p.add_argument("slide", help="her2st section id, .h5ad or image file")
+    p.add_argument("slide", help=SLIDE_KINDS)
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <slide>_tiles.png)")
     p.add_argument("--grid", action="store_true", help="draw a regular grid over tissue instead of spots")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the image does not say")
+    add_mpp(p)
     add_config(p, "tiles", "tile settings")
     p.add_argument("--max-side", type=int, default=2000, help="longer side of the PNG in px")
     add_data_dir(p)

@@ -45,3 +45,16 @@ def command_group(subparsers: argparse._SubParsersAction, name: str, help_text: 
     parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
     return parser.add_subparsers(dest=f"{name}_action", metavar=metavar)
+
+
+#: what a slide argument may be (help text of every command that reads slides)
+SLIDE_KINDS = "her2st section id (C2), .h5ad with an image, Space Ranger output folder, or image file"
+
+
+def add_mpp(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--mpp`` option of commands that read slides."""
+    parser.add_argument(
+        "--mpp", type=float, default=None,
+        help="µm per pixel, when the image does not say; for a Space Ranger folder, per full-resolution pixel "
+        "(give it when the spot pitch is not Visium's 100 µm, e.g. 200 µm ST arrays). The log names the µm/px used",
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .options import add_config, add_data_dir
+from .options import SLIDE_KINDS, add_config, add_data_dir, add_mpp
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -50,10 +50,10 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         "(a her2st section like C2, or an .h5ad with spots and an image), with aleatoric and epistemic "
         "variance in layers. Writes an .h5ad.",
     )
-    p.add_argument("slide", help="her2st section id or .h5ad")
+    p.add_argument("slide", help=SLIDE_KINDS.replace(", or image file", ""))
     p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     p.add_argument("--out", type=Path, default=None, help="output .h5ad (default <slide>_expression.h5ad)")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel, when the image does not say")
+    add_mpp(p)
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
     p.set_defaults(func=cmd_predict)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from .options import UserError, add_config, add_data_dir
+from .options import UserError, add_config, add_data_dir, add_mpp
 
 if TYPE_CHECKING:  # pragma: no cover - the CLI imports anndata and the stages only when a command runs
     import anndata as ad
@@ -49,7 +49,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         "--trust-pickle", action="store_true", help="allow pickled objects in the checkpoint (trusted files only)"
     )
     p.add_argument("--layer", default=None, help="expression layer for route B (default: log1p layer, else X)")
-    p.add_argument("--mpp", type=float, default=None, help="µm per pixel of the image, when it does not say")
+    add_mpp(p)
     p.add_argument(
         "--stride", type=int, default=None, help="route A window stride in ROSIE pixels (config: rosie.stride_px)"
     )

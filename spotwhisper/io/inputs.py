@@ -8,10 +8,12 @@ from pathlib import Path
 
 import anndata as ad
 
+from .. import keys
 from .anndata_io import read_h5ad
 from .her2st import read_her2st
 from .slide import OPENSLIDE_SUFFIXES, PIL_SUFFIXES, TIFF_SUFFIXES, Slide, open_slide
 from .spatial import open_source_slide
+from .visium import is_spaceranger_folder, read_visium
 
 SECTION_RE = re.compile(r"^[A-Z]\d+$")
 IMAGE_SUFFIXES = PIL_SUFFIXES | TIFF_SUFFIXES | OPENSLIDE_SUFFIXES
@@ -34,14 +36,20 @@ def load_input(
     mpp: float | None = None,
     require_image: bool = True,
 ) -> SlideInput:
-    """Open ``spec``: a her2st section id (``"C2"``), an ``.h5ad`` with ``uns["spatial"]`` or an image.
+    """Open ``spec``: a her2st section id (``"C2"``), an ``.h5ad`` with ``uns["spatial"]``, a Space
+    Ranger output folder or an image.
 
-    ``mpp`` (µm per pixel) overrides what the files say. With ``require_image`` a section or
-    AnnData without an H&E image is an error.
+    ``mpp`` (µm per pixel) overrides what the files say; for a Space Ranger folder it is µm per
+    full-resolution pixel (see :func:`~spotwhisper.io.visium.read_visium`, e.g. 200 µm ST arrays).
+    With ``require_image`` a section or AnnData without an H&E image is an error.
     """
     text = str(spec)
     path = Path(text)
-    if path.suffix.lower() == ".h5ad":
+    if path.is_dir() and is_spaceranger_folder(path):
+        adata = read_visium(path, mpp=mpp)
+        name = str(adata.obs[keys.SECTION].iloc[0])
+        mpp = None  # read_visium applied it to full-resolution pixels (the source image may be the hires PNG)
+    elif path.suffix.lower() == ".h5ad":
         adata = read_h5ad(path)
         name = path.stem
     elif path.suffix.lower() in IMAGE_SUFFIXES:
@@ -52,8 +60,8 @@ def load_input(
         name = text
     else:
         raise FileNotFoundError(
-            f"{text}: not a her2st section id (like C2), an .h5ad file or an image "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{text}: not a her2st section id (like C2), an .h5ad file, a Space Ranger output folder or an "
+            f"image ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     try:
         slide, scale = open_source_slide(adata)

@@ -31,7 +31,7 @@ from scipy import sparse
 from .. import keys
 from .slide import SUPPORTED, Slide, SlideError, open_slide
 from .spatial import attach_image, estimate_spacing_px
-from .technologies import VISIUM, Technology
+from .technologies import ST, VISIUM, Technology
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ NOT_FULLRES = ("cytassist", "fiducial", "detected_tissue", "aligned_tissue", "ti
 #: A full-resolution candidate must match the size implied by the PNG and its scale factor this closely.
 FULLRES_SIZE_TOLERANCE = 0.01
 BIN_SIZE_KEY = "bin_size_um"  # Visium HD scale factor: side of one bin in µm
+#: a measured spot pitch this close (relative) to a platform's is taken as that platform
+PITCH_TOLERANCE = 0.25
+#: where the µm/px came from, as the log line says it
+MPP_SOURCES = {
+    "scalefactors": "microns_per_pixel of scalefactors_json.json",
+    "user": "given (mpp= / --mpp)",
+    "spot_spacing": "estimated from the spot spacing, assuming Visium's 100 µm pitch; pass mpp= (--mpp) for other arrays",
+    "unknown": "unknown",
+}
 
 
 def _outs_folder(path: Path) -> Path:
@@ -60,6 +69,17 @@ def _outs_folder(path: Path) -> Path:
     if not has_matrix and (path / "outs").is_dir():
         return path / "outs"
     return path
+
+
+def is_spaceranger_folder(path: str | Path) -> bool:
+    """True for a folder holding Space Ranger outputs (``spatial/`` beside the counts, or an ``outs/`` that does)."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    for d in (p, p / "outs"):
+        if (d / "spatial").is_dir() and ((d / MATRIX_H5).exists() or (d / MATRIX_DIR).is_dir()):
+            return True
+    return False
 
 
 def read_counts(folder: Path) -> tuple[ad.AnnData, Path]:
@@ -239,6 +259,26 @@ def _technology(scalefactors: dict[str, float]) -> Technology:
     return VISIUM
 
 
+def _pitch_technology(tech: Technology, spacing_px: float | None, mpp_full: float | None, mpp_source: str,
+                      where: str) -> tuple[Technology, float | None]:
+    """The platform the measured spot pitch says (ST arrays in Space Ranger layout have 200 µm) → ``(tech, pitch µm)``.
+
+    Only a µm/px that does not itself come from the spot spacing can measure the pitch.
+    """
+    if not (spacing_px and mpp_full) or mpp_source == "spot_spacing" or tech is not VISIUM:
+        return tech, None
+    pitch = spacing_px * mpp_full
+    for cand in (VISIUM, ST):
+        if abs(pitch - cand.spot_spacing_um) <= PITCH_TOLERANCE * cand.spot_spacing_um:
+            if cand is not VISIUM:
+                log.info("%s: spot pitch %.0f µm is %s's (%.0f µm), not Visium's 100 µm; tiles follow the measured pitch",
+                         where, pitch, cand.name, cand.spot_spacing_um)
+            return cand, pitch
+    warnings.warn(f"{where}: spot pitch {pitch:.0f} µm at {mpp_full:.3f} µm/px matches no known array (Visium 100 µm, "
+                  "ST 200 µm); is the µm/px right?", stacklevel=3)
+    return tech, pitch
+
+
 def _microns_per_pixel(
     scalefactors: dict[str, float], mpp: float | None, spacing_px: float | None, tech: Technology, where: Path
 ) -> tuple[float | None, str]:
@@ -284,7 +324,10 @@ def read_visium(
         hires PNG (or lowres) with coordinates scaled by its scale factor.
     mpp
         µm per full-resolution pixel, used when the scale factors carry no ``microns_per_pixel``;
-        when neither gives it, it is estimated from the spot spacing (Visium: 100 µm).
+        when neither gives it, it is estimated from the spot spacing (Visium: 100 µm). Give it for
+        folders whose spot pitch is not Visium's (older ST arrays saved in Space Ranger layout
+        have 200 µm): the pitch is then measured, the technology set from it, and tiles follow it.
+        The µm/px used and its source are logged and kept in ``uns["spatial"][lib]["metadata"]["mpp_source"]``.
     hires_max_side
         Longer side (px) of the display image made when there is no hires PNG.
     patient
@@ -321,6 +364,10 @@ def read_visium(
     coords = adata.obsm[keys.SPATIAL]
     spacing = estimate_spacing_px(coords) if len(coords) >= 2 else None
     mpp_full, mpp_source = _microns_per_pixel(scalefactors, mpp, spacing, tech, folder)
+    tech, pitch = _pitch_technology(tech, spacing, mpp_full, mpp_source, f"Visium {library_id}")
+    log.info("Visium %s: %s µm/px at full resolution (%s)%s", library_id,
+             f"{mpp_full:.4f}" if mpp_full else "unknown", MPP_SOURCES[mpp_source],
+             f"; spot pitch {pitch:.0f} µm" if pitch else "")
     if spacing is None and mpp_full:
         spacing = tech.spot_spacing_um / mpp_full
     diameter = scalefactors.get(keys.SPOT_DIAMETER) or (tech.spot_diameter_um / mpp_full if mpp_full else None)
