@@ -19,6 +19,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..cache import cache_dir, file_fingerprint
 from ..io.slide import ArraySlide, Slide
+from ..tiles.views import SlideView
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def default_cache_dir() -> Path:
 
 
 def slide_fingerprint(slide: Slide, chunk_mb: float = 1.0, full_hash_max_mb: float = 64.0) -> str:
-    """Content fingerprint of a slide: of its file, or of the pixels of an in-memory slide."""
+    """Content fingerprint of a slide: of its file, or of the pixels of an in-memory slide; a
+    :class:`~spotwhisper.tiles.views.SlideView` adds what it changes (µm/px, stain) to its base's."""
+    if isinstance(slide, SlideView):
+        base = slide_fingerprint(slide.base, chunk_mb, full_hash_max_mb)
+        return "view:" + hashlib.sha256(json.dumps([base, slide.spec()], sort_keys=True).encode()).hexdigest()
     if isinstance(slide, ArraySlide):
         arr = slide._array
         return "array:" + hashlib.sha256(np.ascontiguousarray(arr).tobytes() + str(arr.shape).encode()).hexdigest()
