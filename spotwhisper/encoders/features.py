@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: Resampling by more than this factor away from a model's training µm/px is logged as a warning.
 MPP_MISMATCH_WARN = 1.5
+#: Encoders reading tiles at a fixed µm/px warn when the slide is coarser than that by more than this factor.
+TILE_MPP_UPSAMPLE_WARN = 1.1
 
 
 @dataclass
@@ -98,7 +100,28 @@ def resampling_note(layout: TileLayout, out_px: int, trained_mpp: float | None =
     return note
 
 
+def tile_px(layout: TileLayout, encoder: ImageEncoder) -> int:
+    """Pixels per tile side fed to ``encoder``: its input size, or — for encoders that read tiles at a
+    fixed µm/px (``spec.tile_mpp``) — the tile side at that resolution, a multiple of the sub-tile grid."""
+    tile_mpp = encoder.spec.tile_mpp
+    if not tile_mpp:
+        return encoder.image_size
+    g = layout.subtile_grid
+    return g * max(1, round(layout.side_um / tile_mpp / g))
+
+
 def _log_resampling(layout: TileLayout, encoder: ImageEncoder, with_subtiles: bool) -> str:
+    tile_mpp = encoder.spec.tile_mpp
+    if tile_mpp:
+        px, g = tile_px(layout, encoder), layout.subtile_grid
+        note = (f"slide at {layout.mpp:.3f} µm/px; {layout.side_um:.0f} µm tiles read at {layout.side_um / px:.2f} µm/px "
+                f"({px} px{f', {g}×{g} sub-tiles of {px // g} px' if with_subtiles and g > 1 else ''})")
+        log.info("%s: %s", encoder.name, note)
+        if layout.mpp > tile_mpp * TILE_MPP_UPSAMPLE_WARN:
+            log.warning("%s reads tiles at %g µm/px, but this slide is only %.2f µm/px: tiles are upsampled %.1f×, "
+                        "outside what the models were trained on; use a finer image if there is one", encoder.name,
+                        tile_mpp, layout.mpp, layout.mpp / tile_mpp)
+        return note
     note = resampling_note(layout, encoder.image_size, encoder.spec.trained_mpp)
     log.info("%s: %s", encoder.name, note)
     trained = encoder.spec.trained_mpp
@@ -169,14 +192,21 @@ def _encode_layout(
     out = {"features": np.zeros((n, d), np.float32), "blur": np.zeros(n, np.float32)}
     if cfg.with_subtiles:
         out["subtiles"] = np.zeros((n, g2, d), np.float32)
-    px = encoder.image_size
-    batches = iter_tile_batches(
-        slide, layout, out_px=px, batch_size=cfg.batch_size, with_subtiles=cfg.with_subtiles, normalizer=normalizer, progress=False
-    )
+    px = tile_px(layout, encoder)
+    crops = bool(encoder.spec.tile_mpp) and cfg.with_subtiles  # sub-tiles cut from the tile, not re-read
+    # tiles read at a fixed µm/px are shrunk as a scanner's downsampled image would be (Lanczos)
+    batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size, with_subtiles=cfg.with_subtiles and not crops,
+                                normalizer=normalizer, progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear")
     with tqdm(total=n, desc=f"{encoder.name} features", unit="tile", disable=not progress) as bar:
         for b in _prefetched(batches, cfg.prefetch):
-            imgs = b.tiles if b.subtiles is None else np.concatenate([b.tiles[:, None], b.subtiles], axis=1).reshape(-1, px, px, 3)
-            emb = encoder.encode(imgs, cfg.forward_batch).reshape(len(b.indices), -1, d)
+            if crops:
+                g, s = layout.subtile_grid, px // layout.subtile_grid
+                subs = b.tiles.reshape(len(b.indices), g, s, g, s, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, s, s, 3)
+                emb = np.concatenate([encoder.encode(b.tiles, cfg.forward_batch)[:, None],
+                                      encoder.encode(subs, cfg.forward_batch).reshape(len(b.indices), g * g, d)], axis=1)
+            else:
+                imgs = b.tiles if b.subtiles is None else np.concatenate([b.tiles[:, None], b.subtiles], axis=1).reshape(-1, px, px, 3)
+                emb = encoder.encode(imgs, cfg.forward_batch).reshape(len(b.indices), -1, d)
             out["features"][b.indices] = emb[:, 0]
             if cfg.with_subtiles:
                 out["subtiles"][b.indices] = emb[:, 1:]
@@ -203,6 +233,7 @@ def _cache_parts(slide: Slide, layout: TileLayout, encoder: ImageEncoder, tile_c
         "stain": {"io": stain.io, "alpha": stain.alpha, "beta": stain.beta, "ref": stain.reference_he, "max_c": stain.reference_max_c}
         if stain.normalize
         else False,
+        **({"tile_mpp": encoder.spec.tile_mpp} if encoder.spec.tile_mpp else {}),
     }
 
 

@@ -73,6 +73,9 @@ class EncoderSpec:
     gated: bool = False
     reference: str = ""
     channels_last: bool = False  #: run in channels-last memory format (faster depthwise convs on CPU)
+    #: read tiles at this many µm per pixel, at whatever size in pixels that gives (``input_size`` 0),
+    #: and sub-tiles as crops of the tile; ``None`` = every tile resized to ``input_size``
+    tile_mpp: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, ``.h5ad``-writable description (no loader, no ``None`` values)."""
@@ -92,6 +95,8 @@ class EncoderSpec:
         }
         if self.trained_mpp is not None:
             out["trained_mpp"] = self.trained_mpp
+        if self.tile_mpp is not None:
+            out["tile_mpp"] = self.tile_mpp
         return out
 
 
@@ -150,7 +155,7 @@ class ImageEncoder(nn.Module):
         self.mean = tuple(loaded.mean or spec.mean)
         self.std = tuple(loaded.std or spec.std)
         interp = InterpolationMode(spec.interpolation)
-        self._resize = v2.Resize((self.image_size, self.image_size), interpolation=interp, antialias=True)
+        self._resize = v2.Resize((self.image_size, self.image_size), interpolation=interp, antialias=True) if self.image_size else None
         self._normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
         self.eval()
 
@@ -170,7 +175,7 @@ class ImageEncoder(nn.Module):
         and normalises with its mean/std.
         """
         x = image_batch(images, self.name)
-        if x.shape[-2:] != (self.image_size, self.image_size):
+        if self.image_size and x.shape[-2:] != (self.image_size, self.image_size):  # 0 = any size
             x = self._resize(x)
         return self._normalize(x)
 

@@ -26,10 +26,14 @@ class TileBatch:
     blur: np.ndarray
 
 
-def _resize(img: np.ndarray, px: int) -> np.ndarray:
+#: resampling filters by name (PIL antialiases all of them when shrinking)
+FILTERS = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
+
+
+def _resize(img: np.ndarray, px: int, resample: str = "bilinear") -> np.ndarray:
     if img.shape[0] == px and img.shape[1] == px:
         return img
-    return np.asarray(Image.fromarray(img).resize((px, px), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img).resize((px, px), FILTERS[resample]))
 
 
 def read_tile(
@@ -39,10 +43,12 @@ def read_tile(
     out_px: int,
     with_subtiles: bool = True,
     normalizer: MacenkoNormalizer | None = None,
+    resample: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Tile ``i`` as ``(P, P, 3)`` and its sub-tiles as ``(g*g, P, P, 3)`` (or ``None``).
 
-    The region is read once, from the coarsest pyramid level that keeps sub-tiles at ``out_px``.
+    The region is read once, from the coarsest pyramid level that keeps sub-tiles at ``out_px``,
+    and resized with the ``resample`` filter (``"bilinear"`` or ``"lanczos"``, see :data:`FILTERS`).
     """
     g = layout.subtile_grid if with_subtiles else 1
     side = layout.side_px
@@ -53,12 +59,12 @@ def read_tile(
     region = slide.read_region((int(round(x0)), int(round(y0))), level, (n, n))
     if normalizer is not None:
         region = normalizer.transform(region)
-    tile = _resize(region, out_px)
+    tile = _resize(region, out_px, resample)
     if not with_subtiles:
         return tile, None
     edges = np.linspace(0, n, g + 1).round().astype(int)
     subs = [
-        _resize(np.ascontiguousarray(region[edges[r] : edges[r + 1], edges[c] : edges[c + 1]]), out_px)
+        _resize(np.ascontiguousarray(region[edges[r] : edges[r + 1], edges[c] : edges[c + 1]]), out_px, resample)
         for r in range(g)
         for c in range(g)
     ]
@@ -75,6 +81,7 @@ def iter_tile_batches(
     indices: np.ndarray | None = None,
     progress: bool = True,
     desc: str = "tiles",
+    resample: str = "bilinear",
 ) -> Iterator[TileBatch]:
     """Yield :class:`TileBatch` es over ``indices`` (default: every tile) of ``layout``."""
     if batch_size < 1:
@@ -86,7 +93,7 @@ def iter_tile_batches(
             idx = order[start : start + batch_size]
             tiles, subs, blur = [], [], []
             for i in idx:
-                t, s = read_tile(slide, layout, int(i), out_px, with_subtiles, normalizer)
+                t, s = read_tile(slide, layout, int(i), out_px, with_subtiles, normalizer, resample)
                 tiles.append(t)
                 subs.append(s)
                 blur.append(blur_variance(t))
