@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..setmodel import NetConfig
+from ..tiles.config import AugmentConfig
 
 
 @dataclass
@@ -31,5 +32,6 @@ class ExpressionConfig:
     min_panel_overlap: float = 0.9  #: refuse data holding less of the panel than this
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  #: stain / resolution copies of training sections
     top_variable: int = 50  #: "most variable genes" reported separately in evaluation
     top_k_retrieval: int = 20  #: k of the per-spot top-gene retrieval metric

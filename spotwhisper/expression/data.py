@@ -24,7 +24,9 @@ def training_data(adata: ad.AnnData, genes: Sequence[str], encoder: str, use_sub
 
 
 def concat_training(parts: Sequence[TrainingData]) -> TrainingData:
-    """Stack the spots of several sections (neighbour features were already gathered per section)."""
+    """Stack the spots of several sections (neighbour features were already gathered per section);
+    ``copies`` is the largest of the parts'."""
     inputs = SpotInputs.concat([p.inputs for p in parts])
     stack = lambda arrs: None if arrs[0] is None else np.concatenate(arrs)  # noqa: E731
-    return TrainingData(inputs, stack([p.log1p for p in parts]), stack([p.counts for p in parts]), stack([p.libsize for p in parts]))
+    return TrainingData(inputs, stack([p.log1p for p in parts]), stack([p.counts for p in parts]),
+                        stack([p.libsize for p in parts]), copies=max(p.copies for p in parts))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,17 +21,31 @@ log = logging.getLogger(__name__)
 METHODS = ("deepspot", "ridge", "mean")
 
 
-def folds(parts: Mapping[str, TrainingData]) -> Iterator[tuple[str, TrainingData, TrainingData]]:
-    """Leave-one-section-out splits: ``(held-out section, training data, held-out data)``."""
+def training_set(parts: Mapping[str, TrainingData], sections: Iterable[str],
+                 augmented: Mapping[str, Sequence[TrainingData]] | None = None) -> TrainingData:
+    """The spots of ``sections`` with their augmented copies (``augmented[section]``), stacked."""
+    chosen = list(sections)
+    extra = [c for s in chosen for c in (augmented or {}).get(s, [])]
+    data = concat_training([parts[s] for s in chosen] + extra)
+    data.copies = 1 + (len(extra) // max(1, len(chosen)))
+    return data
+
+
+def folds(parts: Mapping[str, TrainingData], augmented: Mapping[str, Sequence[TrainingData]] | None = None
+          ) -> Iterator[tuple[str, TrainingData, TrainingData]]:
+    """Leave-one-section-out splits: ``(held-out section, training data, held-out data)``; the training
+    data hold the other sections' augmented copies, the held-out data only the original section."""
     if len(parts) < 2:
         raise ValueError("leave-one-section-out needs at least two sections")
     for held in parts:
-        yield held, concat_training([p for s, p in parts.items() if s != held]), parts[held]
+        yield held, training_set(parts, [s for s in parts if s != held], augmented), parts[held]
 
 
-def out_of_fold(parts: Mapping[str, TrainingData], cfg: ExpressionConfig, progress: bool = True) -> dict[str, Prediction]:
+def out_of_fold(parts: Mapping[str, TrainingData], cfg: ExpressionConfig, progress: bool = True,
+                augmented: Mapping[str, Sequence[TrainingData]] | None = None) -> dict[str, Prediction]:
     """Each section predicted by an ensemble trained on the other sections (for honest benchmarks)."""
-    return {held: fit_ensemble(train, cfg, progress=progress).predict(test.inputs) for held, train, test in folds(parts)}
+    return {held: fit_ensemble(train, cfg, progress=progress).predict(test.inputs)
+            for held, train, test in folds(parts, augmented)}
 
 
 def loso_evaluate(
@@ -40,6 +54,7 @@ def loso_evaluate(
     cfg: ExpressionConfig,
     methods: tuple[str, ...] = METHODS,
     progress: bool = True,
+    augmented: Mapping[str, Sequence[TrainingData]] | None = None,
 ) -> pd.DataFrame:
     """Hold out each section in turn, train on the rest, score the held-out one.
 
@@ -48,7 +63,9 @@ def loso_evaluate(
     ``uncertainty_spearman`` (rank correlation of predicted variance with squared error).
     """
     rows = []
-    for held, train, test in folds(parts):
+    for held, train, test in folds(parts, augmented):
+        # baselines see the original spots only (ridge's internal CV would pick its penalty on copies)
+        plain = training_set(parts, [s for s in parts if s != held]) if augmented else train
         for method in methods:
             extra = {}
             if method == "deepspot":
@@ -59,9 +76,9 @@ def loso_evaluate(
                 sample = np.random.default_rng(0).choice(err.size, size=min(err.size, 200_000), replace=False)
                 extra["uncertainty_spearman"] = float(spearmanr(var.ravel()[sample], err.ravel()[sample]).statistic)
             elif method == "ridge":
-                y = RidgeBaseline().fit(train.inputs, train.log1p).predict(test.inputs)
+                y = RidgeBaseline().fit(plain.inputs, plain.log1p).predict(test.inputs)
             elif method == "mean":
-                y = MeanBaseline().fit(train.inputs, train.log1p).predict(test.inputs)
+                y = MeanBaseline().fit(plain.inputs, plain.log1p).predict(test.inputs)
             else:
                 raise ValueError(f"unknown method {method!r} (known: {METHODS})")
             figures = evaluate_prediction(y, test.log1p, coords[held], cfg.top_variable, cfg.top_k_retrieval)

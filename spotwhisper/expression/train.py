@@ -20,12 +20,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainingData:
     """Inputs and targets of ``n`` spots: ``log1p`` ``(n, genes)`` log1p(CP10k) of the panel,
-    ``counts`` ``(n, genes)`` raw counts and ``libsize`` ``(n,)`` (needed by the NB head)."""
+    ``counts`` ``(n, genes)`` raw counts and ``libsize`` ``(n,)`` (needed by the NB head).
+    ``copies``: how many versions of each spot the rows hold (1 + augmented copies, see
+    ``tiles.AugmentConfig``); an epoch then covers every version, and training runs
+    ``epochs / copies`` of them, so augmentation replaces optimisation steps instead of adding them."""
 
     inputs: SpotInputs
     log1p: np.ndarray
     counts: np.ndarray | None = None
     libsize: np.ndarray | None = None
+    copies: int = 1
 
 
 def fit_ensemble(data: TrainingData, cfg: ExpressionConfig, progress: bool = True) -> Ensemble:
@@ -57,16 +61,17 @@ def _fit(data: TrainingData, cfg: ExpressionConfig, progress: bool) -> Ensemble:
     lib = torch.as_tensor(data.libsize, dtype=torch.float32) if data.libsize is not None else None
     n = len(x)
     members = []
-    steps = tc.ensemble * tc.epochs
+    epochs = max(1, round(tc.epochs / max(1, data.copies)))
+    steps = tc.ensemble * epochs
     bar = tqdm(total=steps, desc="train expression", unit="epoch", disable=not progress, leave=False)
     for m in range(tc.ensemble):
         gen = torch.Generator().manual_seed(tc.seed + m)
         torch.manual_seed(tc.seed + m)
         net = DeepSpotNet(x.spot.shape[1], y.shape[1], cfg.net)
         opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.epochs)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         net.train()
-        for _ in range(tc.epochs):
+        for _ in range(epochs):
             perm = torch.randperm(n, generator=gen)
             for start in range(0, n, tc.batch_size):
                 idx = perm[start : start + tc.batch_size]

@@ -16,16 +16,18 @@ from ..encoders import create_encoder, extract_features
 from ..genes import load_panel
 from ..io import read_h5ad, read_her2st, sections_fingerprint, write_h5ad
 from ..io.slide import Slide
+from ..tiles.views import section_views
 from .config import ExpressionConfig
-from .data import concat_training, training_data
-from .evaluate import loso_evaluate, out_of_fold, summarize
+from .data import training_data
+from .evaluate import loso_evaluate, out_of_fold, summarize, training_set
 from .pretrained import ExpressionModel, prediction_to_anndata
 from .train import TrainingData, fit_ensemble
 
 log = logging.getLogger(__name__)
 
 #: code whose change changes out-of-fold predictions (part of their cache key)
-OOF_CODE = ("spotwhisper.expression", "spotwhisper.setmodel", "spotwhisper.genes", "spotwhisper.io.her2st")
+OOF_CODE = ("spotwhisper.expression", "spotwhisper.setmodel", "spotwhisper.genes", "spotwhisper.io.her2st",
+            "spotwhisper.tiles.views")
 
 
 def with_features(adata: ad.AnnData, encoder: str, slide: Slide | None = None, scale: float = 1.0,
@@ -37,31 +39,38 @@ def with_features(adata: ad.AnnData, encoder: str, slide: Slide | None = None, s
 
 
 def load_sections(data_dir: str | Path | None, cfg: ExpressionConfig, progress: bool = True
-                  ) -> tuple[dict[str, TrainingData], dict[str, np.ndarray], list[str], float]:
-    """Features and panel targets of ``cfg.sections`` →
-    (data per section, spot coordinates ``(n, 2)`` per section, panel genes, tile side in µm)."""
+                  ) -> tuple[dict[str, TrainingData], dict[str, np.ndarray], list[str], float, dict[str, list[TrainingData]]]:
+    """Features and panel targets of ``cfg.sections`` → (data per section, spot coordinates ``(n, 2)``
+    per section, panel genes, tile side in µm, augmented copies per section (``cfg.augment``))."""
     genes = load_panel(cfg.panel)
     encoder = create_encoder(cfg.encoder)
-    parts, coords = {}, {}
+    parts, coords, augmented = {}, {}, {}
     for section in cfg.sections:
         adata = read_her2st(data_dir, section)
         if not adata.uns[keys.SPATIAL][section]["metadata"].get(keys.SOURCE_IMAGE):
             raise FileNotFoundError(f"section {section} has no H&E image; image → expression training needs one")
-        adata = extract_features(adata, encoder, progress=progress)
-        parts[section] = training_data(adata, genes, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours,
+        feats = extract_features(adata.copy(), encoder, progress=progress)
+        parts[section] = training_data(feats, genes, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours,
                                        cfg.min_panel_overlap)
         coords[section] = np.asarray(adata.obsm[keys.SPATIAL])
-        tile_um = float(adata.uns[keys.FEATURES_UNS][cfg.encoder]["tile_um"])
-    log.info("training data: %d sections, %d spots, %d genes", len(parts), sum(len(p.inputs) for p in parts.values()), len(genes))
-    return parts, coords, genes, tile_um
+        tile_um = float(feats.uns[keys.FEATURES_UNS][cfg.encoder]["tile_um"])
+        augmented[section] = []
+        for name, view, scale in section_views(data_dir, section, cfg.augment):
+            log.info("%s: augmented copy %s (%s)", section, name, view.spec())
+            copy = extract_features(adata.copy(), encoder, slide=view, scale=scale, progress=progress)
+            augmented[section].append(training_data(copy, genes, cfg.encoder, cfg.net.use_subtiles,
+                                                    cfg.net.use_neighbours, cfg.min_panel_overlap))
+    log.info("training data: %d sections, %d spots (+%d augmented copies each), %d genes", len(parts),
+             sum(len(p.inputs) for p in parts.values()), cfg.augment.n_copies, len(genes))
+    return parts, coords, genes, tile_um, augmented
 
 
 def train_expression(data_dir: str | Path | None, cfg: ExpressionConfig, evaluate: bool = True, progress: bool = True
                      ) -> tuple[ExpressionModel, pd.DataFrame | None]:
     """Optionally evaluate by leave-one-section-out, then fit the final model on every section."""
-    parts, coords, genes, tile_um = load_sections(data_dir, cfg, progress)
-    table = loso_evaluate(parts, coords, cfg, progress=progress) if evaluate else None
-    ens = fit_ensemble(concat_training(list(parts.values())), cfg, progress=progress)
+    parts, coords, genes, tile_um, augmented = load_sections(data_dir, cfg, progress)
+    table = loso_evaluate(parts, coords, cfg, progress=progress, augmented=augmented) if evaluate else None
+    ens = fit_ensemble(training_set(parts, parts, augmented), cfg, progress=progress)
     metrics = summarize(table).round(4).to_dict(orient="index") if table is not None else {}
     in_dim = next(iter(parts.values())).inputs.spot.shape[1]
     return ExpressionModel(ens, genes, cfg, tile_um, in_dim, metrics), table
@@ -88,8 +97,8 @@ def oof_expression(data_dir: str | Path | None, cfg: ExpressionConfig, progress:
     paths = {s: folder / f"{s}.h5ad" for s in cfg.sections}
     if all(p.exists() for p in paths.values()):
         return {s: read_h5ad(p) for s, p in paths.items()}
-    parts, _, genes, tile_um = load_sections(data_dir, cfg, progress)
-    preds = out_of_fold(parts, cfg, progress)
+    parts, _, genes, tile_um, augmented = load_sections(data_dir, cfg, progress)
+    preds = out_of_fold(parts, cfg, progress, augmented)
     out = {}
     for s, pred in preds.items():
         src = read_her2st(data_dir, s)

@@ -29,6 +29,7 @@ from ..atomic import atomic_dir
 from ..config import from_dict, load_config, to_dict
 from ..language import TextExpressionModel
 from ..setmodel import NetConfig, SetTrunk, SpotInputs, feature_stats, inputs_from_adata
+from ..tiles.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class AlignedConfig:
     ensemble: int = 3
     seed: int = 0
     threads: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  #: stain / resolution copies of training sections
 
 
 class AlignedHead(nn.Module):
@@ -86,8 +88,10 @@ class AlignedHead(nn.Module):
         return torch.cat(out).numpy().astype(np.float32)
 
 
-def fit_aligned(inputs: SpotInputs, teacher: np.ndarray, cfg: AlignedConfig, progress: bool = True) -> AlignedHead:
-    """Train the head on image features ``inputs`` and teacher embeddings ``(n, D)``."""
+def fit_aligned(inputs: SpotInputs, teacher: np.ndarray, cfg: AlignedConfig, progress: bool = True,
+                copies: int = 1) -> AlignedHead:
+    """Train the head on image features ``inputs`` and teacher embeddings ``(n, D)``; with ``copies``
+    versions of every spot in the rows (augmentation), ``cfg.epochs / copies`` epochs are run."""
     mean, std, proj = feature_stats(inputs, cfg.net.pca_dim)
     in_dim = inputs.spot.shape[1]
     p = proj if proj is not None else np.eye(in_dim, dtype=np.float32)
@@ -100,10 +104,11 @@ def fit_aligned(inputs: SpotInputs, teacher: np.ndarray, cfg: AlignedConfig, pro
     try:
         with threadpool_limits(cfg.threads), torch.no_grad():
             x = head.prepare(inputs)
-        bar = tqdm(total=cfg.ensemble * cfg.epochs, desc="train aligned head", disable=not progress, leave=False)
+        epochs = max(1, round(cfg.epochs / max(1, copies)))
+        bar = tqdm(total=cfg.ensemble * epochs, desc="train aligned head", disable=not progress, leave=False)
         for i in range(cfg.ensemble):
             with threadpool_limits(cfg.threads):
-                _fit_member(head, i, x, t, cfg, bar)
+                _fit_member(head, i, x, t, cfg, bar, epochs)
         bar.close()
     finally:
         torch.set_num_threads(previous)
@@ -111,15 +116,15 @@ def fit_aligned(inputs: SpotInputs, teacher: np.ndarray, cfg: AlignedConfig, pro
     return head
 
 
-def _fit_member(head: AlignedHead, i: int, x: SpotInputs, t: torch.Tensor, cfg: AlignedConfig, bar) -> None:
+def _fit_member(head: AlignedHead, i: int, x: SpotInputs, t: torch.Tensor, cfg: AlignedConfig, bar, epochs: int) -> None:
     gen = torch.Generator().manual_seed(cfg.seed + i)
     torch.manual_seed(cfg.seed + i)
     params = list(head.members[i].parameters()) + list(head.outs[i].parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     head.train()
     n = len(x)
-    for _ in range(cfg.epochs):
+    for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]

@@ -57,6 +57,23 @@ class StainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Extra copies of every training section, as another lab or scanner would give them
+    (:mod:`spotwhisper.tiles.views`); each copy's features train the image heads beside the original's."""
+
+    hed_copies: int = 0  #: copies with a random per-slide HED stain shift each
+    hed_sigma: float = 0.05  #: HED shift: densities scaled by 1 ± U(σ) and shifted by ± U(σ), per channel
+    mpp: list[float] = field(default_factory=list)  #: copies resampled to these µm/px (coarser than the slide)
+    macenko_targets: list[str] = field(default_factory=list)  #: her2st sections whose stain vectors a copy takes
+    seed: int = 0
+
+    @property
+    def n_copies(self) -> int:
+        """Copies per section besides the original."""
+        return self.hed_copies + len(self.mpp) + len(self.macenko_targets)
+
+
+@dataclass
 class TileConfig:
     """Everything the tiles stage needs."""
 

@@ -18,14 +18,19 @@ the expression benchmark uses them as the shift sweep. Sizes stay in µm: a view
 from __future__ import annotations
 
 import math
+import zlib
+from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from ..io.her2st import read_her2st
 from ..io.slide import Slide
-from .config import StainConfig
+from ..io.spatial import open_source_slide
+from .config import AugmentConfig, StainConfig
 from .stain import MacenkoNormalizer, StainMatrix, estimate_stains
 from .tissue import tissue_mask_from_rgb
 
@@ -144,3 +149,46 @@ def view_of(slide: Slide, scale: float, mpp: float | None = None, stain: StainCh
     (``scale`` maps them onto ``slide``)."""
     view = SlideView(slide, mpp, stain)
     return view, scale * view.factor
+
+
+def training_views(slide: Slide, scale: float, aug: AugmentConfig, key: str,
+                   stains_of: Callable[[str], StainMatrix] | None = None) -> list[tuple[str, SlideView, float]]:
+    """The augmented copies ``aug`` asks for of one training slide → ``(name, view, scale)`` each.
+
+    HED shifts are drawn from a generator seeded by ``aug.seed`` and ``key`` (e.g. the section id),
+    so a section always gets the same copies; ``stains_of(target)`` gives the stain vectors of a
+    Macenko target (needed when ``aug.macenko_targets`` is not empty).
+    """
+    out: list[tuple[str, SlideView, float]] = []
+    rng = np.random.default_rng([aug.seed, zlib.crc32(key.encode())])
+    for i in range(aug.hed_copies):
+        view, sc = view_of(slide, scale, stain=HedShift.random(rng, aug.hed_sigma, aug.hed_sigma))
+        out.append((f"hed{i + 1}", view, sc))
+    for mpp in aug.mpp:
+        view, sc = view_of(slide, scale, mpp=mpp)
+        out.append((f"{mpp:g}um", view, sc))
+    if aug.macenko_targets:
+        if stains_of is None:
+            raise ValueError("Macenko targets need stains_of(target) → stain vectors")
+        source = slide_stains(slide)
+        for target in aug.macenko_targets:
+            if target == key:
+                continue
+            view, sc = view_of(slide, scale, stain=StainTransfer(source, stains_of(target), name=target))
+            out.append((f"stain-{target}", view, sc))
+    return out
+
+
+def section_views(data_dir: str | Path | None, section: str, aug: AugmentConfig) -> list[tuple[str, SlideView, float]]:
+    """The augmented copies of a her2st section's image → ``(name, view, scale)`` (:func:`training_views`)."""
+    if not aug.n_copies:
+        return []
+    adata = read_her2st(data_dir, section, hires_max_side=64)
+    slide, scale = open_source_slide(adata)
+    return training_views(slide, scale, aug, section, stains_of=lambda s: her2st_stains(data_dir, s))
+
+
+def her2st_stains(data_dir: str | Path | None, section: str) -> StainMatrix:
+    """Macenko stain vectors of a her2st section's H&E image."""
+    slide, _ = open_source_slide(read_her2st(data_dir, section, hires_max_side=64))
+    return slide_stains(slide)
