@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from .baselines import MeanBaseline, RidgeBaseline
 from .config import ExpressionConfig
 from .data import concat_training
-from .metrics import evaluate_prediction
+from .metrics import evaluate_prediction, uncertainty_figures
 from .model import Prediction
 from .train import TrainingData, fit_ensemble
 
@@ -60,7 +60,9 @@ def loso_evaluate(
 
     Returns one row per (section, method) with the figures of
     :func:`~spotwhisper.expression.metrics.evaluate_prediction`; the deepspot rows add
-    ``uncertainty_spearman`` (rank correlation of predicted variance with squared error).
+    ``uncertainty_spearman`` (rank correlation of predicted variance with squared error, pooled over
+    genes) and :func:`~spotwhisper.expression.metrics.uncertainty_figures` (50 % / 90 % interval
+    coverage, variance–error Spearman within each gene).
     """
     rows = []
     for held, train, test in folds(parts, augmented):
@@ -75,6 +77,7 @@ def loso_evaluate(
                 var = pred.aleatoric + pred.epistemic
                 sample = np.random.default_rng(0).choice(err.size, size=min(err.size, 200_000), replace=False)
                 extra["uncertainty_spearman"] = float(spearmanr(var.ravel()[sample], err.ravel()[sample]).statistic)
+                extra.update(uncertainty_figures(y, var, test.log1p))
             elif method == "ridge":
                 y = RidgeBaseline().fit(plain.inputs, plain.log1p).predict(test.inputs)
             elif method == "mean":

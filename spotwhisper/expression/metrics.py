@@ -74,3 +74,37 @@ def evaluate_prediction(
         "topk": topk_retrieval(pred, truth, k),
         "mse": float(((pred - truth) ** 2).mean()),
     }
+
+
+def interval_coverage(mean: np.ndarray, var: np.ndarray, truth: np.ndarray, level: float) -> float:
+    """Fraction of measured values inside the central ``level`` Gaussian predictive interval
+    ``mean ± z·sqrt(var)`` (all arrays ``(n, g)``, log1p scale)."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + level / 2)
+    return float((np.abs(truth - mean) <= z * np.sqrt(np.maximum(var, 0))).mean())
+
+
+def within_gene_spearman(var: np.ndarray, err: np.ndarray) -> float:
+    """Mean over genes of the Spearman correlation between predicted variance and squared error
+    across spots (genes whose variance or error is constant are skipped). Unlike a correlation pooled
+    over genes, a gene's average variance level cannot score here: only the ranking of spots counts."""
+    from scipy.stats import rankdata
+
+    ok = (np.ptp(var, axis=0) > 0) & (np.ptp(err, axis=0) > 0)
+    if not ok.any():
+        return float("nan")
+    rv = rankdata(var[:, ok], axis=0)
+    re = rankdata(err[:, ok], axis=0)
+    rv -= rv.mean(0)
+    re -= re.mean(0)
+    rho = (rv * re).sum(0) / np.sqrt((rv**2).sum(0) * (re**2).sum(0))
+    return float(np.mean(rho))
+
+
+def uncertainty_figures(mean: np.ndarray, var: np.ndarray, truth: np.ndarray,
+                        levels: tuple[float, ...] = (0.5, 0.9)) -> dict[str, float]:
+    """``cov50``/``cov90`` (interval coverage per level) and ``unc_spearman_within`` for one section."""
+    out = {f"cov{round(lv * 100)}": interval_coverage(mean, var, truth, lv) for lv in levels}
+    out["unc_spearman_within"] = within_gene_spearman(var, (truth - mean) ** 2)
+    return out
