@@ -19,9 +19,10 @@ from tests.conftest import synthetic_he
 BASE_MPP = 0.5
 
 
-def _slide_with_spots(size=(1200, 1600), spacing_px=200.0):
-    """A synthetic H&E at 0.5 µm/px with spots on a square grid (100 µm pitch), tissue blob in the middle."""
-    img = synthetic_he(size)
+def _slide_with_spots(size=(1200, 1600), spacing_px=200.0, img=None):
+    """A synthetic H&E at 0.5 µm/px with spots on a square grid (100 µm pitch), tissue blob in the middle
+    (``img`` replaces the default :func:`synthetic_he` image)."""
+    img = synthetic_he(size) if img is None else img
     slide = ArraySlide(img, mpp=BASE_MPP, name="synthetic")
     h, w = size
     xs, ys = np.meshgrid(np.arange(spacing_px, w - spacing_px / 2, spacing_px), np.arange(spacing_px, h - spacing_px / 2, spacing_px))
@@ -81,6 +82,9 @@ def test_stain_changes_colour_not_geometry():
     assert HedShift.random(rng).describe() != HedShift.random(rng).describe()
 
 
+RUIFROK_HE = np.array([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]]) / np.linalg.norm([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]], axis=0)
+
+
 def _stained(he: np.ndarray, seed: int = 0, size=(600, 800)) -> np.ndarray:
     """An image rendered from stain vectors ``he`` (3 × 2, optical density): Beer–Lambert, io = 240."""
     rng = np.random.default_rng(seed)
@@ -88,8 +92,9 @@ def _stained(he: np.ndarray, seed: int = 0, size=(600, 800)) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     blob = ((xx - w / 2) / (w * 0.35)) ** 2 + ((yy - h / 2) / (h * 0.35)) ** 2 < 1
     conc = np.zeros((h, w, 2))
-    conc[..., 1] = blob * rng.uniform(0.3, 0.9, (h, w))  # eosin everywhere in tissue
-    for _ in range(400):  # nuclei
+    conc[..., 1] = blob * rng.uniform(0.3, 0.9, (h, w))  # eosin everywhere in tissue …
+    conc[..., 0] = blob * rng.uniform(0.0, 0.4, (h, w))  # … with some haematoxylin (Macenko needs mixed pixels)
+    for _ in range(int(blob.sum() * 0.15 / 64)):  # nuclei: 8 × 8 px, ~15 % of the tissue
         y, x = rng.integers(0, h), rng.integers(0, w)
         if blob[y, x]:
             conc[max(0, y - 4) : y + 4, max(0, x - 4) : x + 4, 0] = rng.uniform(0.8, 1.6)

@@ -25,13 +25,14 @@ from .context import RouteContext, RouteUnavailable
 @dataclass
 class ShiftCondition:
     """One row of the sweep: ``mpp`` resamples the slide (µm/px; ``None`` = as scanned), ``hed_sigma``
-    applies a per-slide HED shift (scale 1 ± U(σ), shift ± U(σ), drawn from ``seed`` and the
-    section), ``macenko_target`` maps the slide's stains onto a her2st section's (``"auto"``: the first
-    of ``stain_donors`` that is not the section itself)."""
+    applies a per-slide HED shift (densities scaled by 1 ± U(σ) and shifted by ± U(``hed_bias``), drawn
+    from ``seed`` and the section), ``macenko_target`` maps the slide's stains onto a her2st section's
+    (``"auto"``: the first of ``stain_donors`` that is not the section itself)."""
 
     name: str
     mpp: float | None = None
     hed_sigma: float = 0.0
+    hed_bias: float = 0.01
     macenko_target: str | None = None
     seed: int = 0
 
@@ -48,7 +49,7 @@ def condition_view(slide: Slide, scale: float, cond: ShiftCondition, section: st
     stain, what = None, []
     if cond.hed_sigma:
         rng = np.random.default_rng([cond.seed, zlib.crc32(section.encode())])
-        stain = HedShift.random(rng, cond.hed_sigma, cond.hed_sigma)
+        stain = HedShift.random(rng, cond.hed_sigma, cond.hed_bias)
         what.append(f"HED shift scale {np.round(stain.scale, 3).tolist()} shift {np.round(stain.shift, 3).tolist()}")
     elif cond.macenko_target is not None:
         target = cond.macenko_target

@@ -62,7 +62,8 @@ class AugmentConfig:
     (:mod:`spotwhisper.tiles.views`); each copy's features train the image heads beside the original's."""
 
     hed_copies: int = 0  #: copies with a random per-slide HED stain shift each
-    hed_sigma: float = 0.05  #: HED shift: densities scaled by 1 ± U(σ) and shifted by ± U(σ), per channel
+    hed_sigma: float = 0.05  #: HED shift: densities scaled by 1 ± U(σ) per channel …
+    hed_bias: float = 0.01  #: … and shifted by ± U(bias) (scikit-image HED units; 0.01 ≈ 0.14 optical density)
     mpp: list[float] = field(default_factory=list)  #: copies resampled to these µm/px (coarser than the slide)
     macenko_targets: list[str] = field(default_factory=list)  #: her2st sections whose stain vectors a copy takes
     seed: int = 0
