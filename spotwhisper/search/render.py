@@ -123,15 +123,23 @@ def framed(img: Image.Image, box: tuple[int, int, int, int], size: tuple[int, in
 
 
 def render_hits(hits, threshold: float, scores: np.ndarray | None = None, margin: float | None = 2.0,
-                max_side: int | None = None, **kwargs) -> Image.Image:
-    """Overlay of a :class:`~spotwhisper.search.engine.SlideHits` (fused score unless ``scores``),
-    cropped to the spots plus ``margin`` spot spacings (None = whole slide), longer side ≤ ``max_side``."""
+                max_side: int | None = None, span: tuple[float, float] = (3.0, 2.0), **kwargs) -> Image.Image:
+    """Overlay of a :class:`~spotwhisper.search.result.SlideHits` (fused relevance unless ``scores``),
+    cropped to the spots plus ``margin`` spot spacings (None = whole slide), longer side ≤ ``max_side``.
+
+    Colours are absolute — ``threshold − span[0]`` … ``threshold + span[1]`` in the scores' units, the
+    same on every slide — and a slide without a region (or answered by a caveat) gets an empty
+    overlay: the slide alone, with its region-free answer in words beside it."""
     from .. import keys
     from ..io.spatial import spot_spacing
 
     img, scale = display_image(hits.adata)
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
     values = hits.fused if scores is None else scores
+    if not hits.regions:
+        values = np.full(len(coords), np.nan)
+    kwargs.setdefault("vmin", threshold - span[0])
+    kwargs.setdefault("vmax", threshold + span[1])
     out = render_overlay(img, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
                          regions=hits.regions, **kwargs)
     box, size = frame(hits.adata, img.shape[:2], scale, max_side, margin)
