@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from spotwhisper import keys
-from spotwhisper.search.fusion import calibrate
 from spotwhisper.search.regions import find_regions
 from spotwhisper.ui import handlers as h
 from spotwhisper.ui.chat import EMPTY_REPLY, HELP_REPLY, respond, route_intent
@@ -95,19 +94,21 @@ def test_empty_and_help_leave_the_view(engine, cfg, searched):
 def test_threshold_rethresholds_without_searching(engine, cfg, searched, monkeypatch):
     _, view = searched
     monkeypatch.setattr(engine, "search", lambda *a, **k: pytest.fail("the slider must not search again"))
-    low = h.update_view(engine, view, cfg, threshold=0.5)
+    lower = view.threshold - 0.75
+    low = h.update_view(engine, view, cfg, threshold=lower)
     hits = low.hits()
     np.testing.assert_allclose(hits.fused, view.hits().fused)
-    expected = find_regions(hits.adata.obsm[keys.SPATIAL], hits.fused, 0.5, spot_spacing(hits.adata),
+    expected = find_regions(hits.adata.obsm[keys.SPATIAL], hits.fused, lower, spot_spacing(hits.adata),
                             spot_spacing(hits.adata), 1.0, engine.cfg.link, engine.cfg.min_region_spots, outline=False)
     assert [r.n_spots for r in hits.regions] == [r.n_spots for r in expected]
     assert sum(r.n_spots for r in hits.regions) > sum(r.n_spots for r in view.hits().regions)
     # above every spot: no region, and the answer says so
     none = h.update_view(engine, view, cfg, threshold=float(np.nanmax(hits.fused)) + 0.1)
     assert none.hits().regions == []
-    assert "no region scores above the threshold" in h.describe_result(none, cfg)
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.describe_result(none, cfg)
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.map_caption(none)
     text, _ = h.run_explain(engine, none, cfg)
-    assert "no region scores above the threshold" in text
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in text and "nothing to explain" in text
 
 
 def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
@@ -116,7 +117,7 @@ def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
     assert {"transcriptome", "protein"} <= set(base.calibrated)
     only = h.update_view(engine, view, cfg, groups=["protein"])
     assert only.shown.routes == ["protein"]
-    np.testing.assert_allclose(only.hits().fused, calibrate(base.calibrated["protein"]), atol=1e-9)
+    np.testing.assert_allclose(only.hits().fused, base.calibrated["protein"], atol=1e-9)  # one route: its relevance
     assert not np.allclose(only.hits().fused, view.hits().fused)
     back = h.update_view(engine, only, cfg, groups=list(cfg.route_groups))
     np.testing.assert_allclose(back.hits().fused, view.hits().fused, atol=1e-9)

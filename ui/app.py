@@ -190,7 +190,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 caption = gr.Markdown(elem_id="map-caption")
                 with gr.Row():
                     thr = gr.Slider(lo, hi, value=first.threshold, step=cfg.threshold_step,
-                                    label="threshold (fused z-score)", elem_id="threshold")
+                                    label="threshold (relevance, log-odds)", elem_id="threshold")
                     routes = gr.CheckboxGroup(list(cfg.route_groups), value=list(cfg.route_groups), label="routes (all = fused)",
                                               elem_id="routes")
         with gr.Row():

@@ -46,8 +46,8 @@ class UIConfig:
     examples: list[str] = field(default_factory=lambda: [
         "show me tertiary lymphoid structures", "where is PD-L1 high?", "compare tumour and stroma",
         "which genes explain the highlighted region?", "find slides with immune infiltrate"])  #: under the chat box
-    threshold: float | None = None  #: initial threshold (fused z units); None = configs/search.yaml
-    threshold_range: tuple[float, float] = (-1.0, 4.0)  #: slider bounds (z units)
+    threshold: float | None = None  #: initial threshold (relevance log-odds); None = configs/search.yaml
+    threshold_range: tuple[float, float] = (-6.0, 2.0)  #: slider bounds (relevance log-odds)
     threshold_step: float = 0.1
     route_groups: dict[str, list[str]] = field(default_factory=lambda: {
         "transcriptome": ["transcriptome"], "image–text": ["image", "plip", "conch"], "protein": ["protein"]})

@@ -107,7 +107,11 @@ def run_compare_slides(engine: SearchEngine, view: View, query: str, cfg: UIConf
             lines.append(f"{i}. {h.slide}: {len(h.regions)} region(s), {n_hot} spots above the threshold, "
                          f"strongest region mean score {h.best:.2f}.")
         else:
-            lines.append(f"{i}. {h.slide}: {h.no_region_reason(res.threshold)}.")
+            lines.append(f"{i}. {h.slide}: {h.no_region_reason(res.threshold, res.query.text)}.")
+    if not res.readable:
+        return res.summary(), view
+    missing = res.without_regions()
+    lines.append(f"No region matches on {len(missing)} of {len(res.slides)} slides" + (f": {', '.join(missing)}." if missing else "."))
     return "\n".join(lines) + f"\n\nShowing {view.slide}.", view
 
 
@@ -118,8 +122,8 @@ def run_explain(engine: SearchEngine, view: View, cfg: UIConfig, region: int | N
         return ("Nothing is highlighted yet: search first, e.g. 'show me tertiary lymphoid structures', "
                 "then ask which genes explain the region."), view
     if not hits.regions:
-        return (f"{hits.slide}: {hits.no_region_reason(view.threshold)}, so there is nothing to "
-                "explain; lower the threshold or search for something else."), view
+        return (f"{hits.slide}: {hits.no_region_reason(view.threshold, view.shown.query.text)}, so there is nothing "
+                "to explain; lower the threshold or search for something else."), view
     rid = region or view.focus or 1
     reg = next((r for r in hits.regions if r.id == rid), None)
     if reg is None:
@@ -151,11 +155,12 @@ def map_caption(view: View) -> str:
     hits = view.hits()
     if view.shown is None or hits is None:
         return f"**{view.slide or 'no slide'}** — type a query to light up matching regions."
+    res = view.shown
+    if not res.readable:
+        return f"**{hits.slide}** — cannot read this query: {res.message} No map is drawn."
     n_hot = int(np.nansum(hits.fused >= view.threshold))
-    q = view.shown.query
-    what = q.positive + (f" minus {q.negative}" if q.negative else "")
-    head = f"**{hits.slide}** — '{what}', routes {', '.join(view.shown.routes)}: "
+    head = f"**{hits.slide}** — {res.what()}, routes {', '.join(res.routes)}: "
     if not hits.regions:
-        return head + f"{hits.no_region_reason(view.threshold)} (fused z-score, {hits.adata.n_obs} spots)."
+        return head + f"{hits.no_region_reason(view.threshold, res.query.text)} ({res.unit}, {hits.adata.n_obs} spots)."
     return head + (f"{len(hits.regions)} region(s), {n_hot} of {hits.adata.n_obs} spots ≥ {view.threshold:g} "
-                   "(fused z-score).")
+                   f"({res.unit}).")
