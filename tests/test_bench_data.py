@@ -177,3 +177,33 @@ def test_held_out_concept_models_are_cached_with_their_captions_and_checked(data
     (folder / TRAIN_CAPTIONS).write_text("\n".join(texts + ["adipose tissue"]))
     with pytest.raises(RuntimeError, match="not a model without concept 'adipose'"):
         TextModels(data_dir, cfg, shipped=shipped, cache_dir=tmp_path / "bench", progress=False).for_patient("C", concept)
+
+
+def test_bench_a_labelled_space_ranger_folder_through_the_cli(tmp_path, capsys):
+    """`bench zero-shot --visium DIR --labels CSV`: the label values become the classes; spots of the CSV
+    are matched by barcode, the others left out; bad input is a clear error."""
+    from .test_visium import write_visium
+
+    outs, tissue, _ = write_visium(tmp_path / "sr")
+    barcodes = tissue["barcode"].tolist()
+    labels = tmp_path / "labels.csv"
+    rows = [f"{b},{'invasive cancer' if i < 20 else 'adipose tissue'}" for i, b in enumerate(barcodes[:40])]
+    labels.write_text("barcode,region\n" + "\n".join(rows) + "\n")
+    prefix = tmp_path / "res" / "zs"
+    code = main(["bench", "zero-shot", "--visium", str(outs), "--labels", str(labels), "--label-column", "region",
+                 "--mpp", "0.5", "--routes", "measured", "chance", "--bootstrap", "20", "--out", str(prefix),
+                 "--no-progress"])
+    assert code == 0
+    out = json.loads(next((tmp_path / "res").glob("zs_*.json")).read_text())
+    scope = out["scopes"][0]
+    assert scope["class_sizes"] == {"adipose tissue": 20, "invasive cancer": 20}  # 10 unlabelled spots left out
+    assert "gene panel" in scope["unavailable"]["measured"]  # synthetic genes: the text model cannot read them
+    assert {r["class"] for r in scope["summary"] if r["route"] == "chance"} >= {"invasive cancer", "adipose tissue"}
+    assert "--visium" in out["command"] and "--mpp 0.5" in out["command"] and "--data-dir" not in out["command"]
+    capsys.readouterr()
+    assert main(["bench", "zero-shot", "--visium", str(outs), "--no-progress"]) == 1
+    assert "go together" in capsys.readouterr().err
+    bad = tmp_path / "other.csv"
+    bad.write_text("barcode,region\nNOPE-1,tumour\n")
+    assert main(["bench", "zero-shot", "--visium", str(outs), "--labels", str(bad), "--no-progress"]) == 1
+    assert "none of its barcodes" in capsys.readouterr().err
