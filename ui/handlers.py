@@ -111,7 +111,8 @@ def run_compare_slides(engine: SearchEngine, view: View, query: str, cfg: UIConf
     if not res.readable:
         return res.summary(), view
     missing = res.without_regions()
-    lines.append(f"No region matches on {len(missing)} of {len(res.slides)} slides" + (f": {', '.join(missing)}." if missing else "."))
+    lines.append(f"No region matches on {len(missing)} of {len(res.slides)} slides: {', '.join(missing)}." if missing
+                 else f"Every one of the {len(res.slides)} slides has a region.")
     return "\n".join(lines) + f"\n\nShowing {view.slide}.", view
 
 

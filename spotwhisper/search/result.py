@@ -144,7 +144,7 @@ class SearchResult:
                 lines.append(f"  why (region 1 vs rest of slide): {hits.explanation.sentence(5)}.")
         missing = self.without_regions()
         if len(self.slides) > 1:
-            lines.append(f"No region matches {self.what()} on {len(missing)} of {len(self.slides)} slides"
-                         + (f": {', '.join(missing)}." if missing else "."))
+            lines.append(f"No region matches {self.what()} on {len(missing)} of {len(self.slides)} slides: {', '.join(missing)}."
+                         if missing else f"Every one of the {len(self.slides)} slides has a region.")
         lines.extend(self.notes)
         return "\n".join(lines)
