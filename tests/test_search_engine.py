@@ -190,3 +190,17 @@ def test_faiss_narrows_a_collection_of_many_slides(mini_slide, tmp_path):
     assert sorted(h.slide for h in everything.slides) == ["cold", "hot"]
     assert not any("narrowed" in n for n in everything.notes)
     assert [h.slide for h in narrow.search("immune infiltrate", slides=["cold"], explain=False).slides] == ["cold"]
+
+
+def test_a_named_gene_without_signal_is_answered_with_a_caveat(engine, mini_slide):
+    from spotwhisper.search.scoring import named_genes
+
+    x = np.asarray(mini_slide.layers["log1p"])
+    spread = np.percentile(x, 99, axis=0) - np.percentile(x, 1, axis=0)
+    names = list(mini_slide.var_names)
+    flat = next(g for g, r in zip(names, spread) if r < engine.cfg.relevance.min_gene_range and g.isupper() and g.isalnum())
+    live = names[int(np.argmax(spread))]
+    assert named_genes(f"where is {flat} high? not fat", mini_slide.var_names) == [flat]  # 'fat' is not the gene FAT
+    res = engine.search(f"{flat} high", explain=False)
+    assert not res.found and f"no map for {flat} on C2: no signal there" in res.summary()
+    assert engine.search(f"{live} high", explain=False).slides[0].caveat is None
