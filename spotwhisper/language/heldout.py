@@ -54,11 +54,13 @@ def captions_naming(texts: Iterable[str], concept: Concept) -> list[str]:
 
 
 def captions_containing(texts: Iterable[str], phrases: Sequence[str]) -> dict[str, str]:
-    """Phrase → first text containing it (case-insensitive substring), for the ``phrases`` some text contains."""
-    lowered = [(t, t.lower()) for t in texts]
+    """Phrase → first text containing it as whole words (case-insensitive: "fat" is in "fat cells", not
+    in "fatty acid"), for the ``phrases`` some text contains."""
+    texts = list(texts)
     found = {}
     for p in phrases:
-        hit = next((t for t, low in lowered if p.lower() in low), None)
+        rx = re.compile(rf"(?<!\w){re.escape(p)}(?!\w)", re.IGNORECASE)
+        hit = next((t for t in texts if rx.search(t)), None)
         if hit is not None:
             found[p] = hit
     return found
