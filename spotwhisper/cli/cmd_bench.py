@@ -17,17 +17,21 @@ with a 95% bootstrap interval over spots. Within a table every route scores the 
 
 Reproduce the README results table (writes benchmarks/results/zero_shot_<task>.{md,json,png}):
   spotwhisper bench zero-shot --task all --data-dir ../shared/data
-    regions    pathologist labels of C1 D1 E1 F1 G2 H1 (no H&E there: image routes are n/a)
-    celltypes  dominant deconvolution cell-type group; all routes on C2-C6, measured on all 24
-    clusters   written cluster annotations; all routes on C2-C6, measured on all 24
+    regions    pathologist labels of B1 C1 D1 E1 F1 G2 H1 (no H&E there: image routes are n/a)
+    celltypes  dominant deconvolution cell-type group; all routes on C2-C6, measured on all 30
+    clusters   written cluster annotations; all routes on C2-C6, measured on all 30
   One task:   spotwhisper bench zero-shot --task celltypes --data-dir ../shared/data
-First run: trains five leave-one-patient-out text models (about 2 minutes in all) and the
-out-of-fold H&E models (inferred expression, aligned head; several minutes); all are cached under
-$SPOTWHISPER_CACHE_DIR (default ~/.cache/spotwhisper), so reruns take about a minute per task.
+Columns "concept held out" score each class with a text model that never read a caption naming it
+(configs/bench/concepts.yaml): zero-shot recognition, beside the transfer of a seen concept;
+"paraphrase 1-3" ask for each class in wordings no training caption contains.
+First run: trains five leave-one-patient-out text models, 42 held-out-concept models (7 concepts x
+6 patient sets; 10-30 s each) and the out-of-fold H&E models (inferred expression, aligned head;
+several minutes); all are cached under $SPOTWHISPER_CACHE_DIR (default ~/.cache/spotwhisper), so
+reruns take a few minutes per task.
 
 Leakage: a her2st section of patient X is scored by a text model that never saw patient X (the
-shipped model for patient C, leave-one-patient-out models for D-H); every H&E route on C2-C6 is
-out of fold (trained on the other four sections).
+shipped model, trained on D-H, for patients B and C; leave-one-patient-out models for D-H); every
+H&E route on C2-C6 is out of fold (trained on the other four sections).
 
 PLIP / CONCH columns need their weights (none can be downloaded here):
   spotwhisper bench zero-shot --task all --plip vinid/plip --conch /path/to/pytorch_model.bin
