@@ -1,12 +1,15 @@
 """Leakage-safe transcriptome–text models for label-based evaluation, one per held-out patient.
 
 The shipped text model was trained on the annotations (pathologist labels, cluster captions,
-deconvolution captions) of every her2st patient except the ones in its ``test_patients``
-(patient C). Scoring a section of another patient with it would test the model on its own
-training captions. :class:`TextModels` therefore hands out, per patient, a model that never saw
-that patient: the shipped model for its held-out patients and user data (``patient=None``), and a
-leave-one-patient-out (LOPO) model — trained with ``configs/text.yaml`` on every other patient,
-exactly as ``spotwhisper train text --cv`` does — for the rest. LOPO models are cached on disk
+deconvolution captions) of her2st patients D–H (its ``train_patients``). Scoring a section of one
+of them with it would test the model on its own training captions. :class:`TextModels` therefore
+hands out, per patient, a model that never saw that patient: the shipped model for every patient
+it was not trained on (B, C) and user data (``patient=None``), and a leave-one-patient-out (LOPO)
+model — trained with ``configs/text.yaml`` on every other patient, exactly as ``spotwhisper train
+text --cv`` does — for the rest. With a held-out *concept* (:meth:`TextModels.for_patient`), the
+model is trained on the same patients with every caption naming the concept removed, for zero-shot
+recognition; those are cached under ``<cache>/text-heldout/<key>/<shipped|patient>/<concept>/`` with
+the list of their training captions. LOPO models are cached on disk
 under ``<cache>/text-lopo/<key>/<patient>/`` where ``<key>`` hashes the text config, the gene panel,
 the training sections and the content of their files, the frozen text encoder (settings and
 weights), the vocabulary the captions name and the code that writes captions and trains
@@ -57,8 +60,9 @@ def fold_key(cfg: TextConfig, genes: list[str], sections: list[str], data: str, 
 class TextModels:
     """Per-patient text models that never saw the patient they score (see the module docstring).
 
-    ``data_dir`` is needed only when a LOPO model has to be trained (about 2 minutes per patient
-    on one core); ``shipped`` defaults to the shipped model.
+    ``data_dir`` is needed only when a model has to be trained (a LOPO model about 1–2 minutes on one
+    core, a held-out-concept model 10–30 s once the sections are read); ``shipped`` defaults to the
+    shipped model.
     """
 
     def __init__(
