@@ -1,0 +1,189 @@
+"""The slide viewer's server side: per-session tile URLs, deep-zoom tiles, overlay pictures, static assets.
+
+The browser runs OpenSeadragon (vendored from npm with its licence in ``ui/static/openseadragon``)
+in a ``gr.HTML`` component (``ui/static/viewer.js``). It asks this module's routes for
+
+* ``sw/v/<token>/slide.dzi`` and ``sw/v/<token>/slide_files/<level>/<col>_<row>.jpeg`` — the slide,
+  tile by tile from its pyramid (:class:`~spotwhisper.ui.deepzoom.DeepZoom`);
+* ``sw/v/<token>/layer/<n>.png`` — the heat map / comparison picture of the current answer;
+* ``sw/static/…`` — OpenSeadragon and the viewer script.
+
+A token is an unguessable name for *one slide in one session* (:meth:`ViewerRegistry.token`): a
+session only ever learns its own tokens, so it cannot fetch tiles of another session's upload, and
+:meth:`ViewerRegistry.drop_session` forgets them when the session ends. Opened slides are shared
+by path (at most ``max_open`` kept open).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from spotwhisper.io.slide import Slide
+
+from .deepzoom import DeepZoom
+from .layers import Layer
+
+#: URL prefix of every viewer route (relative to the app's root)
+PREFIX = "sw"
+OSD_SCRIPT = f"{PREFIX}/static/openseadragon/openseadragon.min.js"
+
+
+@dataclass
+class _Entry:
+    session: str
+    key: str  #: what the slide is (its source path): equal keys share one opened slide
+    opener: Callable[[], tuple[Slide, float]]
+    layers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    next_layer: int = 1
+
+
+class ViewerRegistry:
+    """Tokens → (session, slide); opened slides; overlay pictures. Thread-safe."""
+
+    def __init__(self, max_open: int = 4, max_layers: int = 6, tile_size: int = 254, quality: int = 80):
+        self.max_open = max_open
+        self.max_layers = max_layers
+        self.tile_size = tile_size
+        self.quality = quality
+        self._tokens: dict[str, _Entry] = {}
+        self._by_session: dict[tuple[str, str], str] = {}
+        self._open: OrderedDict[str, tuple[DeepZoom, float, threading.Lock]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def token(self, session: str, key: str, opener: Callable[[], tuple[Slide, float]]) -> str:
+        """The token of slide ``key`` for ``session`` (one per pair, made on first use). ``opener``
+        returns ``(slide, scale)`` — the image and the factor from spot coordinates to its px."""
+        with self._lock:
+            tok = self._by_session.get((session, key))
+            if tok is None:
+                tok = secrets.token_urlsafe(18)
+                self._tokens[tok] = _Entry(session, key, opener)
+                self._by_session[(session, key)] = tok
+            return tok
+
+    def url(self, token: str) -> str:
+        """The ``.dzi`` URL of a token (relative to the app root)."""
+        return f"{PREFIX}/v/{token}/slide.dzi"
+
+    def add_layer(self, token: str, layer: Layer) -> str:
+        """Keep ``layer``'s picture for ``token`` (the last ``max_layers``) → its URL."""
+        with self._lock:
+            entry = self._entry(token)
+            n = entry.next_layer
+            entry.next_layer += 1
+            entry.layers[n] = layer.png
+            while len(entry.layers) > self.max_layers:
+                entry.layers.popitem(last=False)
+        return f"{PREFIX}/v/{token}/layer/{n}.png"
+
+    def layer(self, token: str, n: int) -> bytes:
+        with self._lock:
+            data = self._entry(token).layers.get(n)
+        if data is None:
+            raise KeyError(f"no layer {n}")
+        return data
+
+    def opened(self, token: str) -> tuple[DeepZoom, float, threading.Lock]:
+        """``(DeepZoom, scale, lock)`` of a token's slide, opening it on first use."""
+        with self._lock:
+            entry = self._entry(token)
+            hit = self._open.get(entry.key)
+            if hit is not None:
+                self._open.move_to_end(entry.key)
+                return hit
+        slide, scale = entry.opener()
+        made = (DeepZoom(slide, self.tile_size, quality=self.quality), float(scale), threading.Lock())
+        with self._lock:
+            hit = self._open.setdefault(entry.key, made)
+            while len(self._open) > self.max_open:
+                _, (dz, _, _) = self._open.popitem(last=False)
+                dz.slide.close()
+        if hit is not made:
+            slide.close()
+        return hit
+
+    def sessions(self) -> set[str]:
+        with self._lock:
+            return {e.session for e in self._tokens.values()}
+
+    def drop_session(self, session: str) -> int:
+        """Forget every token of ``session`` → how many."""
+        with self._lock:
+            gone = [t for t, e in self._tokens.items() if e.session == session]
+            for t in gone:
+                e = self._tokens.pop(t)
+                self._by_session.pop((e.session, e.key), None)
+        return len(gone)
+
+    def _entry(self, token: str) -> _Entry:
+        entry = self._tokens.get(token)
+        if entry is None:
+            raise KeyError("unknown viewer token")
+        return entry
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def routes(self) -> list:
+        """Starlette routes of the viewer (pass as ``app_kwargs={"routes": …}`` to ``Blocks.launch``)."""
+        from starlette.responses import Response
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+
+        private = {"Cache-Control": "private, max-age=3600"}
+
+        def dzi(request):
+            try:
+                dz, _, _ = self.opened(request.path_params["token"])
+            except KeyError:
+                return Response("not found", status_code=404)
+            return Response(dz.dzi_xml(), media_type="application/xml", headers=private)
+
+        def tile(request):
+            name = request.path_params["tile"]
+            try:
+                col, row = (int(v) for v in name.removesuffix(".jpeg").split("_"))
+                dz, _, lock = self.opened(request.path_params["token"])
+                with lock:  # file-backed readers are not thread-safe
+                    data = dz.tile(int(request.path_params["level"]), col, row)
+            except (KeyError, ValueError):
+                return Response("not found", status_code=404)
+            return Response(data, media_type="image/jpeg", headers=private)
+
+        def layer(request):
+            try:
+                data = self.layer(request.path_params["token"], int(request.path_params["n"]))
+            except (KeyError, ValueError):
+                return Response("not found", status_code=404)
+            return Response(data, media_type="image/png", headers=private)
+
+        return [
+            Route(f"/{PREFIX}/v/{{token}}/slide.dzi", dzi),
+            Route(f"/{PREFIX}/v/{{token}}/slide_files/{{level:int}}/{{tile}}", tile),
+            Route(f"/{PREFIX}/v/{{token}}/layer/{{n:int}}.png", layer),
+            Mount(f"/{PREFIX}/static", StaticFiles(directory=str(static_dir())), name="sw-static"),
+        ]
+
+
+def static_dir() -> Path:
+    """The folder of the viewer's browser assets (OpenSeadragon, ``viewer.js``)."""
+    return Path(str(resources.files("spotwhisper.ui") / "static"))
+
+
+def viewer_js() -> str:
+    """The viewer's ``js_on_load`` code."""
+    return (static_dir() / "viewer.js").read_text(encoding="utf-8")
+
+
+def viewer_css() -> str:
+    """The viewer's CSS (scale bar, colour bar, region labels)."""
+    return (static_dir() / "viewer.css").read_text(encoding="utf-8")
+
+
+def head_html() -> str:
+    """``<script>`` tag loading OpenSeadragon (relative URL, so a root path behind a proxy works)."""
+    return f'<script src="{OSD_SCRIPT}"></script>'
