@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_query_lights_up_regions(chromium, mini_collection, tmp_path):
     index_dir, name = mini_collection
     engine = open_engine(name, index_dir=index_dir)
     port = _free_port()
-    app = launch(engine, host="127.0.0.1", port=port, cfg=load_ui_config(upload_dir=str(tmp_path / "uploads")),
+    app = launch(engine, host="127.0.0.1", port=port, cfg=load_ui_config(data_dir=str(tmp_path / "ui-data")),
                  block=False, quiet=True)
     try:
         with sync_playwright() as p:
@@ -83,9 +84,16 @@ def test_query_lights_up_regions(chromium, mini_collection, tmp_path):
             after = page.request.get(page.locator("#overlay img").get_attribute("src")).body()
             shot = tmp_path / "ui_browser.png"
             page.screenshot(path=str(shot), full_page=True)
-            browser.close()
+            store = app.spotwhisper_sessions
+            (sid,) = store.ids()
+            served = list(store.get(sid).files)
+            browser.close()  # the tab closes: Gradio's unload ends the session
+        deadline = time.monotonic() + 60
+        while store.ids() and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         app.close()
+    assert store.ids() == [] and served and not any(Path(p).exists() for p in served)
     hits = engine.search("tertiary lymphoid structures")  # what the chat routes QUERY to
     regions = hits.slides[0].regions
     assert regions, "the mini slide should have TLS-like regions at the default threshold"

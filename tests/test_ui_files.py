@@ -24,8 +24,8 @@ from spotwhisper.ui.files import (
     prepare_upload,
     process_upload,
     session_folder,
-    unique_name,
 )
+from spotwhisper.names import unique_name
 from tests.conftest import synthetic_he
 
 

@@ -15,8 +15,12 @@ Route scores are calibrated over all searched spots (z-scores by default) and fu
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
-from ..language.transcriptome_zeroshot import embed_queries_for_spots
+from ..language.transcriptome_zeroshot import embed_queries_for_spots, unreadable_query
 from ..prompts import load_vocabulary
 from ..proteins import find_marker
 from .attribution import gene_attributions
@@ -136,7 +140,12 @@ class SearchResult:
 
 
 class SearchEngine:
-    """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text."""
+    """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text.
+
+    One engine serves many threads (the UI's sessions): searching never changes it, and its caches
+    (slide files, the text model's input matrices, query embeddings) are guarded by locks.
+    :meth:`overlay` gives a view with extra slides (one session's uploads) that shares them.
+    """
 
     def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
                  cfg: SearchConfig | None = None, image_text_models: dict | None = None, store: SlideStore | None = None,
@@ -149,7 +158,8 @@ class SearchEngine:
         self._slides = dict(slides or {})
         self.store = store
         self.index = index  #: the collection's CollectionIndex: FAISS narrows large collections (prefilter_*)
-        self._inputs: dict[str, tuple[ad.AnnData, np.ndarray]] = {}
+        self._inputs: OrderedDict[tuple[str, int], tuple[ad.AnnData, np.ndarray]] = OrderedDict()
+        self._inputs_lock = threading.Lock()
         self.vocabulary = load_vocabulary()
 
     @classmethod
@@ -173,7 +183,17 @@ class SearchEngine:
         raise KeyError(f"no slide {name!r} (slides: {', '.join(self.slide_names()) or 'none'})")
 
     def add_slide(self, name: str, adata: ad.AnnData) -> None:
+        """Add a slide held in memory to this engine (every user of the engine sees it; a server
+        adds one session's slides with :meth:`overlay` instead)."""
         self._slides[name] = adata
+
+    def overlay(self, slides: Mapping[str, ad.AnnData]) -> SearchEngine:
+        """A view of this engine that also searches ``slides`` (name → AnnData; a name of the
+        collection is shadowed). The view shares the collection, models and caches and leaves this
+        engine as it was, so other users never see ``slides``."""
+        view = copy.copy(self)
+        view._slides = {**self._slides, **slides}
+        return view
 
     def _candidate_slides(self, parsed: ParsedQuery) -> tuple[list[str], str | None]:
         """Every slide, or — in a collection of more than ``cfg.prefilter_slides`` slides with a FAISS
@@ -182,7 +202,7 @@ class SearchEngine:
         names, n = self.slide_names(), self.cfg.prefilter_slides
         if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
             return names, None
-        q = embed_queries_for_spots(self.text, [parsed.positive])[0]  # only the text route is indexed for this
+        q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]  # only the text route is indexed for this
         found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
@@ -192,7 +212,7 @@ class SearchEngine:
 
     # -- scoring ----------------------------------------------------------------------------
     def _query_vectors(self, text: str) -> dict[str, np.ndarray]:
-        out = {"text": embed_queries_for_spots(self.text, [text])[0]}
+        out = {"text": embed_queries_for_spots(self.text, [text], check=False)[0]}
         for name, model in self.image_text.items():
             from ..imagetext.tile_zeroshot import embed_queries_for_tiles
 
@@ -249,11 +269,11 @@ class SearchEngine:
         if not names:
             raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
         data = {n: self.slide(n) for n in names}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UnreadableQueryWarning)
-            raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
-        for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
-            warnings.warn(message, category, stacklevel=2)  # pass each on once (one per slide was scored)
+        unreadable = [m for m in dict.fromkeys(unreadable_query(self.text, t, self.vocabulary)
+                                               for t in (parsed.positive, parsed.negative) if t) if m]
+        for message in unreadable:  # said once per search (the query cache would hide repeats)
+            warnings.warn(message, UnreadableQueryWarning, stacklevel=2)
+        raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
         routes = sorted({r for s in raw.values() for r in s})
         if not routes:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
@@ -266,8 +286,7 @@ class SearchEngine:
             for n, part in zip(names, np.split(c, np.cumsum(sizes)[:-1])):
                 if r in raw[n]:
                     cal[n][r] = part
-        notes = [f"Note: {m}" for m in dict.fromkeys(str(w.message) for w in caught
-                                                     if issubclass(w.category, UnreadableQueryWarning))]
+        notes = [f"Note: {m}" for m in unreadable]
         if prefilter_note:
             notes.append(prefilter_note)
         if parsed.markers and "protein" not in routes:
@@ -309,17 +328,25 @@ class SearchEngine:
         """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
         if keys.TEXT_EMB in hits.adata.obsm:
-            q = embed_queries_for_spots(self.text, [parsed.positive])[0]
+            q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]
             hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
                                                   inputs=self._text_inputs(hits.slide, hits.adata))
 
     def _text_inputs(self, slide: str, adata: ad.AnnData) -> np.ndarray:
-        """The text model's standardised input matrix of a slide, computed once per slide."""
-        cached = self._inputs.get(slide)
-        if cached is None or cached[0] is not adata:
-            cached = (adata, expression_input(adata, self.text.genes, self.text.config.input))
-            self._inputs[slide] = cached
-        return cached[1]
+        """The text model's standardised input matrix of a slide, computed once per slide object
+        (an LRU of ``cfg.max_slide_cache`` slides; thread-safe)."""
+        key = (slide, id(adata))
+        with self._inputs_lock:
+            cached = self._inputs.get(key)
+            if cached is not None and cached[0] is adata:
+                self._inputs.move_to_end(key)
+                return cached[1]
+        matrix = expression_input(adata, self.text.genes, self.text.config.input)
+        with self._inputs_lock:
+            self._inputs[key] = (adata, matrix)
+            while len(self._inputs) > max(1, self.cfg.max_slide_cache):
+                self._inputs.popitem(last=False)
+        return matrix
 
     def explain(self, slide: str, spots: np.ndarray) -> Explanation:
         """Genes and proteins of ``spots`` (indices or bool mask) versus the rest of ``slide``."""
