@@ -51,6 +51,9 @@ class UIConfig:
     threshold: float | None = None  #: initial threshold (fused z units); None = configs/search.yaml
     threshold_range: tuple[float, float] = (-1.0, 4.0)  #: slider bounds (z units)
     threshold_step: float = 0.1
+    #: threshold of "compare A and B" (score units of the colour bar); compared things (tumour, stroma) are
+    #: often broad, so lower than a search's; None = the search threshold
+    compare_threshold: float | None = 0.5
     route_groups: dict[str, list[str]] = field(default_factory=lambda: {
         "transcriptome": ["transcriptome"], "image–text": ["image", "plip", "conch"], "protein": ["protein"]})
     display_max_side: int = 1400  #: overlay longer side (px) sent to the browser

@@ -49,11 +49,11 @@ class Layer:
         return {"x": round(self.x, 2), "y": round(self.y, 2), "w": round(self.w, 2), "h": round(self.h, 2)}
 
 
-def source_geometry(adata) -> tuple[np.ndarray, float, float]:
-    """Spot centres ``(n, 2)`` and tile side in source-image px, and µm per source px (0 when unknown)."""
+def source_geometry(adata, scale: float) -> tuple[np.ndarray, float, float]:
+    """Spot centres ``(n, 2)`` and tile side in px of the image shown (``obsm["spatial"]`` × ``scale``),
+    and µm per px of that image (0 when unknown)."""
     lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
     info = adata.uns[keys.SPATIAL][lib] if lib else {}
-    scale = float(info.get("metadata", {}).get(keys.SOURCE_IMAGE_SCALE, 1.0))
     mpp = float(info.get("scalefactors", {}).get(keys.MPP, 0.0) or 0.0)
     coords = np.asarray(adata.obsm[keys.SPATIAL], dtype=float) * scale
     return coords, spot_spacing(adata) * scale, (mpp / scale if mpp else 0.0)

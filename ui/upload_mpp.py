@@ -5,8 +5,9 @@ wrong size and the models see tissue at the wrong magnification: a her2st JPEG a
 as 0.5 gives tiles of 137 µm instead of 200, and regions the demo finds are missed.
 :func:`resolve_mpp` decides, in this order:
 
-1. a value the user typed (with a warning when the file says something else);
-2. the image file's metadata (OME ``PhysicalSizeX``, TIFF resolution, WSI properties, microscope DPI);
+1. the image file's metadata (OME ``PhysicalSizeX``, TIFF resolution, WSI properties, microscope DPI);
+   a typed value that disagrees is reported, not used;
+2. a value the user typed;
 3. the spot table's pitch: the median distance between neighbouring spot centres in px, and the
    lattice — square = ST (200 µm pitch), hexagonal = Visium (100 µm pitch);
 4. none: the upload is refused with :data:`ASK` (why it matters, where to find the value).
@@ -36,7 +37,7 @@ ASK = ("µm per pixel unknown: the image file does not say and no spot table giv
 
 @dataclass
 class MppChoice:
-    """``value`` (µm/px, None = unknown) and ``source`` — ``"you"``, ``"file"``, ``"spot pitch"`` or ``"unknown"``."""
+    """``value`` (µm/px, None = unknown) and ``source`` — ``"file"``, ``"you"``, ``"spot pitch"`` or ``"unknown"``."""
 
     value: float | None
     source: str
@@ -82,16 +83,16 @@ def resolve_mpp(image: str | Path, spots_xy: np.ndarray | None = None, typed: fl
         from_file = probe.mpp
     if from_file is not None and not PLAUSIBLE[0] <= from_file <= PLAUSIBLE[1]:
         from_file = None
-    if typed:
-        if not PLAUSIBLE[0] <= typed <= PLAUSIBLE[1]:
-            raise ValueError(f"{typed:g} µm per pixel is not a plausible H&E resolution "
-                             f"({PLAUSIBLE[0]:g}–{PLAUSIBLE[1]:g}; 40x ≈ 0.25, 20x ≈ 0.5)")
-        note = "as you entered it"
-        if from_file and abs(typed - from_file) > DISAGREE * from_file:
-            note += f"; note the file says {from_file:.3f}"
-        return MppChoice(float(typed), "you", note)
+    if typed and not PLAUSIBLE[0] <= typed <= PLAUSIBLE[1]:
+        raise ValueError(f"{typed:g} µm per pixel is not a plausible H&E resolution "
+                         f"({PLAUSIBLE[0]:g}–{PLAUSIBLE[1]:g}; 40x ≈ 0.25, 20x ≈ 0.5)")
     if from_file:
-        return MppChoice(float(from_file), "file", "read from the image file")
+        note = "read from the image file"
+        if typed and abs(typed - from_file) > DISAGREE * from_file:
+            note += f"; the {typed:g} you entered was not used"
+        return MppChoice(float(from_file), "file", note)
+    if typed:
+        return MppChoice(float(typed), "you", "as you entered it")
     if spots_xy is not None:
         est = from_spot_pitch(spots_xy)
         if est is not None:

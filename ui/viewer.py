@@ -9,9 +9,10 @@ in a ``gr.HTML`` component (``ui/static/viewer.js``). It asks this module's rout
 * ``sw/static/…`` — OpenSeadragon and the viewer script.
 
 A token is an unguessable name for *one slide in one session* (:meth:`ViewerRegistry.token`): a
-session only ever learns its own tokens, so it cannot fetch tiles of another session's upload, and
-:meth:`ViewerRegistry.drop_session` forgets them when the session ends. Opened slides are shared
-by path (at most ``max_open`` kept open).
+session only ever learns its own tokens, so it cannot fetch tiles of another session's upload;
+a token made for a browser's session also needs that browser's client cookie
+(:data:`~spotwhisper.ui.access.CLIENT_COOKIE`), and :meth:`ViewerRegistry.drop_session` forgets the
+tokens when the session ends. Opened slides are shared by image (at most ``max_open`` kept open).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class _Entry:
     session: str
     key: str  #: what the slide is (its source path): equal keys share one opened slide
     opener: Callable[[], tuple[Slide, float]]
+    owner: str | None = None  #: the browser (client cookie) whose session it is; None = any
     layers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     next_layer: int = 1
 
@@ -56,14 +58,16 @@ class ViewerRegistry:
         self._open: OrderedDict[str, tuple[DeepZoom, float, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def token(self, session: str, key: str, opener: Callable[[], tuple[Slide, float]]) -> str:
+    def token(self, session: str, key: str, opener: Callable[[], tuple[Slide, float]],
+              owner: str | None = None) -> str:
         """The token of slide ``key`` for ``session`` (one per pair, made on first use). ``opener``
-        returns ``(slide, scale)`` — the image and the factor from spot coordinates to its px."""
+        returns ``(slide, scale)`` — the image and the factor from spot coordinates to its px.
+        With ``owner`` (a client cookie) only requests carrying that cookie are answered."""
         with self._lock:
             tok = self._by_session.get((session, key))
             if tok is None:
                 tok = secrets.token_urlsafe(18)
-                self._tokens[tok] = _Entry(session, key, opener)
+                self._tokens[tok] = _Entry(session, key, opener, owner)
                 self._by_session[(session, key)] = tok
             return tok
 
@@ -127,6 +131,16 @@ class ViewerRegistry:
             raise KeyError("unknown viewer token")
         return entry
 
+    def allowed(self, token: str, cookie: str | None) -> bool:
+        """True when ``token`` exists and the request's client cookie may use it."""
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None:
+            return False
+        if not entry.owner or entry.owner.startswith("anon:"):
+            return True
+        return cookie is not None and secrets.compare_digest(entry.owner, cookie)
+
     # -- HTTP -----------------------------------------------------------------------------
     def routes(self) -> list:
         """Starlette routes of the viewer (pass as ``app_kwargs={"routes": …}`` to ``Blocks.launch``)."""
@@ -134,9 +148,16 @@ class ViewerRegistry:
         from starlette.routing import Mount, Route
         from starlette.staticfiles import StaticFiles
 
+        from .access import CLIENT_COOKIE
+
         private = {"Cache-Control": "private, max-age=3600"}
 
+        def ok(request) -> bool:
+            return self.allowed(request.path_params["token"], request.cookies.get(CLIENT_COOKIE))
+
         def dzi(request):
+            if not ok(request):
+                return Response("not found", status_code=404)
             try:
                 dz, _, _ = self.opened(request.path_params["token"])
             except KeyError:
@@ -144,6 +165,8 @@ class ViewerRegistry:
             return Response(dz.dzi_xml(), media_type="application/xml", headers=private)
 
         def tile(request):
+            if not ok(request):
+                return Response("not found", status_code=404)
             name = request.path_params["tile"]
             try:
                 col, row = (int(v) for v in name.removesuffix(".jpeg").split("_"))
@@ -155,6 +178,8 @@ class ViewerRegistry:
             return Response(data, media_type="image/jpeg", headers=private)
 
         def layer(request):
+            if not ok(request):
+                return Response("not found", status_code=404)
             try:
                 data = self.layer(request.path_params["token"], int(request.path_params["n"]))
             except (KeyError, ValueError):

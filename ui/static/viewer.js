@@ -175,8 +175,9 @@
     const t = Math.min(100, Math.max(0, 100 * (scale.threshold - scale.min) / span));
     box.innerHTML = '<div class="sw-cb-title">' + esc(scale.label) + '</div>' +
       '<div class="sw-cb-bar" style="background:' + scale.gradient + '"><i style="left:' + t.toFixed(1) + '%"></i></div>' +
-      '<div class="sw-cb-ticks"><span>' + scale.min.toFixed(1) + '</span><span class="sw-cb-thr" style="left:' +
-      t.toFixed(1) + '%">threshold ' + scale.threshold.toFixed(1) + '</span><span>' + scale.max.toFixed(1) + '</span></div>';
+      '<div class="sw-cb-ticks"><span>' + scale.min.toFixed(1) + '</span><span>' + scale.max.toFixed(1) + '</span></div>' +
+      '<div class="sw-cb-thr"><i></i>threshold ' + scale.threshold.toFixed(2).replace(/0$/, '') +
+      ' — spots below it are faint</div>';
   }
 
   function message(text) {
