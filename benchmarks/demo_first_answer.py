@@ -90,12 +90,12 @@ def main() -> int:
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="spotwhisper-demo-bench-"))
-    for sub in ("cache", "indexes", "uploads", "out"):
+    for sub in ("cache", "indexes", "ui-data", "out"):
         (work / sub).mkdir(parents=True, exist_ok=True)
         if any((work / sub).iterdir()) and sub in ("cache", "indexes"):
             print(f"warning: {work / sub} is not empty: this is not a cold start", file=sys.stderr)
     port = _free_port()
-    env = {**os.environ, "SPOTWHISPER_CACHE_DIR": str(work / "cache"), "SPOTWHISPER_UPLOAD_DIR": str(work / "uploads"),
+    env = {**os.environ, "SPOTWHISPER_CACHE_DIR": str(work / "cache"), "SPOTWHISPER_UI_DATA_DIR": str(work / "ui-data"),
            "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
     cmd = [sys.executable, "-c", "import sys; from spotwhisper.cli import main; sys.exit(main())", "demo",
            "--index-dir", str(work / "indexes"), "--out-dir", str(work / "out"), "--port", str(port), "--no-progress"]

@@ -18,7 +18,7 @@ def test_her2st_jpeg_gets_its_mpp_from_the_spot_pitch(data_dir):
     xy = table[["pixel_x", "pixel_y"]].to_numpy()
     choice = resolve_mpp(image_path(data_dir, "C5"), xy)
     assert choice.source == "spot pitch" and choice.value == pytest.approx(0.73, abs=0.01)  # not the old silent 0.5
-    assert "square lattice, read as ST (200 µm pitch)" in choice.sentence() and "0.730 µm/px" in choice.sentence()
+    assert "square lattice, read as ST (200 µm pitch)" in choice.sentence() and "0.730 µm per pixel" in choice.sentence()
     assert resolve_mpp(image_path(data_dir, "C5"), None).value is None  # the JPEG itself does not say
 
 
@@ -36,8 +36,13 @@ def test_file_metadata_wins_and_a_typed_value_is_checked(tmp_path, he_image):
     tifffile.imwrite(path, he_image, ome=True, photometric="rgb",
                      metadata={"PhysicalSizeX": 0.25, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.25})
     assert (resolve_mpp(path).value, resolve_mpp(path).source) == (0.25, "file")
-    typed = resolve_mpp(path, None, 0.5)
-    assert typed.value == 0.5 and typed.source == "you" and "the file says 0.250" in typed.note
+    typed = resolve_mpp(path, None, 0.5)  # the file wins; the disagreement is said
+    assert typed.value == 0.25 and typed.source == "file" and "the 0.5 you entered was not used" in typed.note
+    png = tmp_path / "bare.png"
+    Image.fromarray(he_image).save(png)
+    xy = np.array([[x * 270.0, y * 270.0] for x in range(5) for y in range(5)])
+    mine = resolve_mpp(png, xy, 0.7)  # a typed value wins over the spot-pitch estimate
+    assert (mine.value, mine.source) == (0.7, "you")
     with pytest.raises(ValueError, match="not a plausible"):
         resolve_mpp(path, None, 500.0)
 

@@ -121,6 +121,11 @@ def test_tile_urls_are_per_session(big_tiff):
     assert client.get(f"/sw/v/{mine}/slide_files/9/5_5.jpeg").status_code == 404  # outside the grid
     assert client.get("/sw/static/openseadragon/openseadragon.min.js").status_code == 200
     assert client.get("/sw/static/openseadragon/LICENSE.txt").status_code == 200
+    # a token made for a browser's session answers only that browser (its client cookie)
+    owned = reg.token("session-c", "big", opener, owner="cookie-c")
+    assert client.get(f"/{reg.url(owned)}").status_code == 404
+    assert client.get(f"/{reg.url(owned)}", cookies={"spotwhisper_client": "cookie-x"}).status_code == 404
+    assert client.get(f"/{reg.url(owned)}", cookies={"spotwhisper_client": "cookie-c"}).status_code == 200
     assert reg.drop_session("session-a") == 1
     assert client.get(f"/{reg.url(mine)}").status_code == 404  # gone with its session
     assert client.get(f"/{reg.url(theirs)}").status_code == 200  # the other session is untouched

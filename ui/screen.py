@@ -24,6 +24,9 @@ from .handlers import View, tissue_share
 from .layers import CLASS_COLOURS, class_layer, heat_layer, region_marks, score_scale, source_geometry
 from .viewer import ViewerRegistry
 
+#: a slide opens framed on its spots plus this many spot spacings
+FIT_MARGIN = 1.5
+
 
 def _spatial(adata) -> dict:
     lib = next(iter(adata.uns.get(keys.SPATIAL, {})), None)
@@ -57,9 +60,13 @@ def viewer_payload(registry: ViewerRegistry, session: str, owner: str | None, en
     token = registry.token(session, f"{slide}|{image_key}", opener, owner)
     dz, _, _ = registry.opened(token)
     coords, tile, mpp = source_geometry(adata, scale)
+    pad = FIT_MARGIN * tile
+    lo, hi = coords.min(0) - pad, coords.max(0) + pad
     out = {"key": key, "slide": slide, "dzi": registry.url(token), "width": dz.width, "height": dz.height,
            "mpp": round(mpp, 6), "layer": None, "scale": None, "regions": [], "annotations": [],
-           "message": view.message}
+           "message": view.message,
+           "fit": {"x": round(float(lo[0]), 1), "y": round(float(lo[1]), 1),
+                   "w": round(float(hi[0] - lo[0]), 1), "h": round(float(hi[1] - lo[1]), 1)}}
     comp = view.comparison if view.comparison is not None and view.comparison.slide == slide else None
     hits = view.hits(slide)
     if comp is not None and not view.message:

@@ -46,7 +46,7 @@ class MppChoice:
     def sentence(self) -> str:
         if self.value is None:
             return ASK
-        return f"{self.value:.3f} µm/px ({self.note})"
+        return f"{self.value:.3f} µm per pixel ({self.note})"
 
 
 def lattice(xy: np.ndarray) -> tuple[float, str]:

@@ -76,9 +76,14 @@ class ViewerRegistry:
         return f"{PREFIX}/v/{token}/slide.dzi"
 
     def add_layer(self, token: str, layer: Layer) -> str:
-        """Keep ``layer``'s picture for ``token`` (the last ``max_layers``) → its URL."""
+        """Keep ``layer``'s picture for ``token`` (the last ``max_layers``) → its URL; the same
+        picture as the latest one keeps its URL (the browser does not reload it)."""
         with self._lock:
             entry = self._entry(token)
+            if entry.layers:
+                last = next(reversed(entry.layers))
+                if entry.layers[last] == layer.png:
+                    return f"{PREFIX}/v/{token}/layer/{last}.png"
             n = entry.next_layer
             entry.next_layer += 1
             entry.layers[n] = layer.png

@@ -30,7 +30,13 @@
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
       gestureSettingsTouch: { clickToZoom: false },
     });
-    st.osd.addHandler('open', function () { st.layerItem = null; st.layerUrl = null; st.marks = ''; draw(); });
+    st.osd.addHandler('open', function () {
+      st.layerItem = null; st.layerUrl = null; st.marks = '';
+      const f = val().fit;
+      const w = val().width || 1;
+      if (f) { st.osd.viewport.fitBounds(new window.OpenSeadragon.Rect(f.x / w, f.y / w, f.w / w, f.h / w), true); }
+      draw();
+    });
     st.osd.addHandler('animation', scaleBar);
     st.osd.addHandler('resize', scaleBar);
     st.osd.addHandler('canvas-click', function (e) {
@@ -69,7 +75,8 @@
     const L = v.layer;
     const url = L ? L.url : null;
     if (url !== st.layerUrl) {
-      if (st.layerItem) { osd.world.removeItem(st.layerItem); st.layerItem = null; }
+      const old = st.layerItem;  // removed once the new picture is in, so the map does not flicker
+      st.layerItem = null;
       st.layerUrl = url;
       if (L) {
         const w = v.width || 1;
@@ -77,11 +84,13 @@
           tileSource: { type: 'image', url: L.url, buildPyramid: false },
           x: L.x / w, y: L.y / w, width: L.w / w, opacity: st.opacity,
           success: function (e) {
-            if (st.layerUrl === L.url) { st.layerItem = e.item; } else { osd.world.removeItem(e.item); }
-            root.dataset.layer = L.url;
+            if (old) { osd.world.removeItem(old); }
+            if (st.layerUrl === L.url) { st.layerItem = e.item; root.dataset.layer = L.url; }
+            else { osd.world.removeItem(e.item); }
           },
         });
       } else {
+        if (old) { osd.world.removeItem(old); }
         delete root.dataset.layer;
       }
     }
