@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 QUERY = "show me tertiary lymphoid structures"
-SLOW_S = 2.5  #: added to every search while ``slow`` is on
+SLOW_S = 4.0  #: added to every search while ``slow`` is on
 
 
 def _missing(msg: str):
@@ -96,6 +96,7 @@ def page(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server["url"], timeout=60_000)
     page.wait_for_function("document.querySelector('#viewer-main .sw-viewer')?.dataset.view", timeout=60_000)
+    page.wait_for_function("document.querySelector('#map-caption')?.innerText.includes('C2')", timeout=60_000)
     yield page
     page.close()
 
@@ -213,11 +214,14 @@ def test_comparison_shows_two_colours(page, server, tmp_path):
 
 def test_no_route_ticked_gives_a_message_not_a_stale_map(page):
     _ask(page, QUERY)
-    page.wait_for_function("document.querySelector('#map-caption')?.innerText.includes('region(s)')", timeout=60_000)
-    for box in page.locator("#routes input[type=checkbox]").all():
-        if box.is_checked():
-            box.uncheck()
-            page.wait_for_timeout(400)
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('why (region 1')", timeout=60_000)
+    page.wait_for_timeout(500)
+    for _ in range(10):  # untick every box (a box the server re-ticks while busy is unticked again)
+        ticked = [b for b in page.locator("#routes input[type=checkbox]").all() if b.is_checked()]
+        if not ticked:
+            break
+        ticked[0].click()
+        page.wait_for_timeout(800)
     page.wait_for_function("getComputedStyle(document.querySelector('#viewer-main .sw-message')).display !== 'none'",
                            timeout=30_000)
     assert "tick at least one route" in page.inner_text("#viewer-main .sw-message")

@@ -108,7 +108,7 @@ def test_tile_urls_are_per_session(big_tiff):
     from starlette.testclient import TestClient
 
     reg = ViewerRegistry()
-    opener = lambda: (open_slide(big_tiff), 1.0)  # noqa: E731
+    opener = lambda: (open_slide(big_tiff), 1.0)
     mine = reg.token("session-a", "big", opener)
     theirs = reg.token("session-b", "big", opener)
     assert mine != theirs and reg.token("session-a", "big", opener) == mine and len(mine) >= 24

@@ -10,8 +10,12 @@ reads such a file back (ours, or QuPath's own export: Polygon / MultiPolygon fea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+
+from spotwhisper.atomic import atomic_file
+from spotwhisper.names import unique_path
 
 #: QuPath colour of kept annotations (yellow, as the viewer draws them)
 COLOUR = [255, 230, 0]
@@ -43,6 +47,14 @@ def to_geojson(annotations: list[dict]) -> dict:
             "slide": a.get("slide"), "query": a.get("query"), "region": a.get("region"),
             "measurements": {"area_mm2": a.get("area_mm2")}}})
     return {"type": "FeatureCollection", "features": features}
+
+
+def save_geojson(annotations: list[dict], folder: str | Path, stem: str = "annotations") -> Path:
+    """Write ``annotations`` as ``<folder>/<stem>[-n].geojson`` (a name not yet used there), atomically."""
+    path = unique_path(folder, stem, [".geojson"]).with_suffix(".geojson")
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(to_geojson(annotations)))
+    return path
 
 
 def _rings(geometry: dict) -> list[list[list[float]]]:

@@ -19,7 +19,6 @@ file sent to the browser goes through ``store.serve``; viewer tiles go through p
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -37,23 +36,26 @@ from spotwhisper.search.engine import SearchEngine
 
 from . import handlers as h
 from .access import FileAccessMiddleware, request_ids
-from .annotations import from_geojson, from_regions, to_geojson
+from .annotations import from_geojson, from_regions, save_geojson
 from .chat import message_text, respond_stream
 from .config import UIConfig, load_ui_config
 from .display import comparison_table, evidence_table, regions_frame, tile_gallery
-from .files import add_to_collection, export_result, keep_upload, prepare_upload, process_upload, public_text
+from .files import (
+    add_to_collection,
+    export_result,
+    keep_upload,
+    prepare_upload,
+    process_upload,
+    public_text,
+)
 from .screen import region_at, viewer_payload
 from .sessions import QuotaError, Session, SessionAccessError, SessionStore
-from .upload_mpp import ASK, resolve_mpp
-from .viewer import ViewerRegistry, head_html, viewer_css, viewer_js
+from .upload_mpp import ASK, read_spot_xy, resolve_mpp
+from .viewer import ViewerRegistry, viewer_component, viewer_css
 
 log = logging.getLogger(__name__)
 CSS = "#map-caption {min-height: 2em;} #build-status {min-height: 1.2em;}"
 NONE = "(none)"
-VIEWER_HTML = ('<div class="sw-viewer"><div class="sw-osd"></div><div class="sw-toolbar">heat map '
-               '<input class="sw-opacity" type="range" min="0" max="100" value="60" title="heat-map opacity"></div>'
-               '<div class="sw-colourbar"></div><div class="sw-scalebar"><div class="sw-scalebar-line"></div>'
-               '<span></span></div><div class="sw-message"></div></div>')
 
 
 class _Models:
@@ -72,38 +74,37 @@ class _Models:
             return self._models
 
 
-def _viewer(key: str) -> gr.HTML:
-    return gr.HTML(value={"key": key, "dzi": None}, html_template=VIEWER_HTML, js_on_load=viewer_js(),
-                   head=head_html(), elem_id=f"viewer-{key}", apply_default_css=False, container=False)
-
-
-def first_answer(engine: SearchEngine, cfg: UIConfig, answered) -> tuple[list[dict], h.View | None]:
-    """The chat history and View of an example answered before the server started (``spotwhisper demo``)."""
-    if not answered:
-        return [], None
-    query, result, seconds = answered
-    view = h.new_view(engine, cfg)
-    view = replace(view, base=result, slide=result.slides[0].slide if result.slides else view.slide)
-    view = h.update_view(engine, view, cfg)
-    view.groups = h.used_groups(view.shown, cfg.route_groups) or view.groups
-    text = h.describe_result(view, cfg)
-    text += f"\n(Answered {seconds:.0f} s after the demo started, on the {len(result.slides)} slide(s) ready then.)"
-    return [{"role": "user", "content": query}, {"role": "assistant", "content": text}], view
-
-
 def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | None = None,
               store: SessionStore | None = None, answered=None, build_status: Callable | None = None,
               registry: ViewerRegistry | None = None) -> gr.Blocks:
     """The Blocks app over ``engine`` (not launched). ``example`` pre-fills the chat box; ``answered``
-    = ``(query, SearchResult, seconds)`` opens the chat with that answer; ``build_status()`` (a
-    :class:`~spotwhisper.collection.progressive.BuildStatus`) is shown while slides are still added."""
+    = ``(query, SearchResult, seconds)`` — or a function returning it, or None while it is not ready
+    (``spotwhisper demo`` serves before its first answer) — opens the chat with that answer;
+    ``build_status()`` (a :class:`~spotwhisper.collection.progressive.BuildStatus`) is shown while
+    slides are still added."""
     cfg = cfg or load_ui_config()
     store = store or SessionStore(cfg)
     registry = registry or ViewerRegistry()
     os.environ["GRADIO_TEMP_DIR"] = str(store.gradio_dir)  # read by every component made below
     models = _Models()
     examples = ([example] if example else []) + [e for e in cfg.examples if e != example]
-    opening, opening_view = first_answer(engine, cfg, answered)
+    first: dict = {}
+    first_lock = threading.Lock()
+    waiting = [{"role": "assistant", "content": f"Preparing the first slide: the example '{example}' is answered "
+                                                 "here as soon as it is ready (progress above)."}]
+
+    def opening() -> tuple[list[dict], h.View | None]:
+        """The example's chat and view once answered (computed once, shared read-only by sessions)."""
+        with first_lock:
+            if "chat" not in first:
+                ready = answered() if callable(answered) else answered
+                if not ready:
+                    return [], None
+                first["chat"], first["view"] = h.first_answer(engine, cfg, ready)
+            return first["chat"], first["view"]
+
+    def pending() -> bool:
+        return callable(answered) and opening()[1] is None
 
     def session(request: gr.Request | None) -> tuple[Session, SearchEngine]:
         try:
@@ -120,6 +121,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                       if view.second else {"key": "second", "dzi": None})
         except (KeyError, ValueError, SlideError, FileNotFoundError) as err:
             main, second = {"key": "main", "dzi": None, "message": public_text(str(err))}, {"key": "second"}
+        if view.slide is None and build_status is not None and not build_status().ready:
+            main["message"] = f"Preparing the first slide — {build_status().line()}."
         hits = view.hits() if view.comparison is None else None
         caption, gallery = h.map_caption(view), []
         if hits is not None:
@@ -141,25 +144,36 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         st = build_status()
         return f"Collection: {st.line()}." + ("" if st.finished else " Slides appear in the picker as they are ready.")
 
-    def on_load(view, request: gr.Request):
+    def with_opening(history, view) -> tuple[list | None, h.View]:
+        """The example's answer for a session still waiting for it (else ``(None, view)``)."""
+        chat, ready = opening()
+        fresh = not history or (len(history) == 1 and message_text(history[0].get("content")).startswith(
+            "Preparing the first slide"))
+        if ready is None or view.base is not None or not fresh:
+            return None, view
+        return chat, replace(ready, annotations=[])
+
+    def on_load(history, view, request: gr.Request):
         sess, eng = session(request)
-        if opening_view is not None and view.base is None:
-            view = replace(opening_view, annotations=[])
-        return (view, gr.update(choices=eng.slide_names(), value=view.slide), *render(sess, eng, view))
+        chat, view = with_opening(history, view)
+        return (view, chat if chat is not None else gr.skip(), gr.update(choices=eng.slide_names(), value=view.slide),
+                *render(sess, eng, view))
 
     def on_unload(request: gr.Request):
         sid = request_ids(request)[0]
         store.close(sid)
         registry.drop_session(sid)
 
-    def on_tick(known, request: gr.Request):
-        _, eng = session(request)
+    def on_tick(known, history, view, request: gr.Request):
+        sess, eng = session(request)
         names = eng.slide_names()
-        done = build_status is None or build_status().finished
-        if names == known:
-            return build_line(), gr.skip(), gr.skip(), known, gr.Timer(active=not done)
-        return (build_line(), gr.update(choices=names), gr.update(choices=[NONE, *names]), names,
-                gr.Timer(active=not done))
+        done = (build_status is None or build_status().finished) and not pending()
+        chat, view = with_opening(history, view)
+        shown = render(sess, eng, view) if chat is not None else [gr.skip()] * 9
+        if names == known and chat is None:
+            return (build_line(), gr.skip(), gr.skip(), known, gr.Timer(active=not done), gr.skip(), view, *shown)
+        return (build_line(), gr.update(choices=names, value=view.slide), gr.update(choices=[NONE, *names]), names,
+                gr.Timer(active=not done), chat if chat is not None else gr.skip(), view, *shown)
 
     def on_post(message, history):
         if not (message or "").strip():
@@ -177,7 +191,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             history.append({"role": "user", "content": message})  # a call through the API
         earlier = history[:-1]
         try:
-            for text, view, done in respond_stream(eng, view, message, earlier, cfg):
+            for text, step, done in respond_stream(eng, view, message, earlier, cfg):
+                view = step
                 out = history + [{"role": "assistant", "content": text}]
                 if not done and view.shown is None and view.comparison is None:
                     yield (out, view, gr.skip(), *[gr.skip()] * 9)
@@ -254,7 +269,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 if store.guards(p):
                     p.unlink(missing_ok=True)
         try:
-            choice = resolve_mpp(kept[0], _spot_xy(kept[1]) if spots else None, float(mpp) if mpp else None)
+            choice = resolve_mpp(kept[0], read_spot_xy(kept[1]) if spots else None, float(mpp) if mpp else None)
             if choice.value is None:
                 return (ASK, view, gr.update(), *render(sess, eng, view))
             slide_name = unique_name(name or Path(image).stem, eng.slide_names())
@@ -316,9 +331,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         sess, _ = session(request)
         if not view.annotations:
             return None, "No annotations yet: keep some regions first."
-        path = unique_path(sess.folder / "exports", "annotations", [".geojson"]).with_suffix(".geojson")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(to_geojson(view.annotations)))
+        path = save_geojson(view.annotations, sess.folder / "exports")
         return store.serve_all(sess, [(path, path.name)], slot="annotations"), \
             f"Saved {len(view.annotations)} annotation(s) as GeoJSON (opens in QuPath; load it here again later)."
 
@@ -341,36 +354,37 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                       + "."), *render(sess, eng, view)
 
     names = engine.slide_names()
-    first = h.new_view(engine, cfg)
+    start_view = h.new_view(engine, cfg)
+    opening_chat = opening()[0] or (waiting if callable(answered) else [])
     lo, hi = cfg.threshold_range
     with gr.Blocks(title=cfg.title, analytics_enabled=False,
                    delete_cache=(int(cfg.cleanup_interval_s), int(cfg.session_ttl_s))) as app:
         app.spotwhisper_sessions = store
         app.spotwhisper_viewer = registry
-        state = gr.State(first, time_to_live=cfg.session_ttl_s)
+        state = gr.State(start_view, time_to_live=cfg.session_ttl_s)
         known = gr.State(names)
         gr.Markdown(f"## {cfg.title} — search H&E slides with free text")
         status = gr.Markdown(build_line(), elem_id="build-status")
-        timer = gr.Timer(3.0, active=build_status is not None)
+        timer = gr.Timer(3.0, active=build_status is not None or callable(answered))
         with gr.Row():
             with gr.Column(scale=2):
-                chatbot = gr.Chatbot(value=opening, elem_id="chat", height=520, label="chat")
-                msg = gr.Textbox(value=example if not opening else "", elem_id="query", label="ask", lines=1,
+                chatbot = gr.Chatbot(value=opening_chat, elem_id="chat", height=520, label="chat")
+                msg = gr.Textbox(value=example if not opening_chat else "", elem_id="query", label="ask", lines=1,
                                  placeholder=examples[0] if examples else "", submit_btn=True)
                 asked = gr.Textbox(visible=False)
                 gr.Examples(examples, inputs=msg, label="examples")
             with gr.Column(scale=3):
                 with gr.Row():
-                    picker = gr.Dropdown(choices=names, value=first.slide, label="slide", elem_id="slide-picker")
+                    picker = gr.Dropdown(choices=names, value=start_view.slide, label="slide", elem_id="slide-picker")
                     picker2 = gr.Dropdown(choices=[NONE, *names], value=NONE, label="side by side with",
                                           elem_id="second-picker")
                 with gr.Row(equal_height=True):
-                    viewer = _viewer("main")
+                    viewer = viewer_component("main")
                     with gr.Column(visible=False) as second_box:
-                        viewer2 = _viewer("second")
+                        viewer2 = viewer_component("second")
                 caption = gr.Markdown(elem_id="map-caption")
                 with gr.Row():
-                    thr = gr.Slider(lo, hi, value=first.threshold, step=cfg.threshold_step, elem_id="threshold",
+                    thr = gr.Slider(lo, hi, value=start_view.threshold, step=cfg.threshold_step, elem_id="threshold",
                                     label="threshold (on the colour bar's score)")
                     routes = gr.CheckboxGroup(list(cfg.route_groups), value=list(cfg.route_groups), elem_id="routes",
                                               label="routes (ticked = answered and fused)")
@@ -408,13 +422,14 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
 
         shown = [viewer, second_box, viewer2, caption, gallery, evidence, regions, routes, thr]
         on_map = {"show_progress_on": [viewer]}
-        app.load(on_load, [state], [state, picker, *shown], **on_map)
+        app.load(on_load, [chatbot, state], [state, chatbot, picker, *shown], **on_map)
         app.unload(on_unload)
-        timer.tick(on_tick, [known], [status, picker, picker2, known, timer], show_progress="hidden")
+        timer.tick(on_tick, [known, chatbot, state], [status, picker, picker2, known, timer, chatbot, state, *shown],
+                   show_progress="hidden")
         msg.submit(on_post, [msg, chatbot], [chatbot, msg, asked], queue=False, show_progress="hidden").then(
             on_answer, [asked, chatbot, state], [chatbot, state, picker, *shown], api_name="chat", **on_map)
         thr.input(on_threshold, [thr, state], [state, *shown], trigger_mode="always_last", **on_map)
-        routes.input(on_routes, [routes, state], [state, *shown], **on_map)
+        routes.input(on_routes, [routes, state], [state, *shown], trigger_mode="always_last", **on_map)
         picker.input(on_slide, [picker, state], [state, *shown], api_name="slide", **on_map)
         picker2.input(on_second, [picker2, state], [state, *shown], **on_map)
         viewer.region(on_region, [chatbot, state], [chatbot, state, *shown], **on_map)
@@ -427,21 +442,6 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                         show_progress_on=[up_status])
         ex_button.click(on_export, [state], [ex_files, ex_status], api_name="export", show_progress_on=[ex_status])
     return app
-
-
-def _spot_xy(path: Path):
-    """x, y columns of a spot table (for the µm/px estimate; ``load_spot_table`` checks it fully later)."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if "x" not in cols or "y" not in cols:
-        return None
-    xy = df[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").dropna().to_numpy(dtype=float)
-    return xy if len(xy) else None
 
 
 def launch(engine: SearchEngine, host: str = "127.0.0.1", port: int | None = 7860, example: str | None = None,

@@ -66,6 +66,21 @@ def new_view(engine: SearchEngine, cfg: UIConfig) -> View:
     return View(threshold=threshold, groups=list(cfg.route_groups), slide=names[0] if names else None)
 
 
+def first_answer(engine: SearchEngine, cfg: UIConfig, answered) -> tuple[list[dict], View | None]:
+    """The chat history and View of an example answered before the server started (``spotwhisper
+    demo``): ``answered`` = ``(query, SearchResult, seconds after start)``, or None."""
+    if not answered:
+        return [], None
+    query, result, seconds = answered
+    view = new_view(engine, cfg)
+    view = replace(view, base=result, slide=result.slides[0].slide if result.slides else view.slide)
+    view = update_view(engine, view, cfg)
+    view.groups = used_groups(view.shown, cfg.route_groups) or view.groups
+    text = describe_result(view, cfg)
+    text += f"\n(Answered {seconds:.0f} s after the demo started, on the {len(result.slides)} slide(s) ready then.)"
+    return [{"role": "user", "content": query}, {"role": "assistant", "content": text}], view
+
+
 # -- re-fusing and thresholds (no new search) ------------------------------------------------
 def group_weights(engine: SearchEngine, groups: list[str], route_groups: dict[str, list[str]]) -> dict[str, float]:
     """Search weights with every route of an unselected group set to 0 (others as configured)."""

@@ -21,7 +21,14 @@ from spotwhisper.io.slide import ArraySlide
 from spotwhisper.io.spatial import open_source_slide, spot_spacing
 
 from .handlers import View, tissue_share
-from .layers import CLASS_COLOURS, class_layer, heat_layer, region_marks, score_scale, source_geometry
+from .layers import (
+    CLASS_COLOURS,
+    class_layer,
+    heat_layer,
+    region_marks,
+    score_scale,
+    source_geometry,
+)
 from .viewer import ViewerRegistry
 
 #: a slide opens framed on its spots plus this many spot spacings

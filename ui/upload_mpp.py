@@ -98,3 +98,19 @@ def resolve_mpp(image: str | Path, spots_xy: np.ndarray | None = None, typed: fl
         if est is not None:
             return est
     return MppChoice(None, "unknown", "not known")
+
+
+def read_spot_xy(path: str | Path) -> np.ndarray | None:
+    """The ``x``, ``y`` columns of a CSV spot table (case-insensitive), or None when it has none
+    (the table is checked in full when the slide is loaded; this is only for the estimate)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if "x" not in cols or "y" not in cols:
+        return None
+    xy = df[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").dropna().to_numpy(dtype=float)
+    return xy if len(xy) else None

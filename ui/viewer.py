@@ -30,6 +30,11 @@ from spotwhisper.io.slide import Slide
 from .deepzoom import DeepZoom
 from .layers import Layer
 
+#: the viewer's markup (static: viewer.js fills it; a value change never re-renders it)
+VIEWER_HTML = ('<div class="sw-viewer"><div class="sw-osd"></div><div class="sw-toolbar">heat map '
+               '<input class="sw-opacity" type="range" min="0" max="100" value="60" title="heat-map opacity"></div>'
+               '<div class="sw-colourbar"></div><div class="sw-scalebar"><div class="sw-scalebar-line"></div>'
+               '<span></span></div><div class="sw-message"></div></div>')
 #: URL prefix of every viewer route (relative to the app's root)
 PREFIX = "sw"
 OSD_SCRIPT = f"{PREFIX}/static/openseadragon/openseadragon.min.js"
@@ -217,3 +222,12 @@ def viewer_css() -> str:
 def head_html() -> str:
     """``<script>`` tag loading OpenSeadragon (relative URL, so a root path behind a proxy works)."""
     return f'<script src="{OSD_SCRIPT}"></script>'
+
+
+def viewer_component(key: str):
+    """A ``gr.HTML`` slide viewer (elem_id ``viewer-<key>``) whose value is a :func:`~spotwhisper.ui.screen.viewer_payload`;
+    it fires a ``region`` event (``{slide, region}`` or ``{slide, x, y}`` in image px) when clicked."""
+    import gradio as gr
+
+    return gr.HTML(value={"key": key, "dzi": None}, html_template=VIEWER_HTML, js_on_load=viewer_js(),
+                   head=head_html(), elem_id=f"viewer-{key}", apply_default_css=False, container=False)

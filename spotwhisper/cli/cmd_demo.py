@@ -1,10 +1,11 @@
 """``spotwhisper demo`` — the main job on the embedded default: build (or reuse) the her2st demo
 collection from the data directory, answer an example query, and serve the search UI.
 
-The first answer comes early: the smallest section is processed first with every CPU thread and
-committed as a collection of one slide, the example is answered on it and the UI is served; the
-other sections are then added one at a time in the background (each commit atomic), appearing in
-the UI's slide picker as they are ready, with progress printed here and shown in the UI.
+The first answer comes early: the UI is served at once (saying what is being prepared), the
+smallest section is processed first with every CPU thread and committed as a collection of one
+slide, and the example is answered on it — here and in the UI's chat; the other sections are then
+added one at a time in the background (each commit atomic), appearing in the UI's slide picker as
+they are ready, with progress printed here and shown in the UI.
 """
 
 from __future__ import annotations
@@ -80,6 +81,27 @@ def _existing_slides(args: argparse.Namespace, console: Console) -> tuple[list[s
         return [], True
 
 
+def _serve_early(args: argparse.Namespace, build, answer: dict, console: Console):
+    """Serve the UI over an engine that searches nothing until the first slide is committed
+    (``attach`` then gives it the collection) → ``(app, engine)``."""
+    from spotwhisper.ui.app import launch
+
+    from ..search.engine import SearchEngine
+
+    engine = SearchEngine()  # the shipped text model; slides come with the collection
+    app = launch(engine, host=args.host, port=args.port, example=args.query, block=False,
+                 answered=lambda: answer.get("answered"), build_status=build.status)
+    return app, engine
+
+
+def attach(engine, collection: str, index_dir) -> None:
+    """Point a served engine at the (now existing) collection: its slide files and FAISS indexes."""
+    from ..collection import open_collection
+
+    opened = open_collection(collection, index_dir, engine.text)
+    engine.store, engine.index = opened.store, opened.index
+
+
 def run_demo(args: argparse.Namespace) -> int:
     start = time.monotonic()
     import torch
@@ -101,16 +123,24 @@ def run_demo(args: argparse.Namespace) -> int:
     build = ProgressiveBuild(args.collection, names, args.data_dir, index_dir=args.index_dir, overwrite=overwrite,
                              on_ready=announce)
     build.mark_ready([s for s in have if s in set(names)])
+    answer: dict = {}
+    app = engine = None
     if not build.status().ready:
+        if not args.no_serve:
+            app, engine = _serve_early(args, build, answer, console)
         first = build.pending()[0]
         console.print(f"processing {first} first ({torch.get_num_threads()} threads), then the other "
                       f"{len(names) - 1} section(s) in the background")
         if build.run_first(progress=not args.no_progress) is None:
             failed = build.status().failed
             raise RuntimeError(f"{first} could not be processed: {failed.get(first, 'unknown error')}")
-    engine = open_engine(args.collection, args.index_dir)
+    if engine is None:
+        engine = open_engine(args.collection, args.index_dir)
+    else:
+        attach(engine, args.collection, args.index_dir)
     result = engine.search(args.query)
     seconds = time.monotonic() - start
+    answer["answered"] = (args.query, result, seconds)
     answer = result.summary()
     console.print(f"\n[bold]Example query:[/bold] {args.query!r}  [dim](first answer {seconds:.1f} s after start)[/dim]")
     console.print(answer)
@@ -124,8 +154,13 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(build.status().line())
         return 0
     build.start()
-    from spotwhisper.ui.app import launch
+    if app is None:
+        from spotwhisper.ui.app import launch
 
-    launch(engine, host=args.host, port=args.port, example=args.query,
-           answered=(args.query, result, seconds), build_status=build.status)
+        app = launch(engine, host=args.host, port=args.port, example=args.query, block=False,
+                     answered=answer["answered"], build_status=build.status)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        app.close()
     return 0

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ..index import list_collections, load_index_config, resolve_index_dir
 from ..pipeline import Models, PipelineConfig
-from .config import CollectionConfig, load_collection_config
 from .build import slide_name
+from .config import CollectionConfig, load_collection_config
 from .publish import publish
 from .staging import (
     FAILED,
