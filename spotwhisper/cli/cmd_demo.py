@@ -162,5 +162,14 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         app.block_thread()
     except KeyboardInterrupt:
-        app.close()
+        pass
+    app.close()
+    st = build.status()
+    if not st.finished:  # slides are committed one by one: a rerun adds only the missing ones
+        console.print(f"stopped: {st.line()}; run `spotwhisper demo` again to add the rest")
+        import os
+        import sys
+
+        sys.stdout.flush()
+        os._exit(0)  # the background build may be inside a torch call; its slide is simply not committed
     return 0

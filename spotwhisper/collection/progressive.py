@@ -50,6 +50,7 @@ class BuildStatus:
     current_started: float | None = None  #: time.monotonic() when ``current`` started
     current_expected_s: float | None = None  #: estimate from the slides done so far
     seconds_per_spot: float | None = None  #: measured on the slides processed in this run
+    current_spots: int = 0  #: spots of ``current`` (0 when unknown)
 
     @property
     def finished(self) -> bool:
@@ -61,7 +62,7 @@ class BuildStatus:
         if self.failed:
             text += f"; {len(self.failed)} failed ({', '.join(self.failed)})"
         if self.current is not None:
-            text += f"; building {self.current}"
+            text += f"; building {self.current}" + (f" ({self.current_spots} spots)" if self.current_spots else "")
             if self.current_expected_s and self.current_started is not None:
                 left = self.current_expected_s - (time.monotonic() - self.current_started)
                 text += f" (about {max(left, 1):.0f} s left)" if left > 0 else " (finishing)"
@@ -96,6 +97,7 @@ class ProgressiveBuild:
         self._status = BuildStatus(total=len(self.items))
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._done: set[str] = set()  #: specs committed or failed in this run
         self._spots = 0
         self._seconds = 0.0
 
@@ -111,30 +113,31 @@ class ProgressiveBuild:
         with self._lock:
             s = self._status
             return BuildStatus(s.total, list(s.ready), dict(s.failed), s.current, s.current_started,
-                               s.current_expected_s, s.seconds_per_spot)
+                               s.current_expected_s, s.seconds_per_spot, s.current_spots)
 
     def mark_ready(self, slides: Sequence[str]) -> None:
-        """Count ``slides`` (already in the collection) as ready; they are not built again."""
+        """Count ``slides`` (slide ids already in the collection) as ready; the specs naming them
+        (a section id, or a file whose name is the slide id) are not built again."""
         have = set(slides)
         with self._lock:
-            self.items = [it for it in self.items if it.spec not in have]
-            self._status.ready = [s for s in slides]
+            self.items = [it for it in self.items if it.spec not in have and it.label not in have]
+            self._status.ready = list(slides)
             self._status.total = len(self._status.ready) + len(self.items)
 
     def pending(self) -> list[str]:
-        """Specs not committed yet, in build order."""
-        done = set(self.status().ready) | set(self.status().failed)
-        return [it.spec for it in self.items if it.spec not in done]
+        """Specs not committed (nor failed) yet, in build order."""
+        with self._lock:
+            return [it.spec for it in self.items if it.spec not in self._done]
 
     def build_one(self, item: StagedSlide, progress: bool = False) -> str | None:
         """Process (or reuse from staging) and commit one slide → its slide id, or ``None`` when it failed."""
+        n = _spot_estimate(item, self.data_dir)
         with self._lock:
-            self._status.current, self._status.current_started = item.spec, time.monotonic()
-            self._status.current_expected_s = None
+            self._status.current, self._status.current_started = item.label, time.monotonic()
+            self._status.current_expected_s, self._status.current_spots = None, n
         if item.path.is_file():
             log.info("%s: reusing staged %s", item.spec, item.path)
         else:
-            n = _spot_estimate(item, self.data_dir)
             with self._lock:
                 if n and self._spots:
                     self._status.current_expected_s = n * self._seconds / self._spots
@@ -144,6 +147,7 @@ class ProgressiveBuild:
                 with self._lock:
                     self._status.failed[item.spec] = item.error
                     self._status.current = None
+                    self._done.add(item.spec)
                 return None
             self._spots += item.n_spots
             self._seconds += item.seconds
@@ -156,6 +160,7 @@ class ProgressiveBuild:
         with self._lock:
             self._status.ready.append(name)
             self._status.current = None
+            self._done.add(item.spec)
             if self._spots:
                 self._status.seconds_per_spot = self._seconds / self._spots
         if self.on_ready is not None:
@@ -177,6 +182,7 @@ class ProgressiveBuild:
                 with self._lock:
                     self._status.failed[item.spec] = f"{type(err).__name__}: {err}"
                     self._status.current = None
+                    self._done.add(item.spec)
 
     def start(self) -> threading.Thread:
         """Build the pending slides in a daemon thread (returned; ``join()`` waits for the end)."""
