@@ -298,3 +298,47 @@ def test_annotations_round_trip_as_geojson(searched):
                      ('{"type": "FeatureCollection", "features": []}', "no polygon")):
         with pytest.raises(ValueError, match=why):
             from_geojson(bad)
+
+
+def test_side_by_side_searches_both_slides_on_one_scale(mini_slide, cfg):
+    from spotwhisper import keys as k
+    from spotwhisper.search.engine import SearchEngine
+
+    other = mini_slide.copy()
+    other.obs[k.SECTION] = "C2-copy"
+    engine = SearchEngine({"C2": mini_slide, "C2-copy": other})
+    view = replace(h.new_view(engine, cfg), second="C2-copy")
+    _, view = h.run_search(engine, view, "tertiary lymphoid structures", cfg)
+    assert sorted(s.slide for s in view.shown.slides) == ["C2", "C2-copy"]
+    a, b = view.hits("C2"), view.hits("C2-copy")
+    np.testing.assert_allclose(a.fused, b.fused, atol=1e-9)  # same spots, one calibration over both slides
+    alone = h.run_search(engine, h.new_view(engine, cfg), "tertiary lymphoid structures", cfg)[1]
+    assert [s.slide for s in alone.shown.slides] == ["C2"]
+
+
+def test_viewer_payload_of_a_view(engine, cfg, searched):
+    from spotwhisper.ui.screen import region_at, viewer_payload
+    from spotwhisper.ui.viewer import ViewerRegistry
+
+    _, view = searched
+    reg = ViewerRegistry()
+    pay = viewer_payload(reg, "s1", None, engine, view)
+    hits = view.hits()
+    assert pay["slide"] == "C2" and pay["dzi"].startswith("sw/v/") and pay["width"] > 9000
+    assert 0.6 < pay["mpp"] < 0.9 and pay["scale"]["threshold"] == view.threshold
+    assert [r["id"] for r in pay["regions"]] == [r.id for r in hits.regions]
+    assert "% of the tissue" in pay["regions"][0]["title"] and pay["layer"]["url"].endswith(".png")
+    fit = pay["fit"]
+    xy = np.asarray(hits.adata.obsm[keys.SPATIAL])
+    assert fit["x"] < xy[:, 0].min() and fit["x"] + fit["w"] > xy[:, 0].max()  # opens framed on the spots
+    again = viewer_payload(reg, "s1", None, engine, view)
+    assert again["dzi"] == pay["dzi"] and again["layer"]["url"] == pay["layer"]["url"]  # nothing reloads
+    r1 = hits.regions[0]
+    best = int(r1.spots[np.argmax(hits.fused[r1.spots])])
+    assert region_at(view, engine, "C2", *xy[best]) == 1  # a click on its best spot (source image = slide px)
+    none = viewer_payload(reg, "s1", None, engine, h.update_view(engine, view, cfg, groups=[]))
+    assert none["layer"] is None and none["regions"] == [] and "tick at least one route" in none["message"]
+    _, comp = respond(engine, view, "compare tumour and stroma", [], cfg)
+    cpay = viewer_payload(reg, "s1", None, engine, comp)
+    assert cpay["scale"]["kind"] == "classes" and [i["label"] for i in cpay["scale"]["items"]] == [
+        "A: tumour", "B: stroma", "both"]
