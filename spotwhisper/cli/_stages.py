@@ -11,11 +11,10 @@ import argparse
 
 def register_group(subparsers: argparse._SubParsersAction, group: str, help_text: str) -> None:
     from . import stage_expression, stage_imagetext, stage_proteins, stage_text
+    from .options import command_group
 
-    parser = subparsers.add_parser(group, help=help_text, description=help_text)
-    sub = parser.add_subparsers(dest=f"{group}_what", metavar="WHAT")
+    sub = command_group(subparsers, group, help_text, metavar="WHAT")
     for module in (stage_expression, stage_proteins, stage_text, stage_imagetext):  # pipeline order
         hook = getattr(module, f"register_{group}", None)
         if hook is not None:
             hook(sub)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

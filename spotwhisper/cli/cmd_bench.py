@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .options import UserError, add_config, add_data_dir
+from .options import UserError, add_config, add_data_dir, command_group
 
 ZERO_SHOT_EPILOG = """\
 Protocol (SpotWhisperer, ICML 2025 workshop): for each sample and class, one-vs-rest AUROC of the
@@ -39,9 +39,8 @@ in spotwhisper/bench/tasks.py, and configs/bench/*.yaml are examples):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: zero-shot annotation AUROC of every route",
-                                   description="Benchmarks that measure SpotWhisper against baselines.")
-    sub = parser.add_subparsers(dest="bench_what", metavar="WHAT")
+    sub = command_group(subparsers, "bench", "benchmarks: zero-shot annotation AUROC of every route",
+                        "Benchmarks that measure SpotWhisper against baselines.", metavar="WHAT")
     p = sub.add_parser(
         "zero-shot",
         help="zero-shot annotation AUROC of every route side by side (markdown, JSON, bar plot)",
@@ -67,7 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_dir(p)
     p.set_defaults(func=zero_shot)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -8,7 +8,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from .options import UserError, add_data_dir
+from .options import UserError, add_data_dir, command_group
 
 #: Data sets ``data fetch`` knows: a manifest ``spotwhisper/resources/<name>_manifest.json`` each,
 #: and the her2st Zenodo record (:mod:`spotwhisper.io.zenodo`).
@@ -39,8 +39,7 @@ TABLE_WIDTH = 120  # wide enough for every column when output is not a terminal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="inspect or download data", description="Inspect or download data.")
-    sub = parser.add_subparsers(dest="data_what", metavar="WHAT")
+    sub = command_group(subparsers, "data", "inspect or download data", "Inspect or download data.", metavar="WHAT")
 
     info = sub.add_parser("info", help="what a data directory holds, per section")
     add_data_dir(info)
@@ -76,7 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--list", action="store_true", help="her2st-zenodo: list the record's files, download nothing")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(func=cmd_fetch)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _yes(flag: bool) -> str:

@@ -8,12 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .options import add_config, add_data_dir
+from .options import add_config, add_data_dir, command_group
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    features = subparsers.add_parser("features", help="image features of spot tiles or a grid; list image encoders")
-    sub = features.add_subparsers(dest="features_cmd", metavar="ACTION")
+    sub = command_group(subparsers, "features", "image features of spot tiles or a grid; list image encoders")
     p = sub.add_parser(
         "extract",
         help="encode the spot tiles (+ 3×3 sub-tiles) of a slide and write an .h5ad",
@@ -39,7 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=extract)
     m = sub.add_parser("models", help="list the image encoders: dimension, input size, weight source, licence")
     m.set_defaults(func=models)
-    features.set_defaults(func=lambda args: (features.print_help(), 2)[1])
 
 
 def extract(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .options import UserError, add_config, add_index_dir
+from .options import UserError, add_config, add_index_dir, command_group
 
 
 def _add_index_dir(parser: argparse.ArgumentParser) -> None:
@@ -176,12 +176,8 @@ def _guarded(func):
 
 def register(subparsers) -> None:
     """Add ``spotwhisper index`` with ``build``, ``list``, ``info`` and ``remove-slide``."""
-    parser = subparsers.add_parser(
-        "index",
-        help="FAISS collections: build, list, info, remove-slide",
-        description="Build and inspect FAISS collections (one folder per collection under indexes/).",
-    )
-    sub = parser.add_subparsers(dest="index_what", metavar="WHAT")
+    sub = command_group(subparsers, "index", "FAISS collections: build, list, info, remove-slide",
+                        "Build and inspect FAISS collections (one folder per collection under indexes/).", metavar="WHAT")
 
     p = sub.add_parser(
         "build",
@@ -242,4 +238,3 @@ def register(subparsers) -> None:
     _add_index_dir(p)
     p.set_defaults(func=_guarded(_cmd_remove_slide))
 
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

@@ -7,12 +7,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .options import add_config, add_data_dir
+from .options import add_config, add_data_dir, command_group
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    tiles = subparsers.add_parser("tiles", help="tiling of slides: preview where tiles fall")
-    sub = tiles.add_subparsers(dest="tiles_cmd", metavar="ACTION")
+    sub = command_group(subparsers, "tiles", "tiling of slides: preview where tiles fall")
     p = sub.add_parser(
         "preview",
         help="write a PNG of the slide with tiles, sub-tiles and spot centres drawn",
@@ -31,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=2000, help="longer side of the PNG in px")
     add_data_dir(p)
     p.set_defaults(func=preview)
-    tiles.set_defaults(func=lambda args: (tiles.print_help(), 2)[1])
 
 
 def preview(args: argparse.Namespace) -> int:

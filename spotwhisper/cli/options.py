@@ -36,3 +36,12 @@ def add_config(parser: argparse.ArgumentParser, name: str | None, what: str, fla
     ``--config-dir`` wins). ``name=None``: the command's own default file."""
     default = f"configs/{name}.yaml" if name else "the shipped one"
     parser.add_argument(flag, default=name, help=f"{what}: a YAML file or config name (default {default})")
+
+
+def command_group(subparsers: argparse._SubParsersAction, name: str, help_text: str, description: str | None = None,
+                  metavar: str = "ACTION") -> argparse._SubParsersAction:
+    """Add a command with actions (``spotwhisper index build|list|…``) → the subparsers its actions are
+    added to. Without an action the command prints its help and exits with status 2."""
+    parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser.add_subparsers(dest=f"{name}_action", metavar=metavar)

@@ -4,8 +4,9 @@ Every slide a job processes is written, atomically, to
 ``<staging>/<collection>/<slide>.<key>.h5ad`` before anything is indexed. The key is a hash of the
 slide's content (a her2st section's files, or the file and the image an ``.h5ad`` names — not their
 paths), ``mpp``, the pipeline models' weights, the image encoder's weights, the configs that change
-the output (``key_configs`` in ``configs/collection.yaml``) and the pipeline's code. A rerun finds the files of finished slides and skips them; a change of
-model or config gives new keys, so stale outputs are never reused. Nothing here imports Ray: any
+the output (``key_configs`` in ``configs/collection.yaml``) and the pipeline's code. A rerun finds
+the files of finished slides and skips them; a change of model, config, code or input gives new
+keys, so stale outputs are never reused. Nothing here imports Ray: any
 engine (Ray actors, one process) can stage slides with :func:`stage_slide`.
 """
 

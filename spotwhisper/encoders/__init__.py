@@ -5,9 +5,10 @@ Typical use::
     enc = encoders.create_encoder("efficientnet_lite0")      # works offline
     adata = encoders.extract_features(adata, enc)            # obsm["features_efficientnet_lite0"], …_sub
 
-``spotwhisper features models`` lists the registry (models are added with ``@register_model``, as in
-timm: :mod:`.backbones` and :mod:`.clip_backbones` register theirs when the package is imported); pathology foundation models (H-optimus-0, UNI,
-UNI2-h, Phikon, Phikon-v2, PLIP, CONCH) load from a local path or their hub id.
+``spotwhisper features models`` lists the registry. Models are added with ``@register_model``, as in
+timm: :mod:`.backbones` and :mod:`.clip_backbones` register theirs when the package is imported.
+Pathology foundation models (H-optimus-0, UNI, UNI2-h, Phikon, Phikon-v2, PLIP, CONCH) load from a
+local path or their hub id.
 """
 
 # The backbone modules register their models (``@register_model``) when imported; the registry

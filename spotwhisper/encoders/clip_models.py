@@ -38,6 +38,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .conch_arch import ConchArch, ConchModule, conch_checkpoint_shapes
+from .runtime import image_batch
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,7 @@ class ImageTextModel:
         Bicubic resize of the short side to S (antialiased; skipped when already S×S), centre
         crop, scale to [0, 1], normalise with the model's mean/std.
         """
-        arr = np.asarray(images)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise ValueError(f"{self.name}: expected uint8 images (B, H, W, 3), got {arr.dtype} {arr.shape}")
-        x = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(0, 3, 1, 2)
+        x = image_batch(images, self.name)
         s = self.image_size
         if min(x.shape[-2:]) != s:
             x = TF.resize(x, [s], interpolation=InterpolationMode.BICUBIC, antialias=True)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from .runtime import fold_batchnorm, resolve_device
+from .runtime import fold_batchnorm, image_batch, resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,12 +169,7 @@ class ImageEncoder(nn.Module):
         Resizes to the model's input size (when needed) with its interpolation, scales to [0, 1]
         and normalises with its mean/std.
         """
-        arr = np.asarray(images)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-            raise ValueError(f"expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}")
-        x = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(0, 3, 1, 2)
+        x = image_batch(images, self.name)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = self._resize(x)
         return self._normalize(x)

@@ -1,5 +1,6 @@
-"""How an encoder runs: the device it runs on, and eval-mode BatchNorm folded into its convolutions.
+"""How an encoder runs: its input batch, the device it runs on, eval-mode BatchNorm folded into its convolutions.
 
+:func:`image_batch` checks uint8 RGB tiles and makes them a ``(B, 3, H, W)`` tensor.
 :func:`resolve_device` turns ``"auto"`` into a CUDA GPU when torch sees one, else the CPU.
 :func:`fold_batchnorm` folds BatchNorm into the convolution before it: same outputs, less work per image.
 
@@ -14,8 +15,20 @@ tests (max abs difference ~1e-5 on real tiles).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def image_batch(images: np.ndarray, who: str = "encoder") -> torch.Tensor:
+    """uint8 RGB tiles ``(B, H, W, 3)`` (or one ``(H, W, 3)``) → uint8 tensor ``(B, 3, H, W)`` sharing
+    their memory when possible; ``ValueError`` naming ``who`` for anything else."""
+    arr = np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"{who}: expected uint8 RGB images (B, H, W, 3), got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(0, 3, 1, 2)
 
 
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -108,23 +109,15 @@ def summarize(per_section: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def compare_routes(
-    inferred: ad.AnnData,
-    measured: ad.AnnData,
-    panel: ProteinPanel | None = None,
-    cfg: ExpressionRouteConfig | None = None,
-    measured_cfg: ExpressionRouteConfig | None = None,
-    groupby: str = keys.SECTION,
-    common_genes: bool = True,
-    min_spots: int = 10,
-) -> pd.DataFrame:
-    """Per-marker table: route B from ``inferred`` vs route B from ``measured`` expression.
+def compare_routes(inferred: ad.AnnData, measured: ad.AnnData, **options: Any) -> pd.DataFrame:
+    """Per-marker table: route B from ``inferred`` vs route B from ``measured`` expression
+    (``options`` as for :func:`per_section_correlations`: panel, cfg, measured_cfg, groupby …).
 
     Columns: ``marker``, ``has_proxy``, ``genes``, ``n_sections``, ``pearson_mean``,
     ``pearson_sem``, ``pearson_median``, ``spearman_mean``, ``n_spots``; rows in ROSIE order.
     Markers without a proxy or gene have NaN correlations.
     """
-    table = per_section_correlations(inferred, measured, panel, cfg, measured_cfg, groupby, common_genes, min_spots)
+    table = per_section_correlations(inferred, measured, **options)
     summary = summarize(table)
     valid = summary["pearson_mean"].dropna()
     log.info("route B inferred vs measured: mean Pearson %.3f over %d markers", valid.mean(), len(valid))

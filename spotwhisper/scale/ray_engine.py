@@ -26,18 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..collection import CollectionConfig, load_collection_config, publish
-from ..collection.staging import (
-    FAILED,
-    REUSED,
-    SlidesFailedError,
-    StagedSlide,
-    clear_staging,
-    model_fingerprint,
-    plan_staging,
-    stage_slide,
-    staging_folder,
-)
+from ..collection import CollectionConfig, load_collection_config, publish, staging
+from ..collection.staging import StagedSlide
 from ..config import load_config
 from ..index import (
     CollectionExistsError,
@@ -90,7 +80,7 @@ class SlideWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """``batch`` columns spec / label / path (one row per slide) → one status row per slide."""
-        done = [stage_slide(StagedSlide(str(s), str(lb), Path(str(p))), self.models, self.pipeline, self.data_dir,
+        done = [staging.stage_slide(StagedSlide(str(s), str(lb), Path(str(p))), self.models, self.pipeline, self.data_dir,
                             self.mpp, self.worker)
                 for s, lb, p in zip(batch["spec"], batch["label"], batch["path"])]
         return {"path": [str(it.path) for it in done], "status": [it.status for it in done],
@@ -149,7 +139,7 @@ def _run_actors(todo: list[StagedSlide], cfg: ScaleConfig, pipeline: PipelineCon
             it.status, it.error, it.worker = str(row["status"]), str(row["error"]), str(row["worker"])
             it.n_spots, it.seconds, it.peak_rss_mb = int(row["n_spots"]), float(row["seconds"]), float(row["peak_rss_mb"])
             bar.update(1)
-            if it.status == FAILED:
+            if it.status == staging.FAILED:
                 log.warning("%s failed: %s", it.spec, it.error)
 
 
@@ -164,9 +154,10 @@ def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, 
     collection_cfg = collection_cfg or load_collection_config()
     pipeline = pipeline or load_config(PipelineConfig, "pipeline")
     data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
-    folder = staging_folder(collection, index_dir, collection_cfg)
-    items = plan_staging(list(map(str, specs)), folder, data_dir, mpp, model_fingerprint(pipeline, collection_cfg))
-    todo = [it for it in items if it.status != REUSED]
+    folder = staging.staging_folder(collection, index_dir, collection_cfg)
+    fingerprint = staging.model_fingerprint(pipeline, collection_cfg)
+    items = staging.plan_staging(list(map(str, specs)), folder, data_dir, mpp, fingerprint)
+    todo = [it for it in items if it.status != staging.REUSED]
     log.info("%d slides: %d staged already in %s, %d to process", len(items), len(items) - len(todo), folder, len(todo))
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
@@ -176,9 +167,9 @@ def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, 
         spots = sum(it.n_spots for it in todo)
         log.info("Ray: %d spots in %.1f s (%.2f spots/s)", spots, time.perf_counter() - start,
                  spots / max(time.perf_counter() - start, 1e-9))
-    failed = [it for it in items if it.status == FAILED]
+    failed = [it for it in items if it.status == staging.FAILED]
     if failed:
-        raise SlidesFailedError(failed, len(items))
+        raise staging.SlidesFailedError(failed, len(items))
     return items
 
 
@@ -206,5 +197,5 @@ def build_collection_ray(collection: str, specs: Sequence[str], data_dir: str | 
                            cfg=cfg, pipeline=pipeline, collection_cfg=collection_cfg, progress=progress)
     coll = publish(items, collection, root, mode, collection_cfg, index_cfg, progress=progress)
     if not collection_cfg.keep_staging:
-        clear_staging(staging_folder(collection, root, collection_cfg))
+        staging.clear_staging(staging.staging_folder(collection, root, collection_cfg))
     return coll
