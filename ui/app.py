@@ -121,7 +121,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                       if view.second else {"key": "second", "dzi": None})
         except (KeyError, ValueError, SlideError, FileNotFoundError) as err:
             main, second = {"key": "main", "dzi": None, "message": public_text(str(err))}, {"key": "second"}
-        if view.slide is None and build_status is not None and not build_status().ready:
+        if view.slide is None and build_status is not None:
             main["message"] = f"Preparing the first slide — {build_status().line()}."
         hits = view.hits() if view.comparison is None else None
         caption, gallery = h.map_caption(view), []
