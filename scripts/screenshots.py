@@ -94,6 +94,7 @@ def main() -> int:
                     page.wait_for_timeout(300)
                 page.wait_for_timeout(3000)
                 written.append(save_small(page.screenshot(), args.out / "zoomed.png"))
+            page.evaluate("window.swViewers.main.viewport.goHome(true)")  # back to the whole tissue
             _ask(page, args.compare, "document.querySelector('#chat').innerText.includes('Compared on')")
             written.append(save_small(page.screenshot(), args.out / "compare.png"))
             if other:

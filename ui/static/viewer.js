@@ -34,8 +34,12 @@
       st.layerItem = null; st.layerUrl = null; st.marks = '';
       const f = val().fit;
       const w = val().width || 1;
-      if (f) { st.osd.viewport.fitBounds(new window.OpenSeadragon.Rect(f.x / w, f.y / w, f.w / w, f.h / w), true); }
+      st.fit = f ? new window.OpenSeadragon.Rect(f.x / w, f.y / w, f.w / w, f.h / w) : null;
+      if (st.fit) { st.osd.viewport.fitBounds(st.fit, true); }  // open framed on the spots
       draw();
+    });
+    st.osd.addHandler('home', function (e) {  // the home button returns to the spots, not the whole glass
+      if (st.fit) { st.osd.viewport.fitBounds(st.fit, e.immediately); }
     });
     st.osd.addHandler('animation', scaleBar);
     st.osd.addHandler('resize', scaleBar);
@@ -186,7 +190,7 @@
       '<div class="sw-cb-bar" style="background:' + scale.gradient + '"><i style="left:' + t.toFixed(1) + '%"></i></div>' +
       '<div class="sw-cb-ticks"><span>' + scale.min.toFixed(1) + '</span><span>' + scale.max.toFixed(1) + '</span></div>' +
       '<div class="sw-cb-thr"><i></i>threshold ' + scale.threshold.toFixed(2).replace(/0$/, '') +
-      ' — spots below it are faint</div>';
+      ' (fainter below)</div>';
   }
 
   function message(text) {
