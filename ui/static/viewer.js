@@ -39,7 +39,7 @@
       draw();
     });
     st.osd.addHandler('home', function (e) {  // the home button returns to the spots, not the whole glass
-      if (st.fit) { st.osd.viewport.fitBounds(st.fit, e.immediately); }
+      if (st.fit) { setTimeout(function () { st.osd.viewport.fitBounds(st.fit, e.immediately); }, 0); }  // after OSD's own
     });
     st.osd.addHandler('animation', scaleBar);
     st.osd.addHandler('resize', scaleBar);
