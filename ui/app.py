@@ -170,10 +170,11 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         done = (build_status is None or build_status().finished) and not pending()
         chat, view = with_opening(history, view)
         shown = render(sess, eng, view) if chat is not None else [gr.skip()] * 9
+        timer = gr.Timer(value=1.0 if pending() else 3.0, active=not done)  # every second until the first answer
         if names == known and chat is None:
-            return (build_line(), gr.skip(), gr.skip(), known, gr.Timer(active=not done), gr.skip(), view, *shown)
+            return (build_line(), gr.skip(), gr.skip(), known, timer, gr.skip(), view, *shown)
         return (build_line(), gr.update(choices=names, value=view.slide), gr.update(choices=[NONE, *names]), names,
-                gr.Timer(active=not done), chat if chat is not None else gr.skip(), view, *shown)
+                timer, chat if chat is not None else gr.skip(), view, *shown)
 
     def on_post(message, history):
         if not (message or "").strip():
@@ -365,7 +366,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         known = gr.State(names)
         gr.Markdown(f"## {cfg.title} — search H&E slides with free text")
         status = gr.Markdown(build_line(), elem_id="build-status")
-        timer = gr.Timer(3.0, active=build_status is not None or callable(answered))
+        timer = gr.Timer(1.0 if callable(answered) else 3.0, active=build_status is not None or callable(answered))
         with gr.Row():
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(value=opening_chat, elem_id="chat", height=520, label="chat")
