@@ -113,10 +113,12 @@ def main() -> int:
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="spotwhisper-demo-bench-"))
+    cold = True
     for sub in ("cache", "indexes", "ui-data", "out"):
         (work / sub).mkdir(parents=True, exist_ok=True)
         if any((work / sub).iterdir()) and sub in ("cache", "indexes"):
-            print(f"warning: {work / sub} is not empty: this is not a cold start", file=sys.stderr)
+            print(f"note: {work / sub} is not empty: this is a warm start", file=sys.stderr)
+            cold = False
     port = _free_port()
     env = {**os.environ, "SPOTWHISPER_CACHE_DIR": str(work / "cache"), "SPOTWHISPER_UI_DATA_DIR": str(work / "ui-data"),
            "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
@@ -176,7 +178,7 @@ def main() -> int:
     served = watch["served"] - start if "served" in watch else None
     ui = watch["ui"] - start if watch.get("ui") else None
     print()
-    print(f"cold demo, {os.cpu_count()} CPU cores, load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+    print(f"{'cold' if cold else 'warm'} demo, {os.cpu_count()} CPU cores, load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     if served is not None:
         print(f"UI served (HTTP 200):         {served:.1f} s")
     print(f"first answer in the terminal: {terminal:.1f} s" if terminal is not None else "no answer printed")
