@@ -43,14 +43,15 @@ def request_ids(request) -> tuple[str, str]:
 
 def _cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
     for key, value in headers:
-        if key.lower() == b"cookie":
+        if key.lower() != b"cookie":
+            continue
+        jar = SimpleCookie()
+        try:
+            jar.load(value.decode("latin-1"))
+        except Exception:  # noqa: BLE001 - a malformed cookie header counts as none
             jar = SimpleCookie()
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header counts as none
-                continue
-            if CLIENT_COOKIE in jar:
-                return jar[CLIENT_COOKIE].value
+        if CLIENT_COOKIE in jar:
+            return jar[CLIENT_COOKIE].value
     return None
 
 

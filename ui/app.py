@@ -280,8 +280,9 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             adata, _ = process_upload(inp, models.get(), sess.folder)
         except (ValueError, FileNotFoundError, KeyError, SlideError, MemoryError) as err:
             msg = public_text(str(err.args[0] if err.args else err))
-            return (f"Could not process the upload: {msg}\n\nNothing is lost: the file stays in this session's "
-                    "folder until the session ends.", view, gr.update(), *render(sess, eng, view))
+            status = (f"Could not process the upload: {msg}\n\nNothing is lost: the file stays in this session's "
+                      "folder until the session ends.")
+            return (status, view, gr.update(), *render(sess, eng, view))
         sess.slides[slide_name] = adata
         eng = sess.engine(engine)
         view = replace(view, slide=slide_name, focus=1, explained=None, base=None, shown=None, comparison=None)
@@ -451,9 +452,12 @@ def launch(engine: SearchEngine, host: str = "127.0.0.1", port: int | None = 786
     """Serve the app on ``http://host:port``; with ``block=False`` return at once (tests), else
     serve until interrupted. Returns the launched Blocks (``.close()`` stops it; the session
     sweeper stops with the process). ``answered``/``build_status``: see :func:`build_app`."""
+    import torch
+
     from starlette.middleware import Middleware
 
     cfg = cfg or load_ui_config()
+    torch.set_num_threads(cfg.torch_threads)
     store = SessionStore(cfg)
     store.sweep()  # what an earlier server left behind
     registry = ViewerRegistry()

@@ -11,16 +11,15 @@ being done at once, then the map and regions, then the explanation of the region
 
 With an OpenAI-compatible endpoint configured (``configs/ui.yaml`` ``llm`` or
 ``SPOTWHISPER_LLM_*``), messages go to the model with the current hit statistics and top genes
-as context and two tools, ``search`` and ``explain``, that run the same handlers. If the
-endpoint fails, the built-in router answers and says so.
+as context and two tools, ``search`` and ``explain``, that run the same handlers
+(:class:`~spotwhisper.ui.llm_client.ChatClient`: no redirects, no credentials or endpoint bodies
+shown to users). If the endpoint fails, the built-in router answers and says so.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,8 +27,9 @@ from spotwhisper.search.engine import SearchEngine
 from spotwhisper.search.query import CONTRAST_SPLIT
 
 from . import handlers as h
-from .config import LLMConfig, UIConfig
+from .config import UIConfig
 from .display import evidence_table, regions_frame
+from .llm_client import ChatClient, LLMError
 
 IntentKind = Literal["empty", "help", "search", "compare", "contrast", "explain", "slides"]
 
@@ -184,40 +184,6 @@ SYSTEM_PROMPT = (
     "lists the genes and proteins behind a region. Quote the numbers the tools return (regions, spots, mm², "
     "scores, genes); never invent them. Scores are fused z-scores over the searched spots. Answer briefly."
 )
-
-
-class LLMError(RuntimeError):
-    """The language-model endpoint failed or answered in an unexpected shape."""
-
-
-class ChatClient:
-    """Minimal OpenAI-compatible ``/chat/completions`` client (urllib; no extra dependency)."""
-
-    def __init__(self, cfg: LLMConfig):
-        if not cfg.enabled:
-            raise ValueError("no language model configured (set llm.base_url and llm.model, or SPOTWHISPER_LLM_*)")
-        self.cfg = cfg
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-
-    def complete(self, messages: list[dict], tools: list[dict]) -> dict:
-        """One assistant message (``content`` and/or ``tool_calls``) for ``messages``."""
-        body = {"model": self.cfg.model, "messages": messages, "tools": tools, "tool_choice": "auto",
-                "temperature": self.cfg.temperature}
-        headers = {"Content-Type": "application/json"}
-        if self.cfg.api_key:
-            headers["Authorization"] = f"Bearer {self.cfg.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
-            return data["choices"][0]["message"]
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", "replace")[:300]
-            raise LLMError(f"{self.url} answered HTTP {err.code}: {detail}") from err
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise LLMError(f"{self.url} unreachable ({err})") from err
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise LLMError(f"{self.url} sent an answer that is not an OpenAI chat completion ({err})") from err
 
 
 def context_text(engine: SearchEngine, view: h.View, cfg: UIConfig) -> str:

@@ -76,13 +76,14 @@ class UIConfig:
     #: header before anything is decoded (her2st H&E: ~92 Mpx)
     max_image_pixels: int = 150_000_000
     max_tiled_pixels: int = 20_000_000_000  #: largest tiled (pyramidal) TIFF / whole-slide image, read by region
-    concurrency_limit: int = 16  #: chat and view events of different sessions run at once (threads)
+    concurrency_limit: int = 4  #: chat and view events of different sessions run at once (threads; ~2 × cores)
     upload_concurrency: int = 1  #: slide uploads processed at once (each runs the whole pipeline)
+    torch_threads: int = 1  #: torch threads per request (requests already run in parallel)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
         for name in ("data_max_mb", "max_upload_mb", "max_image_pixels", "max_tiled_pixels", "concurrency_limit",
-                     "upload_concurrency"):
+                     "upload_concurrency", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"configs/ui.yaml: {name} must be >= 1, got {getattr(self, name)}")
         if self.session_ttl_s <= 0 or self.cleanup_interval_s <= 0:

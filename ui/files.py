@@ -23,11 +23,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from spotwhisper import keys
 from spotwhisper.atomic import atomic_file
-from PIL import Image
-
 from spotwhisper.io import SlideError, open_slide, write_h5ad
 from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
 from spotwhisper.io.slide import TIFF_SUFFIXES
@@ -160,6 +159,8 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
         raise ValueError("this UI serves slides from memory, not a collection on disk, so there is nothing to add to")
     folder = engine.store.folder.parent  # <index_dir>/<collection>/slides → <index_dir>/<collection>
     index = index_slides([adata], folder.name, index_dir=folder.parent, mode="add")
+    if getattr(engine, "index", None) is not None:
+        engine.index.refresh()  # every session searches it now
     return f"Added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
 
 

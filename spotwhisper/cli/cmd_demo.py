@@ -117,7 +117,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..search.render import render_hits, save_png, score_label
 
     console = Console()
-    torch.set_num_threads(args.threads or torch.get_num_threads() or 1)
+    threads = args.threads or torch.get_num_threads() or 1
+    torch.set_num_threads(threads)
     sections = demo_sections(args.data_dir, args.sections)
     names = [s for s, _ in sections]
     console.print(f"demo sections (smallest first): {', '.join(f'{s} ({n} spots)' for s, n in sections)}")
@@ -134,6 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not build.status().ready:
         if not args.no_serve:
             app, engine = _serve_early(args, build, answer)
+            torch.set_num_threads(threads)  # the UI asks for 1 thread per request; the first slide gets them all
         first = build.pending()[0]
         console.print(f"processing {first} first ({torch.get_num_threads()} threads), then the other "
                       f"{len(names) - 1} section(s) in the background")

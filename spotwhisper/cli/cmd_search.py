@@ -51,31 +51,37 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+SUFFIXES = (".png", ".csv", ".geojson", "_virtual_proteins.ome.tif")
+
+
 def write_slide_files(hits, result, query: str, out_dir: Path, ome_tiff: bool = False) -> list[Path]:
-    """PNG (heat map + colour bar), CSV and GeoJSON of one slide of ``result`` (and its protein OME-TIFF)."""
-    from ..search.export import slug, write_csv, write_geojson
+    """PNG (heat map + colour bar), CSV and GeoJSON of one slide of ``result`` (and its protein
+    OME-TIFF), named ``<slide>_<query>`` inside ``out_dir`` under a stem no earlier output uses."""
+    from ..names import safe_name, slug, unique_path
+    from ..search.export import write_csv, write_geojson
     from ..search.render import render_hits, save_png, score_label
 
-    import re
-
-    slide = re.sub(r"[^0-9A-Za-z.-]+", "_", hits.slide).strip("._") or "slide"  # keeps the slide's case
-    stem = out_dir / f"{slide}_{slug(query, 60, 'query')}"
-    written = [save_png(render_hits(hits, result.threshold, legend=score_label(result)), stem.with_suffix(".png")),
-               write_csv(hits.spot_table(), stem.with_suffix(".csv")),
-               write_geojson(hits.regions, query, stem.with_suffix(".geojson"), slide=hits.slide)]
+    stem = unique_path(out_dir, f"{safe_name(hits.slide, 64, 'slide')}_{slug(query, 60, 'query')}", SUFFIXES)
+    name = stem.name
+    written = [save_png(render_hits(hits, result.threshold, legend=score_label(result)), stem.with_name(name + ".png")),
+               write_csv(hits.spot_table(), stem.with_name(name + ".csv")),
+               write_geojson(hits.regions, query, stem.with_name(name + ".geojson"), slide=hits.slide)]
     if ome_tiff:
         from ..proteins import export_panel
 
-        written.append(export_panel(hits.adata, stem.with_name(stem.name + "_virtual_proteins.ome.tif")))
+        written.append(export_panel(hits.adata, stem.with_name(name + "_virtual_proteins.ome.tif")))
     return written
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..names import check_name
     from ..search.engine import open_engine
     from ..search.regions import regions_table
 
+    for name in args.slides or []:
+        check_name(name, "slide")  # before anything is read: a slide name is never a path
     engine = open_engine(args.collection, args.index_dir)
     result = engine.search(args.query, slides=args.slides, weights=parse_weights(args.weights), threshold=args.threshold)
     console = Console()

@@ -157,7 +157,7 @@ class TextEncoder:
         words = [w for w in re.split(r"[\s/\-]+", text) if w.strip(".,;:!?()[]'\"")]
         if not words:
             return 0.0
-        vocab = self.tokenizer.get_vocab()
+        vocab = self._vocab()
         unk = self.tokenizer.unk_token
         good = 0
         for word in words:
@@ -181,6 +181,15 @@ class TextEncoder:
             ):
                 good += 1
         return good / len(words)
+
+    def _vocab(self) -> dict[str, int]:
+        """The tokenizer's vocabulary, built once (``get_vocab`` makes a new 30k-entry dict per call)."""
+        vocab = self.__dict__.get("_vocab_cache")
+        if vocab is None:
+            with self._tok_lock:
+                vocab = self.tokenizer.get_vocab()
+            self.__dict__["_vocab_cache"] = vocab
+        return vocab
 
     def unreadable_message(self, text: str, known: Collection[str] = ()) -> str | None:
         """Why ``text`` reads badly (less than ``1 - unk_warn_fraction`` of its words readable,

@@ -170,15 +170,20 @@ class SearchEngine:
 
     # -- slides ---------------------------------------------------------------------------
     def slide_names(self) -> list[str]:
+        """Slides held in memory, then the collection's: those its manifest lists and that have a
+        slide file (a file the manifest does not list yet — an add in progress — is not searched)."""
         names = list(self._slides)
         if self.store is not None:
-            names += [s for s in self.store.slides() if s not in self._slides]
+            names += [s for s in self.store.slides() if s not in self._slides and self._listed(s)]
         return names
+
+    def _listed(self, name: str) -> bool:
+        return self.index is None or name in self.index.manifest.slides()
 
     def slide(self, name: str) -> ad.AnnData:
         if name in self._slides:
             return self._slides[name]
-        if self.store is not None:
+        if self.store is not None and self._listed(name):
             return self.store.get(name)
         raise KeyError(f"no slide {name!r} (slides: {', '.join(self.slide_names()) or 'none'})")
 

@@ -17,18 +17,24 @@ DEFAULT_SCORE_LABEL = "fused score (z-score over the searched spots)"
 LABEL_COLOUR = (255, 255, 255, 255)
 
 
-def score_raster(coords: np.ndarray, scores: np.ndarray, tile_px: float, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Paint each spot's tile with its score on a ``shape`` (h, w) canvas at ``scale`` canvas px per slide px.
-
-    Returns float32 with NaN where no spot covers the canvas.
-    """
+def score_raster(coords: np.ndarray, scores: np.ndarray, tile_px: float, shape: tuple[int, int], scale: float,
+                 offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Paint each spot's tile with its score on a ``shape`` (h, w) canvas at ``scale`` canvas px per
+    slide px, the canvas starting at ``offset`` (x, y canvas px). Returns float32, NaN where no spot is."""
     canvas = np.full(shape, np.nan, dtype=np.float32)
     half = max(1, int(round(tile_px * scale / 2)))
-    for (x, y), s in zip(np.asarray(coords) * scale, scores):
+    for (x, y), s in zip(np.asarray(coords) * scale - np.asarray(offset), scores):
         if np.isfinite(s):
             cx, cy = int(round(x)), int(round(y))
+            if cx + half <= 0 or cy + half <= 0:
+                continue
             canvas[max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half] = s
     return canvas
+
+
+def _lut(cmap: str) -> np.ndarray:
+    """The colour map as a (256, 4) uint8 table (matplotlib colour maps hold 256 colours)."""
+    return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
 
 
 def render_overlay(
@@ -43,38 +49,42 @@ def render_overlay(
     alpha: float = 0.55,
     vmin: float | None = None,
     vmax: float | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> Image.Image:
-    """Blend a colour map of ``scores`` over ``thumbnail`` (slide px × ``scale`` = thumbnail px).
+    """Blend a colour map of ``scores`` over ``thumbnail`` (slide px × ``scale`` − ``offset`` = thumbnail px;
+    ``offset`` places a crop of a larger display image).
 
-    Spots under ``threshold`` are drawn faintly; region outlines are drawn and numbered.
+    Spots under ``threshold`` are drawn faintly; region outlines are drawn and numbered. Works in
+    uint8 (a 256-colour table), so a large picture costs a few bytes per pixel.
     """
     h, w = thumbnail.shape[:2]
-    raster = score_raster(coords, scores, tile_px, (h, w), scale)
+    raster = score_raster(coords, scores, tile_px, (h, w), scale, offset)
     finite = np.isfinite(raster)
-    base = Image.fromarray(thumbnail[..., :3]).convert("RGBA")
+    base = Image.fromarray(np.ascontiguousarray(thumbnail[..., :3])).convert("RGBA")
     if finite.any():
         lo = np.nanmin(scores) if vmin is None else vmin
         hi = np.nanmax(scores) if vmax is None else vmax
-        norm = np.clip((raster - lo) / max(hi - lo, 1e-9), 0, 1)
-        rgba = (matplotlib.colormaps[cmap](np.nan_to_num(norm)) * 255).astype(np.uint8)
-        a = np.where(finite, alpha, 0.0)
+        norm = np.clip((np.nan_to_num(raster) - lo) / max(hi - lo, 1e-9), 0, 1)
+        rgba = _lut(cmap)[np.minimum((norm * 256).astype(np.int16), 255)]  # as matplotlib indexes its colours
+        a = np.where(finite, np.uint8(alpha * 255), np.uint8(0))
         if threshold is not None:
-            a = np.where(finite & (raster < threshold), alpha * 0.25, a)
-        rgba[..., 3] = (a * 255).astype(np.uint8)
+            a[finite & (raster < threshold)] = np.uint8(alpha * 0.25 * 255)
+        rgba[..., 3] = a
         base = Image.alpha_composite(base, Image.fromarray(rgba))
     if regions:
         from ..tiles.preview import legend_font
 
         draw = ImageDraw.Draw(base)
         width = max(2, int(round(max(h, w) / 400)))
+        shift = np.asarray(offset, dtype=float)
         for r in regions:
             for poly in r.polygons:
-                pts = [tuple(p) for p in (poly * scale)]
+                pts = [tuple(p) for p in (poly * scale - shift)]
                 if len(pts) > 2:
                     draw.line(pts + [pts[0]], fill=OUTLINE_COLOUR, width=width)
         font = legend_font(max(12, int(round(max(h, w) / 60))))
         for r in regions:  # numbered badges, readable at the picture's size
-            cx, cy = np.asarray(r.centroid) * scale
+            cx, cy = np.asarray(r.centroid) * scale - shift
             text = str(r.id)
             tw = draw.textlength(text, font=font)
             rad = max(tw, font.size) / 2 + font.size * 0.3
@@ -186,10 +196,11 @@ def render_hits(hits, threshold: float, scores: np.ndarray | None = None, margin
     img, scale = display_image(hits.adata)
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
     values = hits.fused if scores is None else scores
-    out = render_overlay(img, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
-                         regions=hits.regions, **kwargs)
     box, size = frame(hits.adata, img.shape[:2], scale, max_side, margin)
-    out = framed(out, box, size)
+    crop = img[box[1]:box[3], box[0]:box[2]]  # draw only what is shown
+    out = render_overlay(crop, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
+                         regions=hits.regions, offset=(box[0], box[1]), **kwargs)
+    out = out if out.size == size else out.resize(size, Image.BILINEAR)
     if legend:
         finite = np.asarray(values, dtype=float)[np.isfinite(values)]
         lo = kwargs.get("vmin", float(finite.min()) if len(finite) else 0.0)
