@@ -40,6 +40,7 @@ def test_slides_are_committed_one_by_one(two_small_slides, tmp_path):
     attach(engine, "grow", index_dir)
     assert engine.slide_names() == ["C2a"] and engine.search("immune infiltrate").slides[0].slide == "C2a"
     build.start().join(timeout=600)
+    engine.index.refresh()  # what the demo does when a slide is ready: the engine lists what its manifest lists
     st = build.status()
     assert st.finished and st.ready == ["C2a", "C2b"] and ready == ["C2a", "C2b"] and not st.failed
     assert "the collection is complete" in st.line()
@@ -55,8 +56,11 @@ def test_slides_are_committed_one_by_one(two_small_slides, tmp_path):
 def test_a_failing_slide_is_reported_and_the_others_go_on(two_small_slides, tmp_path):
     from spotwhisper.collection.progressive import ProgressiveBuild
 
-    broken = tmp_path / "broken.h5ad"
-    broken.write_text("not an h5ad")
+    import numpy as np
+    from PIL import Image
+
+    broken = tmp_path / "glass.png"  # an image without tissue (and without µm/px): the pipeline refuses it
+    Image.fromarray(np.full((300, 300, 3), 243, np.uint8)).save(broken)
     build = ProgressiveBuild("mixed", [str(broken), two_small_slides[0]], index_dir=tmp_path / "idx")
     assert build.run_first(progress=False) is None
     build.run_rest()

@@ -124,7 +124,12 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(f"demo sections (smallest first): {', '.join(f'{s} ({n} spots)' for s, n in sections)}")
     have, overwrite = _existing_slides(args, console)
 
+    served: dict = {}  # the engine the UI searches, once it has the collection
+
     def announce(slide: str) -> None:
+        engine = served.get("engine")
+        if engine is not None and engine.index is not None:
+            engine.index.refresh()  # the engine lists the slides its index manifest lists
         console.print(f"[green]ready:[/green] {slide} — {build.status().line()}")
 
     build = ProgressiveBuild(args.collection, names, args.data_dir, index_dir=args.index_dir, overwrite=overwrite,
@@ -146,6 +151,7 @@ def run_demo(args: argparse.Namespace) -> int:
         engine = open_engine(args.collection, args.index_dir)
     else:
         attach(engine, args.collection, args.index_dir)
+    served["engine"] = engine
     result = engine.search(args.query)
     seconds = time.monotonic() - start
     answer["answered"] = (args.query, result, seconds)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from ..index import list_collections, load_index_config, resolve_index_dir
 from ..pipeline import Models, PipelineConfig
-from .build import slide_name
 from .config import CollectionConfig, load_collection_config
 from .publish import publish
 from .staging import (
@@ -32,6 +31,7 @@ from .staging import (
     model_fingerprint,
     plan_staging,
     read_index_view,
+    slide_name,
     stage_slide,
     staging_folder,
 )
