@@ -129,6 +129,8 @@ def test_tile_urls_are_per_session(big_tiff):
     assert reg.drop_session("session-a") == 1
     assert client.get(f"/{reg.url(mine)}").status_code == 404  # gone with its session
     assert client.get(f"/{reg.url(theirs)}").status_code == 200  # the other session is untouched
+    assert reg.prune({"session-c"}) == 1  # session-b ended without an unload (swept): its token goes too
+    assert client.get(f"/{reg.url(theirs)}").status_code == 404
 
 
 def test_heat_and_class_layers():

@@ -155,6 +155,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
 
     def on_load(history, view, request: gr.Request):
         sess, eng = session(request)
+        registry.prune(store.ids())  # sessions the store closed (idle, swept) lose their tile tokens too
         chat, view = with_opening(history, view)
         return (view, chat if chat is not None else gr.skip(), gr.update(choices=eng.slide_names(), value=view.slide),
                 *render(sess, eng, view))

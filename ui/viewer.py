@@ -135,6 +135,11 @@ class ViewerRegistry:
                 self._by_session.pop((e.session, e.key), None)
         return len(gone)
 
+    def prune(self, live: set[str] | list[str]) -> int:
+        """Forget the tokens of sessions not in ``live`` (ended without an unload, e.g. swept) → how many."""
+        keep = set(live)
+        return sum(self.drop_session(s) for s in self.sessions() - keep)
+
     def _entry(self, token: str) -> _Entry:
         entry = self._tokens.get(token)
         if entry is None:
