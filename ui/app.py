@@ -31,23 +31,25 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from spotwhisper.io import SlideError
-from spotwhisper.names import slug, unique_name, unique_path
+from spotwhisper.names import unique_name
 from spotwhisper.search.engine import SearchEngine
 
 from . import handlers as h
 from .access import FileAccessMiddleware, request_ids
-from .annotations import from_geojson, from_regions, save_geojson
+from .annotations import save_geojson
 from .chat import message_text, respond_stream
 from .config import UIConfig, load_ui_config
 from .display import comparison_table, evidence_table, regions_frame, tile_gallery
 from .files import (
     add_to_collection,
+    export_proteins,
     export_result,
     keep_upload,
     prepare_upload,
     process_upload,
     public_text,
 )
+from .panels import annotations_box, export_box, upload_box
 from .screen import region_at, viewer_payload
 from .sessions import QuotaError, Session, SessionAccessError, SessionStore
 from .upload_mpp import ASK, read_spot_xy, resolve_mpp
@@ -308,12 +310,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             return None, "Nothing to export yet: search first."
         try:
             store.reserve(0, "the export")
-            paths = export_result(view.shown, hits.slide, sess.folder)
-            from spotwhisper.proteins import export_panel
-
-            stem = unique_path(sess.folder / "exports", f"{slug(hits.slide, 40, 'slide')}_{slug(view.shown.query.text)}"
-                               "_virtual_proteins", [".ome.tif"])
-            paths.append(export_panel(hits.adata, stem.with_name(stem.name + ".ome.tif")))
+            paths = [*export_result(view.shown, hits.slide, sess.folder),
+                     export_proteins(hits, view.shown.query.text, sess.folder)]
         except (QuotaError, KeyError, ValueError) as err:
             return None, public_text(str(err))
         served = store.serve_all(sess, [(p, p.name) for p in paths], slot="exports")
@@ -322,13 +320,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
 
     def on_keep(label, view, request: gr.Request):
         sess, eng = session(request)
-        hits = view.hits() if view.comparison is None else None
-        if hits is None or not hits.regions:
-            return view, "No regions on screen to keep: search first.", *render(sess, eng, view)
-        new = from_regions(hits, (label or "").strip(), view.shown.query.text)
-        view = replace(view, annotations=[*view.annotations, *new])
-        return view, f"Kept {len(new)} region(s) of {hits.slide} as annotations ({len(view.annotations)} in all).", \
-            *render(sess, eng, view)
+        text, view = h.keep_regions(view, label)
+        return view, text, *render(sess, eng, view)
 
     def on_save(view, request: gr.Request):
         sess, _ = session(request)
@@ -343,18 +336,13 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         if not file:
             return view, "Choose a GeoJSON file.", *render(sess, eng, view)
         try:
-            loaded = from_geojson(Path(file).read_bytes(), default_slide=view.slide)
+            text, view = h.load_annotations(view, Path(file).read_bytes(), eng.slide_names())
         except (ValueError, OSError) as err:
-            return view, f"Could not load it: {public_text(str(err))}", *render(sess, eng, view)
+            text = f"Could not load it: {public_text(str(err))}"
         finally:
             if store.guards(file):
                 Path(file).unlink(missing_ok=True)
-        names = set(eng.slide_names())
-        here = [a for a in loaded if a["slide"] in names]
-        view = replace(view, annotations=[*view.annotations, *here])
-        skipped = len(loaded) - len(here)
-        return view, (f"Loaded {len(here)} annotation(s)" + (f"; {skipped} belong to slides not here" if skipped else "")
-                      + "."), *render(sess, eng, view)
+        return view, text, *render(sess, eng, view)
 
     names = engine.slide_names()
     start_view = h.new_view(engine, cfg)
@@ -398,30 +386,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                                         elem_id="evidence",
                                         interactive=False, max_height=300)
                 regions = gr.Dataframe(label="regions", elem_id="regions", interactive=False, max_height=200)
-        with gr.Accordion("annotations: keep regions, save and reload them (GeoJSON)", open=False):
-            with gr.Row():
-                an_label = gr.Textbox(label="label (default: the query)", elem_id="annotation-label")
-                an_keep = gr.Button("keep the regions shown", elem_id="annotation-keep")
-                an_save = gr.Button("save annotations", elem_id="annotation-save")
-                an_file = gr.File(label="load annotations (.geojson)", type="filepath", file_types=[".geojson", ".json"],
-                                  elem_id="annotation-load")
-            an_status = gr.Markdown(elem_id="annotation-status")
-            an_files = gr.File(label="saved", interactive=False, elem_id="annotation-files")
-        with gr.Accordion("upload a slide", open=False):
-            with gr.Row():
-                up_image = gr.File(label="H&E image (JPEG, PNG, TIFF, SVS …)", type="filepath", elem_id="upload-image")
-                up_spots = gr.File(label="optional spot table (CSV: x, y in full-resolution px; barcode/id)", type="filepath")
-                with gr.Column():
-                    up_name = gr.Textbox(label="slide name (default: file name)")
-                    up_mpp = gr.Number(value=None, label="µm per pixel — needed only when neither the file nor a spot "
-                                                         "table tells (tiles are cut in µm)")
-                    up_keep = gr.Checkbox(value=False, label="also add it to the collection on disk", elem_id="upload-keep")
-                    up_button = gr.Button("process slide", variant="primary")
-            up_status = gr.Markdown(elem_id="upload-status")
-        with gr.Accordion("export the current result", open=False):
-            ex_button = gr.Button("export CSV, .h5ad, GeoJSON and virtual proteins (OME-TIFF)")
-            ex_files = gr.File(label="files", file_count="multiple", interactive=False, elem_id="export-files")
-            ex_status = gr.Markdown()
+        an, up, ex = annotations_box(), upload_box(), export_box()
 
         shown = [viewer, second_box, viewer2, caption, gallery, evidence, regions, routes, thr]
         on_map = {"show_progress_on": [viewer]}
@@ -437,13 +402,13 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         picker2.input(on_second, [picker2, state], [state, *shown], **on_map)
         viewer.region(on_region, [chatbot, state], [chatbot, state, *shown], **on_map)
         viewer2.region(on_region, [chatbot, state], [chatbot, state, *shown], **on_map)
-        an_keep.click(on_keep, [an_label, state], [state, an_status, *shown], **on_map)
-        an_save.click(on_save, [state], [an_files, an_status])
-        an_file.upload(on_load_annotations, [an_file, state], [state, an_status, *shown], **on_map)
-        up_button.click(on_upload, [up_image, up_spots, up_name, up_mpp, up_keep, state], [up_status, state, picker, *shown],
+        an.keep.click(on_keep, [an.label, state], [state, an.status, *shown], **on_map)
+        an.save.click(on_save, [state], [an.files, an.status])
+        an.file.upload(on_load_annotations, [an.file, state], [state, an.status, *shown], **on_map)
+        up.button.click(on_upload, [up.image, up.spots, up.name, up.mpp, up.keep, state], [up.status, state, picker, *shown],
                         concurrency_limit=cfg.upload_concurrency, concurrency_id="upload", api_name="upload",
-                        show_progress_on=[up_status])
-        ex_button.click(on_export, [state], [ex_files, ex_status], api_name="export", show_progress_on=[ex_status])
+                        show_progress_on=[up.status])
+        ex.button.click(on_export, [state], [ex.files, ex.status], api_name="export", show_progress_on=[ex.status])
     return app
 
 

@@ -100,11 +100,15 @@ def evidence_table(explanation: Explanation | None, rows: int) -> pd.DataFrame:
         up = table[table["diff"] > 0].head(rows)
         parts.append(pd.DataFrame({"kind": kind, "name": up["name"], "region mean": up["mean_in"],
                                    "rest mean": up["mean_out"], "difference": up["diff"], "t": up["t"]}))
+    return _rounded(parts, EVIDENCE_COLUMNS, ["region mean", "rest mean", "difference", "t"])
+
+
+def _rounded(parts: list[pd.DataFrame], columns: list[str], numeric: list[str]) -> pd.DataFrame:
+    """``parts`` stacked, numbers to 3 decimals (an empty frame with ``columns`` when there are none)."""
     if not parts:
-        return pd.DataFrame(columns=EVIDENCE_COLUMNS)
+        return pd.DataFrame(columns=columns)
     out = pd.concat(parts, ignore_index=True)
-    num = ["region mean", "rest mean", "difference", "t"]
-    out[num] = out[num].astype(np.float64).round(3)
+    out[numeric] = out[numeric].astype(np.float64).round(3)
     return out
 
 
@@ -126,12 +130,7 @@ def comparison_table(comp, rows: int) -> pd.DataFrame:
             up = up.head(rows)
             parts.append(pd.DataFrame({"kind": kind, "name": up["name"], "higher in": side, "A mean": up["mean_in"],
                                        "B mean": up["mean_out"], "difference": up["diff"], "t": up["t"]}))
-    if not parts:
-        return pd.DataFrame(columns=COMPARE_COLUMNS)
-    out = pd.concat(parts, ignore_index=True)
-    num = ["A mean", "B mean", "difference", "t"]
-    out[num] = out[num].astype(np.float64).round(3)
-    return out
+    return _rounded(parts, COMPARE_COLUMNS, ["A mean", "B mean", "difference", "t"])
 
 
 REGION_COLUMNS = ["region", "spots", "area_mm2", "percent_tissue", "mean_score", "max_score", "centroid_x", "centroid_y"]

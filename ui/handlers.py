@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from spotwhisper.search.compare import Comparison, compare_queries
+
+from .annotations import from_geojson, from_regions
 from spotwhisper.search.engine import SearchEngine, SearchResult, SlideHits
 from spotwhisper.search.explain import Explanation
 
@@ -283,3 +285,24 @@ def map_caption(view: View) -> str:
         return head + f"{hits.no_region_reason(view.threshold)} ({hits.adata.n_obs} spots)."
     return head + (f"{len(hits.regions)} region(s), {n_hot} of {hits.adata.n_obs} spots ≥ {view.threshold:g}; "
                    "click a region to explain it.")
+
+
+# -- annotations ---------------------------------------------------------------------------------
+def keep_regions(view: View, label: str) -> tuple[str, View]:
+    """Keep the regions on screen as annotations labelled ``label`` (default: the query)."""
+    hits = view.hits() if view.comparison is None else None
+    if hits is None or not hits.regions:
+        return "No regions on screen to keep: search first.", view
+    new = from_regions(hits, (label or "").strip(), view.shown.query.text)
+    view = replace(view, annotations=[*view.annotations, *new])
+    return f"Kept {len(new)} region(s) of {hits.slide} as annotations ({len(view.annotations)} in all).", view
+
+
+def load_annotations(view: View, data: bytes, slides: list[str]) -> tuple[str, View]:
+    """Add the outlines of a GeoJSON file to the view (those of slides in ``slides``; a feature
+    naming no slide goes on the one on screen). ``ValueError`` for a file that is not one."""
+    loaded = from_geojson(data, default_slide=view.slide)
+    here = [a for a in loaded if a["slide"] in set(slides)]
+    skipped = len(loaded) - len(here)
+    view = replace(view, annotations=[*view.annotations, *here])
+    return f"Loaded {len(here)} annotation(s)" + (f"; {skipped} belong to slides not here" if skipped else "") + ".", view
