@@ -123,10 +123,11 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                       if view.second else {"key": "second", "dzi": None})
         except (KeyError, ValueError, SlideError, FileNotFoundError) as err:
             main, second = {"key": "main", "dzi": None, "message": public_text(str(err))}, {"key": "second"}
-        if view.slide is None and build_status is not None:
-            main["message"] = f"Preparing the first slide — {build_status().line()}."
+        preparing = view.slide is None and build_status is not None
+        if preparing:
+            main["message"], main["info"] = f"Preparing the first slide — {build_status().line()}.", True
         hits = view.hits() if view.comparison is None else None
-        caption, gallery = h.map_caption(view), []
+        caption, gallery = (build_line() if preparing else h.map_caption(view)), []
         if hits is not None:
             try:
                 tiles = tile_gallery(hits, cfg.gallery_tiles, cfg.tile_px, cfg.tile_context)

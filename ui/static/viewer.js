@@ -56,7 +56,7 @@
   function render() {
     const v = val();
     root.dataset.key = v.key || root.dataset.key || 'viewer';
-    message(v.message);
+    message(v.message, v.info);
     colourBar(v.scale);
     const osd = ensure();
     if (!osd) { return; }
@@ -193,8 +193,9 @@
       ' (fainter below)</div>';
   }
 
-  function message(text) {
+  function message(text, info) {
     const box = root.querySelector('.sw-message');
+    box.classList.toggle('sw-info', !!info);  // news (e.g. the first slide is being prepared), not a problem
     box.textContent = text || '';
     box.style.display = text ? 'block' : 'none';
   }
