@@ -111,3 +111,29 @@ def mini_collection(mini_slide, tmp_path_factory):
     index_dir = tmp_path_factory.mktemp("indexes")
     index_slides([mini_slide], "mini", index_dir=index_dir)
     return index_dir, "mini"
+
+
+#: section -> array_y row kept (~15 spots each): small real slides for build tests (Ray, crashes)
+STRIPS = {"C2": 19, "C3": 10, "C4": 14}
+
+
+@pytest.fixture(scope="session")
+def strip_specs(data_dir, tmp_path_factory) -> list[str]:
+    """Three small real spot sets as .h5ad files (C2, C3, C4 strips; the H&E image stays where it
+    is, named in ``uns``), so the pipeline runs on real tissue in seconds once features are cached."""
+    import warnings
+
+    from spotwhisper.io import read_her2st, write_h5ad
+
+    folder = tmp_path_factory.mktemp("specs")
+    out = []
+    for section, row in STRIPS.items():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="her2st C")  # positions without counts (known)
+            a = read_her2st(data_dir, section)
+        path = folder / f"{section}.h5ad"
+        from spotwhisper import keys
+
+        write_h5ad(a[a.obs[keys.ARRAY_Y] == row].copy(), path)
+        out.append(str(path))
+    return out

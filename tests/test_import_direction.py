@@ -22,7 +22,7 @@ PACKAGE = Path(spotwhisper.__file__).resolve().parent
 #: proteins and language both read the inferred transcriptome through the shared gene panel and
 #: never each other (siblings), and so do scale/search and bench/ui.
 TIERS: list[list[str]] = [
-    ["__init__", "keys", "atomic", "cache", "datadir", "config", "configs"],  # plumbing, no stage
+    ["__init__", "keys", "atomic", "cache", "datadir", "config", "configs", "names"],  # plumbing, no stage
     ["prompts", "genes", "setmodel"],  # shared model pieces: vocabulary, gene panel, set trunk
     ["io"],
     ["tiles"],

@@ -8,6 +8,8 @@ One local Ray instance with 2 CPUs serves the whole module.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,39 +31,63 @@ from spotwhisper.collection import (
 )
 from spotwhisper.collection.staging import FAILED, REUSED, model_fingerprint
 from spotwhisper.index import CollectionExistsError, CollectionIndex, list_collections
-from spotwhisper.io import read_h5ad, read_her2st, write_h5ad
+from spotwhisper.io import read_h5ad, write_h5ad
 from spotwhisper.pipeline import PipelineConfig
 from spotwhisper.scale import ScaleConfig, build_collection_ray
 
 ray = pytest.importorskip("ray")
 
-#: section -> array_y row kept (~15 spots each)
-STRIPS = {"C2": 19, "C3": 10, "C4": 14}
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def specs(data_dir, tmp_path_factory) -> list[str]:
-    """Three small real spot sets as .h5ad files (C2, C3, C4 strips)."""
-    folder = tmp_path_factory.mktemp("specs")
-    out = []
-    for section, row in STRIPS.items():
-        a = read_her2st(data_dir, section)
-        path = folder / f"{section}.h5ad"
-        write_h5ad(a[a.obs[keys.ARRAY_Y] == row].copy(), path)
-        out.append(str(path))
-    return out
+def specs(strip_specs) -> list[str]:
+    """Three small real spot sets as .h5ad files (C2, C3, C4 strips, tests/conftest.py)."""
+    return strip_specs
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray instance with 2 CPUs for the module."""
+    """A local Ray instance with 2 CPUs for the module, started as the project starts one."""
     import torch
 
+    from spotwhisper.scale.ray_engine import start_local_ray
+
     torch.set_num_threads(1)  # the actors run with 1 thread too (configs/scale.yaml)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def _listening(pids: set[int]) -> list[tuple[str, str]]:
+    """``(local address, process)`` of every TCP socket listening in ``pids`` (``ss -ltnp``)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        owners = {int(m) for m in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            found.append((line.split()[3], re.search(r'\(\("([^"]+)"', line).group(1)))
+    return found
+
+
+def test_ray_started_here_listens_on_loopback_only(ray_local):
+    """GCS, raylet, object manager, workers and agents of the instance the project starts bind
+    127.0.0.1 — nothing on the machine's other interfaces (Ray itself would bind every one)."""
+    import psutil
+
+    @ray.remote
+    def pid() -> int:
+        return os.getpid()
+
+    ray.get(pid.remote())  # a worker is up too
+    me = psutil.Process()
+    pids = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    sockets = _listening(pids)
+    names = {name for _, name in sockets}
+    assert {"gcs_server", "raylet"} <= names, sockets
+    outside = [(a, n) for a, n in sockets if not re.match(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):\d+$", a)]
+    assert not outside, f"Ray listens beyond loopback: {outside}"
+    assert ray_local.startswith("127.0.0.1:")
 
 
 def _assert_same_collection(a: CollectionIndex, b: CollectionIndex) -> None:
@@ -242,3 +268,41 @@ def test_batched_commit_sizes_the_index_for_the_whole_collection(tmp_path):
     own = coll.vectors_for("text", "S2")  # each vector finds itself
     res = coll.search("text", own.vectors["text"][:5], k=1)
     assert res.ids[:, 0].tolist() == own.metadata["id"].tolist()[:5] and set(res.hits["slide"]) == {"S2"}
+
+
+# ------------------------------------------------------------- SIGKILL during a Ray --overwrite
+RAY_JOB = textwrap.dedent("""
+    import sys
+    from spotwhisper.scale import build_collection_ray, load_scale_config
+    build_collection_ray("coll", sys.argv[2:], index_dir=sys.argv[1], mode="overwrite",
+                         cfg=load_scale_config(actors=1), progress=False)
+""")
+
+
+def _ray_run(index_dir: Path, specs: list[str], ray_address: str, kill_at: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "PYTHONPATH": str(ROOT)}
+    env.pop("SPOTWHISPER_KILL_AT", None)
+    if kill_at:
+        env["SPOTWHISPER_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-c", RAY_JOB, str(index_dir), *specs], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_ray_overwrite_killed_at_each_phase_is_old_or_new(specs, resumed, ray_local, tmp_path):
+    """The finished C2+C3+C4 collection is overwritten with C2 alone on Ray; killed after the slide
+    is staged it is still the old one, killed right after the swap the new one; the rerun finishes."""
+    shutil.copytree(resumed["index_dir"] / "coll", tmp_path / "coll")
+    proc = _ray_run(tmp_path, specs[:1], ray_local, "stage")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert CollectionIndex.open("coll", index_dir=tmp_path).slides() == ["C2", "C3", "C4"]
+    proc = _ray_run(tmp_path, specs[:1], ray_local, "commit:indexed")  # C2 is staged: no Ray needed
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert CollectionIndex.open("coll", index_dir=tmp_path).slides() == ["C2", "C3", "C4"]
+    proc = _ray_run(tmp_path, specs[:1], ray_local, "commit:swapped")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert CollectionIndex.open("coll", index_dir=tmp_path).slides() == ["C2"]
+    proc = _ray_run(tmp_path, specs[:1], ray_local, None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    coll = CollectionIndex.open("coll", index_dir=tmp_path)
+    assert coll.slides() == ["C2"] and [p.stem for p in (coll.folder / "slides").iterdir()] == ["C2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coll"]

@@ -14,6 +14,7 @@ from PIL import Image
 from spotwhisper import keys
 from spotwhisper.io import read_h5ad
 from spotwhisper.io.inputs import load_spot_table
+from spotwhisper.names import unique_name
 from spotwhisper.ui import handlers as h
 from spotwhisper.ui.config import load_ui_config
 from spotwhisper.ui.display import overlay, slide_picture, tile_gallery
@@ -24,7 +25,6 @@ from spotwhisper.ui.files import (
     prepare_upload,
     process_upload,
     session_folder,
-    unique_name,
 )
 from tests.conftest import synthetic_he
 

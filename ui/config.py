@@ -1,8 +1,9 @@
-"""UI settings (``configs/ui.yaml``): display, gallery, uploads, exports and the optional
+"""UI settings (``configs/ui.yaml``): display, gallery, the server's data folder (uploads,
+exports, Gradio's temporary files) with its limits, concurrency, and the optional
 OpenAI-compatible language-model endpoint.
 
-The endpoint can also come from the environment, which wins over the file:
-``SPOTWHISPER_LLM_BASE_URL``, ``SPOTWHISPER_LLM_MODEL`` and ``SPOTWHISPER_LLM_API_KEY``.
+The environment wins over the file: ``SPOTWHISPER_UI_DATA_DIR`` (the data folder) and
+``SPOTWHISPER_LLM_BASE_URL``, ``SPOTWHISPER_LLM_MODEL``, ``SPOTWHISPER_LLM_API_KEY``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from spotwhisper.cache import cache_dir
 from spotwhisper.config import load_config
 
 ENV_BASE_URL = "SPOTWHISPER_LLM_BASE_URL"
 ENV_MODEL = "SPOTWHISPER_LLM_MODEL"
 ENV_API_KEY = "SPOTWHISPER_LLM_API_KEY"
-ENV_UPLOAD_DIR = "SPOTWHISPER_UPLOAD_DIR"
+ENV_DATA_DIR = "SPOTWHISPER_UI_DATA_DIR"
 #: config name of the UI settings (``configs/ui.yaml``, or ``ui.yaml`` in ``--config-dir``)
 UI_CONFIG = "ui"
 
@@ -49,6 +51,9 @@ class UIConfig:
     threshold: float | None = None  #: initial threshold (relevance log-odds); None = configs/search.yaml
     threshold_range: tuple[float, float] = (-6.0, 2.0)  #: slider bounds (relevance log-odds)
     threshold_step: float = 0.1
+    #: threshold of "compare A and B" (score units of the colour bar); compared things (tumour, stroma) are
+    #: often broad, so lower than a search's; None = the search threshold
+    compare_threshold: float | None = None
     route_groups: dict[str, list[str]] = field(default_factory=lambda: {
         "transcriptome": ["transcriptome"], "image–text": ["image", "plip", "conch"], "protein": ["protein"]})
     display_max_side: int = 1400  #: overlay longer side (px) sent to the browser
@@ -58,15 +63,36 @@ class UIConfig:
     tile_context: float = 1.0  #: tile side in spot spacings
     table_rows: int = 10  #: genes and proteins listed per kind
     max_regions_listed: int = 3  #: regions named in an answer
-    #: one sub-folder per session ($SPOTWHISPER_UPLOAD_DIR wins); user data, so not under the re-computable cache
-    upload_dir: str = "~/.local/share/spotwhisper/uploads"
+    #: the server's data folder: sessions/<id>/ (uploads, processed slides, exports) and gradio/
+    #: (GRADIO_TEMP_DIR: uploads in flight, files served to browsers); None = <cache root>/ui;
+    #: $SPOTWHISPER_UI_DATA_DIR wins. Everything in it belongs to a session and is deleted with it.
+    data_dir: str | None = None
+    data_max_mb: int = 8192  #: size cap of the data folder; uploads and exports beyond it are refused
+    session_ttl_s: float = 21600.0  #: a session idle this long is closed: its slides and files are deleted
+    cleanup_interval_s: float = 300.0  #: how often idle sessions and old files are swept
     upload_mpp: float = 0.5  #: µm/px assumed for an uploaded image whose file does not say
     max_upload_mb: int = 2048  #: larger uploads are refused by the server
+    #: largest plain image (JPEG/PNG/untiled TIFF, decoded whole) accepted, in pixels — checked from the file
+    #: header before anything is decoded (her2st H&E: ~92 Mpx)
+    max_image_pixels: int = 150_000_000
+    max_tiled_pixels: int = 20_000_000_000  #: largest tiled (pyramidal) TIFF / whole-slide image, read by region
+    concurrency_limit: int = 4  #: chat and view events of different sessions run at once (threads; ~2 × cores)
+    upload_concurrency: int = 1  #: slide uploads processed at once (each runs the whole pipeline)
+    torch_threads: int = 1  #: torch threads per request (requests already run in parallel)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
-    def upload_root(self) -> Path:
-        """The folder uploads and exports are kept in (created on first use)."""
-        return Path(os.environ.get(ENV_UPLOAD_DIR) or self.upload_dir).expanduser()
+    def __post_init__(self) -> None:
+        for name in ("data_max_mb", "max_upload_mb", "max_image_pixels", "max_tiled_pixels", "concurrency_limit",
+                     "upload_concurrency", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"configs/ui.yaml: {name} must be >= 1, got {getattr(self, name)}")
+        if self.session_ttl_s <= 0 or self.cleanup_interval_s <= 0:
+            raise ValueError("configs/ui.yaml: session_ttl_s and cleanup_interval_s must be > 0")
+
+    def data_root(self) -> Path:
+        """The server's data folder: ``$SPOTWHISPER_UI_DATA_DIR``, else ``data_dir``, else ``<cache root>/ui``."""
+        value = os.environ.get(ENV_DATA_DIR) or self.data_dir
+        return Path(value).expanduser() if value else cache_dir("ui")
 
 
 def load_ui_config(path: str | Path | None = UI_CONFIG, **overrides) -> UIConfig:

@@ -1,8 +1,11 @@
 """Files in and out of the UI: uploads kept in a per-session folder, and exports of a result.
 
-Uploads are copied into ``<upload root>/<session>/uploads/<time>/`` before anything reads them, so a
-failed or interrupted processing step never loses what the user sent; the processed slide is
-written beside them (``processed/<name>.h5ad``). Exports go to ``<session>/exports/``:
+Uploads are copied into ``<session folder>/uploads/<time>/`` (:mod:`spotwhisper.ui.sessions`)
+before anything reads them, so a failed or interrupted processing step never loses what the user
+sent; the processed slide is written beside them (``processed/<name>.h5ad``). An image's size is
+read from its header (:func:`check_image_size`: PIL's lazy open, TIFF tags) and refused beyond the
+configured pixel limits before a single pixel is decoded. Exports go to ``<session>/exports/``
+under names no earlier export of the session uses:
 
 * ``<query>_spots.csv`` — every searched spot: slide, spot, x, y (slide px), fused score, region, route scores
 * ``<query>_<slide>.h5ad`` — the slide's AnnData with the scores in ``obs["search_*"]`` and the query in ``uns["search"]``
@@ -20,43 +23,93 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from spotwhisper import keys
 from spotwhisper.atomic import atomic_file
 from spotwhisper.io import SlideError, open_slide, write_h5ad
 from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
+from spotwhisper.io.slide import TIFF_SUFFIXES
+from spotwhisper.names import safe_name, slug, unique_path
 from spotwhisper.search.engine import SearchResult
-from spotwhisper.search.export import slug, write_csv, write_geojson
+from spotwhisper.search.export import write_csv, write_geojson
 
 SPOT_TABLE_SUFFIXES = {".csv"}
+#: an absolute path (POSIX or home-relative) inside a message: its folders are dropped before users see it
+_PATH = re.compile(r"(?<![\w.:/])(?:~|/)(?:[^\s'\"`<>|,;()\[\]]*/)+(?P<name>[^\s'\"`<>|,;()\[\]/]*)")
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute server path reduced to its file name (``/srv/…/x.png`` → ``x.png``):
+    messages shown to users never reveal where the server keeps files."""
+    return _PATH.sub(lambda m: m.group("name") or "…", str(text))
 
 
 def session_folder(root: str | Path, session: str) -> Path:
-    """``root/<session>`` (created); ``session`` is reduced to safe characters."""
-    safe = re.sub(r"[^0-9A-Za-z_-]+", "_", session or "local")[:64] or "local"
-    folder = Path(root).expanduser() / safe
+    """``root/<session>`` (created); ``session`` is reduced to a safe name."""
+    folder = Path(root).expanduser() / safe_name(session or "local", 64, "local")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def keep_upload(src: str | Path, folder: Path) -> Path:
-    """Copy an uploaded file to ``folder/uploads/<time stamp>/<its name>``; returns the copy."""
+    """Copy an uploaded file to ``folder/uploads/<time stamp>/<its name, made safe>``; returns the copy."""
     src = Path(src)
     if not src.is_file():
-        raise FileNotFoundError(f"{src}: the upload did not arrive (no such file)")
+        raise FileNotFoundError(f"{src.name}: the upload did not arrive (no such file)")
+    suffix = src.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,10}", src.suffix.lower()) else ""
+    name = f"{safe_name(src.stem, 100, 'upload')}{suffix}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest_dir, n = folder / "uploads" / stamp, 1
-    while (dest_dir / src.name).exists():
+    while (dest_dir / name).exists():
         n += 1
         dest_dir = folder / "uploads" / f"{stamp}-{n}"
-    dest = dest_dir / src.name
+    dest = dest_dir / name
     with atomic_file(dest) as tmp:
         shutil.copyfile(src, tmp)
     return dest
 
 
+def image_size(path: Path) -> tuple[int, int, bool]:
+    """``(width, height, tiled)`` of an image's full-resolution level, from its header only (no
+    pixel is decoded): TIFF tags through ``tifffile``, else PIL's lazy open. ``ValueError`` naming
+    the file when the header cannot be read."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                return int(page.imagewidth), int(page.imagelength), bool(page.is_tiled)
+        if suffix in IMAGE_SUFFIXES - TIFF_SUFFIXES - {".jpg", ".jpeg", ".png", ".bmp"}:  # OpenSlide formats
+            with open_slide(path) as slide:
+                w, h = slide.dimensions
+                return int(w), int(h), True
+        with Image.open(path) as im:  # lazy: reads the header
+            return int(im.size[0]), int(im.size[1]), False
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path.name}: the image is far larger than this server accepts ({err})") from err
+    except (OSError, SlideError, ValueError, IndexError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path.name} cannot be read as an image ({err})") from err
+
+
+def check_image_size(path: Path, max_pixels: int, max_tiled_pixels: int) -> tuple[int, int]:
+    """Refuse (``ValueError``) an image larger than ``max_pixels`` (plain images, decoded whole) or
+    ``max_tiled_pixels`` (tiled, read by region), read from the header → ``(width, height)``."""
+    w, h, tiled = image_size(path)
+    limit = max_tiled_pixels if tiled else max_pixels
+    if w <= 0 or h <= 0 or w * h > limit:
+        kind = "a tiled image" if tiled else "a plain (untiled) image, which is decoded whole"
+        hint = "" if tiled else "; convert it to a tiled pyramidal TIFF (e.g. `vips tiffsave --tile --pyramid`)"
+        raise ValueError(f"{path.name}: {w:,} × {h:,} px ({w * h / 1e6:,.0f} Mpx) is more than this server accepts "
+                         f"for {kind} ({limit / 1e6:,.0f} Mpx){hint}")
+    return w, h
+
+
 def check_image(path: Path, thumb_px: int = 64) -> None:
-    """Raise ``ValueError`` naming the file unless it is a slide image we can decode."""
+    """Raise ``ValueError`` naming the file unless it is a slide image we can decode (call
+    :func:`check_image_size` first: this decodes a thumbnail, which reads a PNG whole)."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{path.name} is not an image: expected one of {', '.join(sorted(IMAGE_SUFFIXES))}")
     try:
@@ -66,20 +119,15 @@ def check_image(path: Path, thumb_px: int = 64) -> None:
         raise ValueError(f"{path.name} cannot be read as an image ({err})") from err
 
 
-def unique_name(name: str, taken: list[str]) -> str:
-    """``name`` made file-safe, with ``-2``, ``-3`` … appended when ``taken`` already holds it."""
-    base = re.sub(r"[^0-9A-Za-z_.-]+", "_", name).strip("_.") or "upload"
-    out, n = base, 1
-    while out in taken:
-        n += 1
-        out = f"{base}-{n}"
-    return out
-
-
-def prepare_upload(image: Path, spots: Path | None, name: str, mpp: float) -> SlideInput:
+def prepare_upload(image: Path, spots: Path | None, name: str, mpp: float, max_pixels: int = 150_000_000,
+                   max_tiled_pixels: int = 20_000_000_000) -> SlideInput:
     """A checked :class:`SlideInput` for a kept upload: grid tiles for a bare image, spot tiles
     when a CSV spot table (x, y in full-resolution px) comes with it. ``mpp`` (µm/px) is used
-    only when the image file does not say."""
+    only when the image file does not say. The image's size is checked from its header against
+    ``max_pixels`` / ``max_tiled_pixels`` (``configs/ui.yaml``) before anything is decoded."""
+    if image.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{image.name} is not an image: expected one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+    check_image_size(image, max_pixels, max_tiled_pixels)
     check_image(image)
     with open_slide(image) as probe:
         file_mpp = probe.mpp
@@ -111,6 +159,8 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
         raise ValueError("this UI serves slides from memory, not a collection on disk, so there is nothing to add to")
     folder = engine.store.folder.parent  # <index_dir>/<collection>/slides → <index_dir>/<collection>
     index = index_slides([adata], folder.name, index_dir=folder.parent, mode="add")
+    if getattr(engine, "index", None) is not None:
+        engine.index.refresh()  # every session searches it now
     return f"Added to collection '{index.name}' on disk ({len(index.slides())} slides now)"
 
 
@@ -136,13 +186,26 @@ def scored_anndata(result: SearchResult, slide: str) -> ad.AnnData:
 
 
 def export_result(result: SearchResult, slide: str, folder: Path) -> list[Path]:
-    """Write CSV (all searched slides), ``.h5ad`` and GeoJSON (``slide``) into ``folder/exports/``."""
+    """Write CSV (all searched slides), ``.h5ad`` and GeoJSON (``slide``) into ``folder/exports/``,
+    under a name (query + slide) no earlier export in that folder uses."""
     out = folder / "exports"
-    stem = slug(result.query.text)
+    suffixes = ["_spots.csv", ".h5ad", ".geojson"]
+    stem = unique_path(out, f"{slug(result.query.text)}_{slug(slide, 40, 'slide')}", suffixes)
     table = pd.concat([h.spot_table() for h in result.slides], ignore_index=True)
     hits = next(h for h in result.slides if h.slide == slide)
+    csv, h5ad, geo = (stem.with_name(stem.name + s) for s in suffixes)
     return [
-        write_csv(table, out / f"{stem}_spots.csv"),
-        write_h5ad(scored_anndata(result, slide), out / f"{stem}_{slug(slide)}.h5ad"),
-        write_geojson(hits.regions, result.query.text, out / f"{stem}_{slug(slide)}.geojson", slide=slide),
+        write_csv(table, csv),
+        write_h5ad(scored_anndata(result, slide), h5ad),
+        write_geojson(hits.regions, result.query.text, geo, slide=slide),
     ]
+
+
+def export_proteins(hits, query: str, folder: Path) -> Path:
+    """The slide's virtual protein panel as an OME-TIFF on its H&E grid in ``folder/exports/``,
+    named ``<slide>_<query>_virtual_proteins.ome.tif`` (a name no earlier export uses)."""
+    from spotwhisper.proteins import export_panel
+
+    stem = unique_path(folder / "exports", f"{slug(hits.slide, 40, 'slide')}_{slug(query)}_virtual_proteins",
+                       [".ome.tif"])
+    return export_panel(hits.adata, stem.with_name(stem.name + ".ome.tif"))

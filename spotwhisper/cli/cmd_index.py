@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .options import UserError, add_config, add_index_dir, command_group
 
@@ -68,14 +69,17 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from ..collection import store_slides
-    from ..index import build_from_anndata, load_index_config, resolve_index_dir
+    from ..collection import index_slides
+    from ..index import load_index_config, resolve_index_dir
     from ..index.from_anndata import resolve_routes
     from ..io import read_h5ad
 
     if not args.from_h5ad:
         return build_from_pipeline(args)
     cfg = load_index_config(args.config)
+    missing = [p for p in args.from_h5ad if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"--from-h5ad: no such file(s): {', '.join(missing)}")
     adatas = [read_h5ad(p) for p in args.from_h5ad]
     routes = resolve_routes(adatas, _pairs(args.route, "--route") or None, cfg)
     factory = (
@@ -84,17 +88,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         else (args.factory[0] if args.factory else None)
     )
     mode = "overwrite" if args.overwrite else "add" if args.add else "create"
-    coll = build_from_anndata(
-        adatas,
-        args.collection,
-        routes=routes,
-        models=_models(args.model, routes, adatas),
-        index_dir=args.index_dir,
-        cfg=cfg,
-        factory=factory,
-        mode=mode,
-    )
-    store_slides(adatas, coll.folder)  # search reads spots, images, expression and proteins from them
+    coll = index_slides(adatas, args.collection, args.index_dir, mode, routes=routes,
+                        models=_models(args.model, routes, adatas), cfg=cfg, factory=factory)
     print(
         f"collection {coll.name!r} in {resolve_index_dir(args.index_dir, cfg)}: "
         f"{len(coll.slides())} slides, {len(coll)} vectors"
@@ -106,24 +101,35 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..index import (
-        list_collections,
+        IndexFormatError,
         load_index_config,
         read_manifest,
         resolve_index_dir,
     )
+    from ..index.manifest import MANIFEST
 
     cfg = load_index_config(args.config)
     root = resolve_index_dir(args.index_dir, cfg)
-    names = list_collections(root)
-    if not names:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    folders = [p for p in folders if (p / MANIFEST).exists()]
+    if not folders:
         print(f"no collections in {root} (build one: spotwhisper index build --collection NAME --from-h5ad FILE.h5ad)")
         return 0
     print(f"{'collection':<24} {'slides':>6} {'vectors':>9}  routes (factory)                     updated")
-    for name in names:
-        m = read_manifest(root / name)
+    broken = 0
+    for folder in folders:
+        try:
+            m = read_manifest(folder)
+        except IndexFormatError as err:  # one broken collection must not hide the others
+            broken += 1
+            print(f"{folder.name:<24} {'?':>6} {'?':>9}  BROKEN: {err}")
+            continue
         n = max((r.n_vectors for r in m.routes.values()), default=0)
         routes = ", ".join(f"{r} ({i.factory})" for r, i in m.routes.items())
-        print(f"{name:<24} {len(m.slides()):>6} {n:>9}  {routes:<36} {m.updated}")
+        print(f"{folder.name:<24} {len(m.slides()):>6} {n:>9}  {routes:<36} {m.updated}")
+    if broken:
+        print(f"{broken} collection(s) cannot be read; rebuild them with `spotwhisper index build --overwrite` "
+              "or remove their folders", file=sys.stderr)
     return 0
 
 
@@ -152,12 +158,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove_slide(args: argparse.Namespace) -> int:
-    from ..collection import SlideStore
-    from ..index import CollectionIndex, load_index_config
+    from ..collection import remove_slide
+    from ..index import CollectionIndex
 
-    coll = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config))
-    n = coll.remove_slide(args.slide)
-    SlideStore(coll.folder).remove(args.slide)
+    n = remove_slide(args.collection, args.slide, args.index_dir)
+    coll = CollectionIndex.open(args.collection, index_dir=args.index_dir)
     print(f"removed slide {args.slide!r} ({n} vectors) from {coll.name!r}; {len(coll.slides())} slides left")
     return 0
 

@@ -7,22 +7,31 @@ opens them; it does not answer queries (:mod:`spotwhisper.search` does, over an 
 
 * :mod:`.build` — run the pipeline over slides and index them (``spotwhisper index build``, local engine)
 * :mod:`.staging` — per-slide staged outputs, keyed by input, models and configs (resumable builds)
-* :mod:`.publish` — commit staged slides into a collection all at once (used by the Ray engine)
+* :mod:`.publish` — commit staged slides into a collection all at once (both engines), recover after a kill
 * :mod:`.store` — the slide files beside the indexes
 * :mod:`.opened` — :func:`open_collection`: indexes + slide files + the model check
 * :mod:`.config` — :class:`CollectionConfig` (``configs/collection.yaml``)
 """
 
-from .build import build_collection, index_slides, process_slides, remove_slide, slide_name, store_slides
+from .build import (
+    build_collection,
+    commit_build,
+    index_slides,
+    plan_build,
+    process_slides,
+    remove_slide,
+    store_slides,
+)
 from .config import CollectionConfig, load_collection_config
 from .opened import OpenedCollection, open_collection
-from .publish import publish
+from .publish import move_into_place, publish, recover
 from .staging import (
     SlidesFailedError,
     StagedSlide,
     clear_staging,
     model_fingerprint,
     plan_staging,
+    slide_name,
     stage_slide,
     staging_folder,
 )
@@ -37,13 +46,17 @@ __all__ = [
     "StagedSlide",
     "build_collection",
     "clear_staging",
+    "commit_build",
     "index_slides",
     "load_collection_config",
     "model_fingerprint",
+    "move_into_place",
     "open_collection",
+    "plan_build",
     "plan_staging",
     "process_slides",
     "publish",
+    "recover",
     "remove_slide",
     "slide_name",
     "stage_slide",

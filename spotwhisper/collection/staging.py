@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import resource
 import shutil
 import sys
@@ -29,14 +28,16 @@ from anndata.io import read_elem
 from .. import __version__, keys
 from ..cache import code_fingerprint, file_fingerprint
 from ..config import resolve_config_path
+from ..datadir import resolve_data_dir
 from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..io import sections_fingerprint, write_h5ad
-from ..io.inputs import SECTION_RE, load_input
+from ..io.her2st import list_sections
+from ..io.inputs import IMAGE_SUFFIXES, SECTION_RE, load_input
+from ..names import check_name, safe_name
 from ..pipeline import Models, PipelineConfig, process_slide
 from .config import CollectionConfig
 
 STAGING = ".staging"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 #: code whose change changes a processed slide (part of the staging key)
 PIPELINE_CODE = ("spotwhisper.io", "spotwhisper.tiles", "spotwhisper.encoders", "spotwhisper.expression",
@@ -134,15 +135,49 @@ def _named_images(path: Path) -> list[str]:
 
 def spec_identity(spec: str, data_dir: str | Path | None) -> str:
     """What a spec is, by content (not by path): ``her2st:<section>:<fingerprint of its files>``, or
-    ``file:<content fingerprint>`` (+ the fingerprints of the images an ``.h5ad`` names)."""
+    ``file:<content fingerprint>`` (+ the fingerprints of the images an ``.h5ad`` names).
+
+    Checks what can be checked without processing: a her2st section exists in the data folder; a
+    file exists, is an ``.h5ad`` or an image, and an ``.h5ad``'s ``obs["section"]`` names are valid.
+    """
     path = Path(spec)
     if SECTION_RE.match(spec) and not path.exists():
+        known = list_sections(data_dir)
+        if spec not in known:
+            raise FileNotFoundError(f"{spec}: no such her2st section in {resolve_data_dir(data_dir)} "
+                                    f"(sections: {', '.join(known) or 'none'}), and no file of that name")
         return f"her2st:{spec}:{sections_fingerprint(data_dir, [spec])}"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{spec}: no such file (and not a her2st section id like C2)")
+    suffix = path.suffix.lower()
+    if suffix != ".h5ad" and suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{spec}: not a her2st section id, an .h5ad or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if suffix == ".h5ad":
+        for name in _h5ad_sections(path):
+            check_name(name, f"slide (obs['section'] of {path.name})")
     images = [file_fingerprint(p) if Path(p).is_file() else f"missing:{p}"
-              for p in (_named_images(path) if path.suffix.lower() == ".h5ad" else [])]
+              for p in (_named_images(path) if suffix == ".h5ad" else [])]
     return ":".join(["file", file_fingerprint(path), *images])
+
+
+def _h5ad_sections(path: Path) -> list[str]:
+    """The ``obs["section"]`` values of an ``.h5ad`` (read from the file without loading it; [] when absent)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if keys.SECTION not in f["obs"]:
+                return []
+            values = read_elem(f["obs"][keys.SECTION])
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable .h5ad ({err})") from err
+    return sorted({str(v) for v in getattr(values, "categories", values)})
+
+
+def slide_name(adata: ad.AnnData) -> str:
+    """The slide id of a processed AnnData (its single ``obs["section"]`` value, a valid name)."""
+    names = adata.obs[keys.SECTION].astype(str).unique()
+    if len(names) != 1:
+        raise ValueError(f"expected one slide per AnnData, found sections {list(names)}")
+    return check_name(str(names[0]), "slide")
 
 
 def plan_staging(specs: list[str], folder: Path, data_dir: str | Path | None, mpp: float | None,
@@ -156,7 +191,7 @@ def plan_staging(specs: list[str], folder: Path, data_dir: str | Path | None, mp
         seen[identity] = spec
         key = hashlib.sha256(f"{identity}|mpp={mpp}|{fingerprint}".encode()).hexdigest()[:16]
         is_file = identity.startswith("file:")
-        label = _UNSAFE.sub("_", Path(spec).stem if is_file else spec)
+        label = safe_name(Path(spec).stem if is_file else spec, 64, "slide")
         item = StagedSlide(str(Path(spec).resolve()) if is_file else spec, label, folder / f"{label}.{key}.h5ad")
         if item.path.is_file():
             item.status = REUSED
@@ -165,15 +200,16 @@ def plan_staging(specs: list[str], folder: Path, data_dir: str | Path | None, mp
 
 
 def stage_slide(item: StagedSlide, models: Models, pipeline: PipelineConfig | None, data_dir: str | Path | None,
-                mpp: float | None, worker: str = "") -> StagedSlide:
-    """Run the pipeline on ``item.spec`` and write its AnnData to ``item.path`` (atomically).
+                mpp: float | None, worker: str = "", progress: bool = False) -> StagedSlide:
+    """Run the pipeline on ``item.spec`` and write its AnnData to ``item.path`` (atomically);
+    ``progress`` shows the pipeline's progress bars.
 
     Errors are caught and reported in the returned item (``status="failed"``, ``error``), so one bad
     slide does not stop the others; nothing is written for a failed slide.
     """
     start = time.perf_counter()
     try:
-        out = process_slide(load_input(item.spec, data_dir, mpp=mpp), models, pipeline, progress=False)
+        out = process_slide(load_input(item.spec, data_dir, mpp=mpp), models, pipeline, progress=progress)
         item.path.parent.mkdir(parents=True, exist_ok=True)
         write_h5ad(out, item.path)
         item.status, item.n_spots = PROCESSED, int(out.n_obs)

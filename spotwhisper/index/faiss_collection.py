@@ -15,9 +15,7 @@ then delete what it no longer lists; readers load everything under the shared lo
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..atomic import temp_dir
+from ..names import check_name, is_valid_name
 from .config import IndexConfig, load_index_config, resolve_index_dir
 from .errors import (
     CollectionExistsError,
@@ -49,17 +49,6 @@ from .vectors import as_unit_vectors
 from .writer import add_shards, collect_garbage, commit, fill, next_shard_id, validated
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _check_name(name: str, what: str) -> str:
-    if not _NAME.match(name or ""):
-        raise ValueError(
-            f"bad {what} name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)"
-        )
-    return name
-
-
 def list_collections(index_dir: str | Path | None = None, cfg: IndexConfig | None = None) -> list[str]:
     """Names of the collections in the index folder (sub-folders holding a manifest), sorted."""
     root = resolve_index_dir(index_dir, cfg)
@@ -71,7 +60,12 @@ def list_collections(index_dir: str | Path | None = None, cfg: IndexConfig | Non
 def locate_collection(
     path_or_name: str | Path, index_dir: str | Path | None = None, cfg: IndexConfig | None = None
 ) -> Path:
-    """The folder of a collection given as a folder path or a name inside the index folder."""
+    """The folder of a collection given as a folder path or a name inside the index folder.
+
+    A replace (``--overwrite``) interrupted between its two renames — only where the file system
+    cannot exchange folders atomically — leaves the previous collection in ``.old-<name>-*/<name>``
+    until the next build puts it back; readers are pointed there meanwhile.
+    """
     p = Path(path_or_name)
     if (p / MANIFEST).is_file():
         return p
@@ -79,6 +73,11 @@ def locate_collection(
     candidate = root / str(path_or_name)
     if (candidate / MANIFEST).is_file():
         return candidate
+    if is_valid_name(str(path_or_name)):
+        prefix = f".old-{path_or_name}-"
+        for aside in sorted(root.glob(f"{prefix}*/{path_or_name}/{MANIFEST}")):
+            if "-" not in aside.parent.parent.name[len(prefix):]:
+                return aside.parent
     known = list_collections(root)
     raise UnknownCollectionError(
         f"unknown collection {str(path_or_name)!r}: no {MANIFEST} in {p if p.is_dir() else candidate}; "
@@ -137,9 +136,9 @@ class CollectionIndex:
         to copies of them. An existing collection is replaced only with ``overwrite=True``.
         """
         cfg = cfg or load_index_config()
-        _check_name(name, "collection")
+        check_name(name, "collection")
         for route in models:
-            _check_name(route, "route")
+            check_name(route, "route")
         slides = validated(slides, models)
         root = resolve_index_dir(index_dir, cfg)
         folder = root / name
@@ -161,7 +160,7 @@ class CollectionIndex:
                 commit(folder, manifest)
             return cls.open(folder, cfg=cfg)
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        tmp = temp_dir(root, f".tmp-{name}-")
         try:
             manifest = Manifest(name)
             fill(tmp, manifest, slides, models, cfg, factory, train_vectors, expected_vectors)

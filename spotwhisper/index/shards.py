@@ -11,7 +11,6 @@ single index holding every vector (exactly, for Flat and for IVF with a shared q
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..atomic import temp_dir
 from .config import IndexSearchConfig
 from .errors import IndexFormatError
 from .factory import ivf_of, new_index, reconstruct, remove_ids, search_params
@@ -64,7 +64,7 @@ def shard_folder(collection: Path, shard_id: str) -> Path:
 def empty_index(collection: Path, info: RouteInfo) -> faiss.Index:
     """A new empty index of a route: a copy of its trained template, or a fresh untrained-free index."""
     if info.template:
-        return faiss.read_index(str(Path(collection) / info.template))
+        return read_faiss(Path(collection) / info.template)
     return new_index(info.factory, info.dim)
 
 
@@ -79,9 +79,7 @@ def write_shard(
 
     ``metadata`` holds the ``id`` column; ``vectors`` are the float32 copies to keep (may be empty).
     """
-    root = Path(collection) / SHARDS
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{shard_id}-", dir=root))
+    tmp = temp_dir(Path(collection) / SHARDS, f".tmp-{shard_id}-")
     try:
         write_parquet(metadata.reset_index(drop=True), tmp / METADATA)
         for route, index in indexes.items():
@@ -119,19 +117,42 @@ def build_shard(
 
 
 def load_shard(collection: Path, info: ShardInfo, routes: Sequence[str]) -> Shard:
-    """Load a shard listed in the manifest (float32 copies are memory-mapped)."""
+    """Load a shard listed in the manifest (float32 copies are memory-mapped). A missing, truncated
+    or corrupt file is an :class:`IndexFormatError` naming it."""
     folder = shard_folder(collection, info.id)
-    metadata = read_parquet(folder / METADATA)
+    try:
+        metadata = read_parquet(folder / METADATA)
+    except IndexFormatError:
+        raise
+    except Exception as err:  # pyarrow raises many types for a damaged file
+        raise IndexFormatError(f"{folder / METADATA}: unreadable shard metadata ({type(err).__name__}: {err}); "
+                               "rebuild the collection (index build --overwrite)") from err
     indexes, vectors = {}, {}
     for route in routes:
         path = folder / f"{route}.faiss"
         if not path.is_file():
             raise IndexFormatError(f"{folder}: shard lacks {path.name} for route {route!r}")
-        indexes[route] = faiss.read_index(str(path))
+        indexes[route] = read_faiss(path)
+        if indexes[route].ntotal != len(metadata):
+            raise IndexFormatError(f"{path}: holds {indexes[route].ntotal} vectors, its shard metadata "
+                                   f"{len(metadata)}; the shard is damaged — rebuild the collection (index build --overwrite)")
         copy = folder / f"{route}.vectors.npy"
         if copy.is_file():
-            vectors[route] = np.load(copy, mmap_mode="r")
+            try:
+                vectors[route] = np.load(copy, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                raise IndexFormatError(f"{copy}: unreadable float32 copies ({err}); rebuild the collection") from err
     return Shard(info, metadata, indexes, vectors)
+
+
+def read_faiss(path: Path) -> faiss.Index:
+    """``faiss.read_index`` with an :class:`IndexFormatError` naming the file when it is truncated or corrupt."""
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise IndexFormatError(f"{path}: corrupt or truncated faiss index ({first[:200]}); "
+                               "rebuild the collection (index build --overwrite)") from err
 
 
 def rewrite_without(

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..names import check_name
 from .config import IndexConfig
 from .factory import (
     bytes_per_vector,
@@ -42,6 +43,7 @@ def validated(
     seen = set(known)
     out = []
     for s in slides:
+        check_name(s.slide, "slide")
         if s.slide in seen:
             raise ValueError(f"slide {s.slide!r} is already in the collection (remove it first) or given twice")
         seen.add(s.slide)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .text_encoder import TextEncoder
 #: The shipped default model (``spotwhisper/pretrained/text-default``).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "text-default"
 CONFIG_FILE = "config.json"
+_TEXT_ENCODER_LOCK = threading.Lock()  # a server's concurrent first queries load the sentence encoder once
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
@@ -79,12 +81,15 @@ class TextExpressionModel(nn.Module):
     def text_encoder(self) -> TextEncoder:
         """The frozen sentence encoder named in the config (loaded once, keeps a query cache)."""
         if self._text_encoder is None:
-            self._text_encoder = TextEncoder(self.config.text)
-            if self._text_encoder.dim != self.text_dim:
-                raise ValueError(
-                    f"text encoder {self.config.text.name!r} gives {self._text_encoder.dim}-d embeddings, "
-                    f"this model's text head expects {self.text_dim}"
-                )
+            with _TEXT_ENCODER_LOCK:
+                if self._text_encoder is None:
+                    encoder = TextEncoder(self.config.text)
+                    if encoder.dim != self.text_dim:
+                        raise ValueError(
+                            f"text encoder {self.config.text.name!r} gives {encoder.dim}-d embeddings, "
+                            f"this model's text head expects {self.text_dim}"
+                        )
+                    self._text_encoder = encoder
         return self._text_encoder
 
     def set_text_encoder(self, encoder: TextEncoder) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import unicodedata
 import warnings
 from collections import OrderedDict
@@ -50,7 +51,8 @@ def resolve_text_model(name: str) -> str:
 class TextEncoder:
     """Sentence embeddings ``(m, d)`` (L2-normalised) from a transformers encoder; weights are frozen.
 
-    Embeddings are cached per text (LRU, ``cache_size`` entries), so repeated queries are free.
+    Embeddings are cached per text (LRU, ``cache_size`` entries), so repeated queries are free. The
+    cache is guarded by a lock, so one encoder serves many threads (the UI's concurrent sessions).
     """
 
     def __init__(self, config: TextEncoderConfig | None = None, cache_size: int = 4096) -> None:
@@ -75,6 +77,8 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # the embedding cache
+        self._tok_lock = threading.Lock()  # fast tokenizers change their padding state per call: not thread-safe
         self.n_encoded = 0  #: texts actually run through the model (cache misses)
 
     @property
@@ -98,9 +102,10 @@ class TextEncoder:
         out = []
         for start in range(0, len(texts), self.config.batch_size):
             chunk = texts[start : start + self.config.batch_size]
-            tok = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
-            )
+            with self._tok_lock:
+                tok = self.tokenizer(
+                    chunk, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+                )
             hidden = self.model(**tok).last_hidden_state  # (b, t, d)
             if self.config.pooling == "cls":
                 pooled = hidden[:, 0]
@@ -112,9 +117,11 @@ class TextEncoder:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` → ``(m, d)`` float32, L2-normalised (cached per text)."""
+        """Embed ``texts`` → ``(m, d)`` float32, L2-normalised (cached per text; thread-safe)."""
         texts = list(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        with self._lock:
+            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             if progress and len(missing) > self.config.batch_size:
                 from tqdm.auto import tqdm
@@ -126,13 +133,10 @@ class TextEncoder:
                 emb = np.concatenate(parts)
             else:
                 emb = self._forward(missing)
-            for t, e in zip(missing, emb):
-                self._remember(t, e)
-        # read back after inserting (cache may be smaller than the request)
-        found = {t: self._cache[t] for t in texts if t in self._cache}
-        if len(found) < len(set(texts)):
-            rest = [t for t in dict.fromkeys(texts) if t not in found]
-            found.update(zip(rest, self._forward(rest)))
+            with self._lock:
+                for t, e in zip(missing, emb):
+                    self._remember(t, e)
+            found.update(zip(missing, emb))
         return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
     def _remember(self, text: str, emb: np.ndarray) -> None:
@@ -153,9 +157,7 @@ class TextEncoder:
         words = [w for w in re.split(r"[\s/\-]+", text) if w.strip(".,;:!?()[]'\"")]
         if not words:
             return 0.0
-        vocab = self.__dict__.get("_vocab")
-        if vocab is None:  # building the dict takes ~40 ms: once per encoder
-            vocab = self.__dict__["_vocab"] = self.tokenizer.get_vocab()
+        vocab = self._vocab()
         unk = self.tokenizer.unk_token
         good = 0
         for word in words:
@@ -164,7 +166,8 @@ class TextEncoder:
             latin = sum("LATIN" in unicodedata.name(c, "") for c in letters)
             if letters and latin < len(letters) / 2:
                 continue
-            pieces = self.tokenizer.tokenize(core)
+            with self._tok_lock:
+                pieces = self.tokenizer.tokenize(core)
             if not pieces or unk in pieces:
                 continue
             lower = core.lower()
@@ -179,17 +182,30 @@ class TextEncoder:
                 good += 1
         return good / len(words)
 
+    def _vocab(self) -> dict[str, int]:
+        """The tokenizer's vocabulary, built once (``get_vocab`` makes a new 30k-entry dict per call)."""
+        vocab = self.__dict__.get("_vocab_cache")
+        if vocab is None:
+            with self._tok_lock:
+                vocab = self.tokenizer.get_vocab()
+            self.__dict__["_vocab_cache"] = vocab
+        return vocab
+
+    def unreadable_message(self, text: str, known: Collection[str] = ()) -> str | None:
+        """Why ``text`` reads badly (less than ``1 - unk_warn_fraction`` of its words readable,
+        see :meth:`readability`), or None when it reads well."""
+        score = self.readability(text, known)
+        if score >= 1.0 - self.config.unk_warn_fraction:
+            return None
+        return (f"query {text!r}: the text encoder {self.name!r} reads only {score:.0%} of its words "
+                "(unknown tokens, non-Latin script or unusual words); it is scored anyway, but the "
+                "result may be meaningless — the default encoder reads English")
+
     def check_query(self, text: str, known: Collection[str] = ()) -> None:
-        """Raise on an empty query; warn (:class:`UnreadableQueryWarning`) when less than
-        ``1 - unk_warn_fraction`` of its words are readable (see :meth:`readability`)."""
+        """Raise on an empty query; warn (:class:`UnreadableQueryWarning`) when it reads badly
+        (:meth:`unreadable_message`)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"empty query {text!r}: give a few words describing tissue, e.g. 'adipose tissue'")
-        score = self.readability(text, known)
-        if score < 1.0 - self.config.unk_warn_fraction:
-            warnings.warn(
-                f"query {text!r}: the text encoder {self.name!r} reads only {score:.0%} of its words "
-                "(unknown tokens, non-Latin script or unusual words); it is scored anyway, but the "
-                "result may be meaningless — the default encoder reads English",
-                UnreadableQueryWarning,
-                stacklevel=3,
-            )
+        message = self.unreadable_message(text, known)
+        if message:
+            warnings.warn(message, UnreadableQueryWarning, stacklevel=3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ MODEL_NAME = "spotwhisper-text"
 QUERY_CACHE_SIZE = 1024
 
 _DEFAULT_MODEL: TextExpressionModel | None = None
+_QUERY_LOCK = threading.Lock()  # the query-embedding caches on the models (one server, many sessions)
 
 
 def default_model() -> TextExpressionModel:
@@ -100,11 +102,13 @@ def embed_queries_for_spots(
     *,
     ensemble: bool = True,
     vocabulary: Vocabulary | None = None,
+    check: bool = True,
 ) -> np.ndarray:
-    """Query embeddings ``(Q, D)`` in the shared space, L2-normalised, cached on ``model``.
+    """Query embeddings ``(Q, D)`` in the shared space, L2-normalised, cached on ``model`` (thread-safe).
 
     Empty queries raise ``ValueError``; queries the text encoder reads badly warn
-    (:class:`~spotwhisper.language.text_encoder.UnreadableQueryWarning`) and are still embedded.
+    (:class:`~spotwhisper.language.text_encoder.UnreadableQueryWarning`, unless ``check=False``:
+    callers that report it themselves use :func:`unreadable_query`) and are still embedded.
     """
     if isinstance(queries, str):
         queries = [queries]
@@ -112,22 +116,34 @@ def embed_queries_for_spots(
         raise ValueError("no queries given: pass a list of strings such as ['adipose tissue']")
     vocabulary = vocabulary if vocabulary is not None else (default_vocabulary() if ensemble else None)
     templates = tuple(vocabulary.templates_for(ROUTE)) if (ensemble and vocabulary is not None) else ("{}",)
-    cache: OrderedDict = model.__dict__.setdefault("_query_cache", OrderedDict())
+    with _QUERY_LOCK:
+        cache: OrderedDict = model.__dict__.setdefault("_query_cache", OrderedDict())
     out = []
     for q in queries:
         if not isinstance(q, str) or not q.strip():
             raise ValueError(f"empty query {q!r}: give a few words describing tissue, e.g. 'adipose tissue'")
         names = query_names(q, vocabulary, ensemble)
         key = (tuple(names), templates)
-        if key not in cache:
-            model.text_encoder.check_query(q, _known_words(model, vocabulary))
-            cache[key] = ensemble_text_embeddings(model.encode_text, [names], list(templates))[0]
-            while len(cache) > QUERY_CACHE_SIZE:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        out.append(cache[key])
+        with _QUERY_LOCK:
+            emb = cache.get(key)
+            if emb is not None:
+                cache.move_to_end(key)
+        if emb is None:
+            if check:
+                model.text_encoder.check_query(q, _known_words(model, vocabulary))
+            emb = ensemble_text_embeddings(model.encode_text, [names], list(templates))[0]
+            with _QUERY_LOCK:
+                cache[key] = emb
+                while len(cache) > QUERY_CACHE_SIZE:
+                    cache.popitem(last=False)
+        out.append(emb)
     return np.stack(out).astype(np.float32)
+
+
+def unreadable_query(model: TextExpressionModel, query: str, vocabulary: Vocabulary | None = None) -> str | None:
+    """Why ``query`` reads badly to ``model``'s text encoder (the text of the
+    :class:`~spotwhisper.language.text_encoder.UnreadableQueryWarning`), or None; no warning is raised."""
+    return model.text_encoder.unreadable_message(query, _known_words(model, vocabulary))
 
 
 def _known_words(model: TextExpressionModel, vocabulary: Vocabulary | None) -> set[str]:

@@ -10,7 +10,9 @@ one atomic step (:mod:`spotwhisper.collection.publish`). The vectors equal those
 
 Ray is used as found: this process's running session, else ``address`` in ``configs/scale.yaml``
 or ``$RAY_ADDRESS`` (an existing cluster), else a local instance with ``num_cpus`` CPUs that is shut
-down again at the end.
+down again at the end. A local instance started here listens on 127.0.0.1 only (every Ray process:
+GCS, raylet, workers, agents; :func:`start_local_ray`) and has no dashboard; securing a cluster is
+the README's "Scaling out" section.
 """
 
 from __future__ import annotations
@@ -20,22 +22,24 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..collection import CollectionConfig, load_collection_config, publish, staging
+from ..atomic import kill_point
+from ..collection import (
+    CollectionConfig,
+    commit_build,
+    load_collection_config,
+    plan_build,
+    staging,
+)
 from ..collection.staging import StagedSlide
 from ..config import load_config
-from ..index import (
-    CollectionExistsError,
-    CollectionIndex,
-    list_collections,
-    load_index_config,
-    resolve_index_dir,
-)
+from ..index import CollectionIndex, load_index_config, resolve_index_dir
 from ..pipeline import Models, PipelineConfig
 from .config import ScaleConfig, load_scale_config
 
@@ -43,11 +47,58 @@ log = logging.getLogger(__name__)
 _GB = 1 << 30
 
 
+#: Ray reads this at import and, when it is "0", takes 127.0.0.1 as the node address (so every server
+#: binds loopback) instead of the address other machines would reach
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def _loopback_mode() -> Iterator[None]:
+    """Ray's "no cluster" mode for the block: 127.0.0.1 stays the node address (Ray otherwise turns it
+    into the machine's network address), also in the processes started meanwhile."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(_RAY_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = before_env
+
+
+def start_local_ray(num_cpus: int, object_store_memory: int | None = None) -> None:
+    """``ray.init`` a local instance bound to 127.0.0.1: the node address is loopback, so the GCS,
+    raylet, object manager, workers and agents listen there only; no dashboard."""
+    import ray
+
+    with _loopback_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                 log_to_driver=False, _node_ip_address=LOOPBACK)
+
+
+def join_ray(address: str) -> None:
+    """``ray.init(address=...)``; a cluster on this machine's loopback (``127.0.0.1:port``, as
+    :func:`start_local_ray` makes) is joined on loopback."""
+    import ray
+
+    local = address.split("://")[-1].rsplit(":", 1)[0] in (LOOPBACK, "localhost")
+    with _loopback_mode() if local else contextlib.nullcontext():
+        ray.init(address=address, log_to_driver=False)
+
+
 @contextlib.contextmanager
 def ray_session(cfg: ScaleConfig, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to Ray for the ``with`` block: keep a running session, join ``cfg.address`` /
-    ``$RAY_ADDRESS``, or start a local instance of ``num_cpus`` (default ``cfg.num_cpus``) CPUs.
-    Disconnects (and stops a local instance) only when it connected here."""
+    ``$RAY_ADDRESS``, or start a local instance of ``num_cpus`` (default ``cfg.num_cpus``) CPUs bound
+    to 127.0.0.1 (:func:`start_local_ray`). Disconnects (and stops a local instance) only when it
+    connected here."""
     import ray
 
     if ray.is_initialized():
@@ -56,11 +107,9 @@ def ray_session(cfg: ScaleConfig, num_cpus: int | None = None) -> Iterator[None]
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        join_ray(address)
     else:
-        store = int(cfg.object_store_gb * _GB) if cfg.object_store_gb else None
-        ray.init(num_cpus=num_cpus or cfg.num_cpus, object_store_memory=store, include_dashboard=False,
-                 log_to_driver=False)
+        start_local_ray(num_cpus or cfg.num_cpus, int(cfg.object_store_gb * _GB) if cfg.object_store_gb else None)
     try:
         yield
     finally:
@@ -141,6 +190,7 @@ def _run_actors(todo: list[StagedSlide], cfg: ScaleConfig, pipeline: PipelineCon
             bar.update(1)
             if it.status == staging.FAILED:
                 log.warning("%s failed: %s", it.spec, it.error)
+            kill_point("stage")
 
 
 def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, collection: str,
@@ -150,17 +200,21 @@ def run_slides_ray(specs: Sequence[str], data_dir: str | Path | None = None, *, 
     """Stage every slide of ``specs`` for ``collection`` on Ray, reusing slides staged by an earlier
     (interrupted) run. Returns one :class:`StagedSlide` per spec, in order, with ``status``
     ``reused`` or ``processed``; raises :class:`SlidesFailedError` when any slide failed."""
-    cfg = cfg or load_scale_config()
     collection_cfg = collection_cfg or load_collection_config()
     pipeline = pipeline or load_config(PipelineConfig, "pipeline")
     data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
     folder = staging.staging_folder(collection, index_dir, collection_cfg)
     fingerprint = staging.model_fingerprint(pipeline, collection_cfg)
     items = staging.plan_staging(list(map(str, specs)), folder, data_dir, mpp, fingerprint)
+    return _stage_on_ray(items, data_dir, mpp, num_cpus, cfg or load_scale_config(), pipeline, progress)
+
+
+def _stage_on_ray(items: list[StagedSlide], data_dir: str | None, mpp: float | None, num_cpus: int | None,
+                  cfg: ScaleConfig, pipeline: PipelineConfig, progress: bool) -> list[StagedSlide]:
     todo = [it for it in items if it.status != staging.REUSED]
-    log.info("%d slides: %d staged already in %s, %d to process", len(items), len(items) - len(todo), folder, len(todo))
+    log.info("%d slides: %d staged already, %d to process", len(items), len(items) - len(todo), len(todo))
     if todo:
-        folder.mkdir(parents=True, exist_ok=True)
+        todo[0].path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with ray_session(cfg, num_cpus):
             _run_actors(todo, cfg, pipeline, data_dir, mpp, progress)
@@ -180,22 +234,16 @@ def build_collection_ray(collection: str, specs: Sequence[str], data_dir: str | 
                          progress: bool = True) -> CollectionIndex:
     """Pipeline over ``specs`` on Ray → FAISS indexes + slide files in ``<index_dir>/<collection>/``.
 
-    Same result as the local engine. Resumable: rerun the same command after a kill and finished
-    slides are taken from staging; the collection appears only when complete. ``mode``: create |
-    overwrite | add. ``num_cpus`` sizes a local Ray instance started here.
+    Same result as the local engine. Every input is checked before Ray starts. Resumable: rerun the
+    same command after a kill and finished slides are taken from staging; the collection appears
+    (or replaces the old one) in one step when complete. ``mode``: create | overwrite | add.
+    ``num_cpus`` sizes a local Ray instance started here.
     """
-    if not specs:
-        raise ValueError("no slides given")
     cfg = cfg or load_scale_config()
     collection_cfg = collection_cfg or load_collection_config()
-    index_cfg = load_index_config()
-    root = resolve_index_dir(index_dir, index_cfg)
-    if mode == "create" and collection in list_collections(root, index_cfg):
-        raise CollectionExistsError(
-            f"collection {collection!r} exists in {root}: pass --overwrite to replace it or --add to add slides")
-    items = run_slides_ray(specs, data_dir, collection=collection, index_dir=root, mpp=mpp, num_cpus=num_cpus,
-                           cfg=cfg, pipeline=pipeline, collection_cfg=collection_cfg, progress=progress)
-    coll = publish(items, collection, root, mode, collection_cfg, index_cfg, progress=progress)
-    if not collection_cfg.keep_staging:
-        staging.clear_staging(staging.staging_folder(collection, root, collection_cfg))
-    return coll
+    pipeline = pipeline or load_config(PipelineConfig, "pipeline")
+    root = resolve_index_dir(index_dir, load_index_config())
+    data_dir = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
+    items = plan_build(collection, specs, data_dir, root, mode, mpp, pipeline, collection_cfg)
+    _stage_on_ray(items, data_dir, mpp, num_cpus, cfg, pipeline, progress)
+    return commit_build(items, collection, root, mode, collection_cfg, progress)

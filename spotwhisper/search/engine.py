@@ -20,8 +20,12 @@ false-region rate). "A minus B" adds B to the competitors of A.
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
@@ -50,7 +54,12 @@ log = logging.getLogger(__name__)
 
 
 class SearchEngine:
-    """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text."""
+    """Search slides (AnnData from :func:`spotwhisper.pipeline.process_slide`) with free text.
+
+    One engine serves many threads (the UI's sessions): searching never changes it, and its caches
+    (slide files, the text model's input matrices, query embeddings) are guarded by locks.
+    :meth:`overlay` gives a view with extra slides (one session's uploads) that shares them.
+    """
 
     def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
                  cfg: SearchConfig | None = None, image_text_models: dict | None = None, store: SlideStore | None = None,
@@ -63,7 +72,8 @@ class SearchEngine:
         self._slides = dict(slides or {})
         self.store = store
         self.index = index  #: the collection's CollectionIndex: FAISS narrows large collections (prefilter_*)
-        self._inputs: dict[str, tuple[ad.AnnData, np.ndarray]] = {}
+        self._inputs: OrderedDict[tuple[str, int], tuple[ad.AnnData, np.ndarray]] = OrderedDict()
+        self._inputs_lock = threading.Lock()
         self.vocabulary = load_vocabulary()
         self.scorer = QueryScorer(self.text, self.image_text, self.cfg, self.vocabulary)
 
@@ -75,20 +85,35 @@ class SearchEngine:
 
     # -- slides ---------------------------------------------------------------------------
     def slide_names(self) -> list[str]:
+        """Slides held in memory, then the collection's: those its manifest lists and that have a
+        slide file (a file the manifest does not list yet — an add in progress — is not searched)."""
         names = list(self._slides)
         if self.store is not None:
-            names += [s for s in self.store.slides() if s not in self._slides]
+            names += [s for s in self.store.slides() if s not in self._slides and self._listed(s)]
         return names
+
+    def _listed(self, name: str) -> bool:
+        return self.index is None or name in self.index.manifest.slides()
 
     def slide(self, name: str) -> ad.AnnData:
         if name in self._slides:
             return self._slides[name]
-        if self.store is not None:
+        if self.store is not None and self._listed(name):
             return self.store.get(name)
         raise KeyError(f"no slide {name!r} (slides: {', '.join(self.slide_names()) or 'none'})")
 
     def add_slide(self, name: str, adata: ad.AnnData) -> None:
+        """Add a slide held in memory to this engine (every user of the engine sees it; a server
+        adds one session's slides with :meth:`overlay` instead)."""
         self._slides[name] = adata
+
+    def overlay(self, slides: Mapping[str, ad.AnnData]) -> SearchEngine:
+        """A view of this engine that also searches ``slides`` (name → AnnData; a name of the
+        collection is shadowed). The view shares the collection, models and caches and leaves this
+        engine as it was, so other users never see ``slides``."""
+        view = copy.copy(self)
+        view._slides = {**self._slides, **slides}
+        return view
 
     def _candidate_slides(self, parsed: ParsedQuery) -> tuple[list[str], str | None]:
         """Every slide, or — in a collection of more than ``cfg.prefilter_slides`` slides with a FAISS
@@ -97,7 +122,7 @@ class SearchEngine:
         names, n = self.slide_names(), self.cfg.prefilter_slides
         if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
             return names, None
-        q = embed_queries_for_spots(self.text, [parsed.positive])[0]  # only the text route is indexed for this
+        q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]  # only the text route is indexed for this
         found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
@@ -203,17 +228,25 @@ class SearchEngine:
         """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
         if keys.TEXT_EMB in hits.adata.obsm:
-            q = embed_queries_for_spots(self.text, [parsed.positive])[0]
+            q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]
             hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
                                                   inputs=self._text_inputs(hits.slide, hits.adata))
 
     def _text_inputs(self, slide: str, adata: ad.AnnData) -> np.ndarray:
-        """The text model's standardised input matrix of a slide, computed once per slide."""
-        cached = self._inputs.get(slide)
-        if cached is None or cached[0] is not adata:
-            cached = (adata, expression_input(adata, self.text.genes, self.text.config.input))
-            self._inputs[slide] = cached
-        return cached[1]
+        """The text model's standardised input matrix of a slide, computed once per slide object
+        (an LRU of ``cfg.max_slide_cache`` slides; thread-safe)."""
+        key = (slide, id(adata))
+        with self._inputs_lock:
+            cached = self._inputs.get(key)
+            if cached is not None and cached[0] is adata:
+                self._inputs.move_to_end(key)
+                return cached[1]
+        matrix = expression_input(adata, self.text.genes, self.text.config.input)
+        with self._inputs_lock:
+            self._inputs[key] = (adata, matrix)
+            while len(self._inputs) > max(1, self.cfg.max_slide_cache):
+                self._inputs.popitem(last=False)
+        return matrix
 
     def explain(self, slide: str, spots: np.ndarray) -> Explanation:
         """Genes and proteins of ``spots`` (indices or bool mask) versus the rest of ``slide``."""

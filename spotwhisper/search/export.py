@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_file
+from ..names import slug  # noqa: F401 - kept importable here: export names are slugs
 from .regions import Region
 
 QUPATH_COLOUR = [0, 200, 255]
@@ -19,11 +19,6 @@ def _atomic_text(path: Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return path
-
-
-def slug(text: str, max_len: int = 40, empty: str = "result") -> str:
-    """File-name-safe lower-case version of ``text`` (at most ``max_len`` characters; ``empty`` when nothing is left)."""
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")[:max_len] or empty
 
 
 def regions_geojson(regions: list[Region], query: str, slide: str | None = None) -> dict:

@@ -52,7 +52,7 @@ class QueryScorer:
     def embed(self, space: str, texts: list[str]) -> np.ndarray:
         """Prompt-ensembled embeddings ``(k, D)`` of ``texts`` in text space ``space`` ("text" or an image–text model)."""
         if space == "text":
-            return embed_queries_for_spots(self.text, texts, vocabulary=self.vocabulary)
+            return embed_queries_for_spots(self.text, texts, vocabulary=self.vocabulary, check=False)
         from ..imagetext.tile_zeroshot import embed_queries_for_tiles
 
         return embed_queries_for_tiles(self.image_text[space], texts)
