@@ -151,8 +151,8 @@ def test_query_lights_up_regions_and_a_click_explains(page, server, tmp_path):
     regions = hits.slides[0].regions
     assert regions and f"{len(regions)} region(s)" in page.inner_text("#map-caption")
     assert page.locator("#viewer-main .sw-region-label").count() == len(regions)
-    assert page.inner_text("#viewer-main .sw-cb-title").startswith("fused score")  # colour bar of the result
-    assert "threshold 1.5" in page.inner_text("#viewer-main .sw-colourbar")
+    assert page.inner_text("#viewer-main .sw-cb-title").startswith("relevance")  # colour bar of the result
+    assert f"threshold {server['engine'].cfg.threshold:g}" in page.inner_text("#viewer-main .sw-colourbar")
     assert page.inner_text("#viewer-main .sw-scalebar span").endswith(("µm", "mm"))
     layer = page.request.get(server["url"] + _viewer(page)["layer"])
     rgba = np.asarray(Image.open(io.BytesIO(layer.body())))

@@ -172,7 +172,8 @@ def test_compare_is_two_colours_and_minus_is_a_contrast(engine, cfg):
     text, cview = respond(engine, view, "compare tumour and stroma", [], cfg)
     comp = cview.comparison
     assert comp is not None and (comp.query_a, comp.query_b) == ("tumour", "stroma")
-    assert cview.active_threshold == cfg.compare_threshold and cview.threshold == view.threshold
+    expected = view.threshold if cfg.compare_threshold is None else cfg.compare_threshold  # null: the search's
+    assert cview.active_threshold == expected and cview.threshold == view.threshold
     assert f"A: tumour {comp.count(ONLY_A)} spots" in text and f"B: stroma {comp.count(ONLY_B)} spots" in text
     assert "compare:" in h.map_caption(cview)
     higher = h.update_view(engine, cview, cfg, threshold=1.5)  # the slider moves the comparison's threshold
