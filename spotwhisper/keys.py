@@ -30,7 +30,7 @@ key                        contents
 ``obsm["features_<m>_sub"]``  sub-tile image features of model ``m``, ``(n, g*g, d)``, row-major sub-tiles
 ``uns["features"][m]``     how ``obsm["features_<m>"]`` was made: encoder spec, weights id, tile µm / px / mpp, ring ``neighbours`` ``(n, k)``, tile QC
 ``uns["text_emb_info"]``   how ``obsm["text_emb"]`` was made: transcriptome-text model ``fingerprint``, ``logit_scale``, ``dim``
-``obs["search_fused"]``    exported search result (UI): fused score per spot (z units); ``obs["search_region"]`` region id (0 = none)
+``obs["search_fused"]``    exported search result (UI): fused relevance per spot (log-odds); ``obs["search_region"]`` region id (0 = none)
 ``obs["search_score_<r>"]``  exported search result (UI): raw score of route ``r`` per spot
 ``uns["search"]``          exported search result (UI): ``query``, ``positive``, ``negative``, ``threshold``, ``routes``, ``n_regions``
 =========================  =====================================================================
@@ -72,7 +72,7 @@ EMBEDDING_MODELS = "embedding_models"  # uns[...][obsm key] = {"name", "version"
 FEATURES_SUB_SUFFIX = "_sub"  # obsm["features_<m>_sub"]
 FEATURES_UNS = "features"  # uns["features"][m]
 TEXT_EMB_INFO = "text_emb_info"  # uns[...] = {"fingerprint", "logit_scale", "dim"} of obsm["text_emb"]
-SEARCH_FUSED = "search_fused"  # obs[...] of an exported search result: fused score (z units)
+SEARCH_FUSED = "search_fused"  # obs[...] of an exported search result: fused relevance (log-odds)
 SEARCH_REGION = "search_region"  # obs[...]: region id, 0 = no region
 SEARCH_SCORE_PREFIX = "search_score_"  # obs["search_score_<route>"]: raw route score
 SEARCH_INFO = "search"  # uns[...]: the query, threshold and routes of an exported result

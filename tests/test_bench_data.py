@@ -43,6 +43,7 @@ def test_regions_on_c1_match_the_language_evaluation(data_dir, shipped):
     # image routes cannot run on C1 (no H&E), and say so
     assert scope.unavailable == {"inferred": "no H&E", "plip": "no H&E", "fused": "no H&E"}
     assert res.models == {"C": "shipped text-default (trained on her2st D, E, F, G, H)"}
+    assert "B1" in task.sections  # patient B (never seen by the shipped model) has pathologist labels too
     # the measured route reproduces spotwhisper.language's evaluation of the same section and classes
     ref = evaluate_section(samples[0].adata, shipped, [c.name for c in task.classes], vocabulary=ctx.vocabulary)
     ref = ref[ref["method"] == "model"].set_index("class")["auroc"]
@@ -57,7 +58,8 @@ def test_regions_on_c1_match_the_language_evaluation(data_dir, shipped):
 
 def test_text_models_never_score_their_training_patients(shipped, tmp_path):
     tm = TextModels(None, TextConfig(), shipped=shipped, cache_dir=tmp_path)
-    assert tm.for_patient("C") is shipped and tm.for_patient(None) is shipped
+    assert tm.for_patient("C") is shipped and tm.for_patient("B") is shipped and tm.for_patient(None) is shipped
+    assert not tm.uses_shipped("D") and tm.shipped_train == {"D", "E", "F", "G", "H"}
     with pytest.raises(RuntimeError, match="trained on patient D"):
         held_out_check(shipped, "D")
     held_out_check(shipped, "C")
@@ -120,7 +122,7 @@ def tiny_weights(tmp_path_factory):
 def test_image_text_and_fused_plumbing_on_c2(c2, shipped, tiny_weights):
     from spotwhisper.encoders.clip_models import load_conch
     from spotwhisper.imagetext.tile_zeroshot import score_tiles
-    from spotwhisper.search.fusion import calibrate
+    from spotwhisper.search.engine import SearchEngine
 
     task = load_task("celltypes")
     sample = make_sample("C2", c2[:24].copy(), task, "C")
@@ -135,11 +137,73 @@ def test_image_text_and_fused_plumbing_on_c2(c2, shipped, tiny_weights):
         emb = sample.adata.obsm[f"image_text_emb_{m}"]
         ref = score_tiles(model, emb, queries, vocabulary=ctx.vocabulary)
         assert np.allclose(p, ref.probs, atol=1e-6)
-    # fused = weighted mean of calibrated raw cosines of the routes with a weight (here PLIP and CONCH)
-    ctx._cache["fusion"] = ({"plip": 1.0, "conch": 3.0, "measured": 1.0}, "zscore")
+    # fused = the search engine's own scoring: the weighted mean of the routes' relevance (here PLIP and CONCH)
+    weights = {"plip": 1.0, "conch": 3.0, "measured": 1.0}
+    ctx._cache["fusion"] = weights
     fused = route_scores("fused", sample, queries, ctx)
-    cos = {m: score_tiles(ctx.image_text_model(m), sample.adata.obsm[f"image_text_emb_{m}"], queries,
-                          vocabulary=ctx.vocabulary).cosine for m in ("plip", "conch")}
-    want = np.column_stack([(calibrate(cos["plip"][:, j]) + 3 * calibrate(cos["conch"][:, j])) / 4 for j in range(4)])
-    assert np.allclose(fused, want, atol=1e-6)
+    view = ctx.search_slide(sample, weights)
+    assert set(k for k in view.obsm if k.startswith("image_text_emb")) == {"image_text_emb_plip", "image_text_emb_conch"}
+    engine = SearchEngine({"C2": view}, text_model=shipped, image_text_models={m: ctx.image_text_model(m) for m in ("plip", "conch")})
+    for j, q in enumerate(queries):
+        hits = engine.search(q, weights=weights, explain=False).slides[0]
+        assert np.allclose(fused[:, j], hits.fused, atol=1e-9)
+        assert np.allclose(hits.fused, (hits.calibrated["plip"] + 3 * hits.calibrated["conch"]) / 4)
     assert ctx._cache["fused_parts"] == {"plip", "conch"}  # measured expression never enters the fused search
+
+
+def test_held_out_concept_models_are_cached_with_their_captions_and_checked(data_dir, shipped, tmp_path):
+    """The zero-shot routes' models: same training patients as the transfer model, no caption naming
+    the concept (its caption list is saved and re-checked on every load)."""
+    from spotwhisper.bench.tasks import load_concepts
+    from spotwhisper.bench.text_models import TRAIN_CAPTIONS
+    from spotwhisper.language.heldout import captions_naming
+
+    cfg = TextConfig(cache_dir=str(tmp_path / "text-cache"))
+    cfg.split.sections = ["C1", "D1", "G2"]
+    cfg.captions.genes = cfg.captions.tls = False
+    cfg.model.embed_dim, cfg.model.expression.hidden, cfg.train.epochs = 32, [64], 1
+    concept = load_concepts()["adipose"]
+    tm = TextModels(data_dir, cfg, shipped=shipped, cache_dir=tmp_path / "bench", progress=False)
+    model = tm.for_patient("C", concept)  # patient C is scored by the shipped model: same patients, D and G here
+    assert model is not shipped and model.meta["heldout_concept"] == "adipose"
+    assert model.meta["train_patients"] == ["D", "G"] and model.meta["removed_captions"] > 0
+    held_out_check(model, "C")
+    folder = next((tmp_path / "bench" / "text-heldout").glob("*/shipped/adipose-*"))
+    texts = (folder / TRAIN_CAPTIONS).read_text().splitlines()
+    assert texts and captions_naming(texts, concept) == []
+    assert captions_naming(tm.training_texts("C"), concept)  # the transfer model's captions do name it
+    again = TextModels(data_dir, cfg, shipped=shipped, cache_dir=tmp_path / "bench", progress=False)
+    assert again.for_patient("C", concept).fingerprint() == model.fingerprint()  # from the cache
+    (folder / TRAIN_CAPTIONS).write_text("\n".join(texts + ["adipose tissue"]))
+    with pytest.raises(RuntimeError, match="not a model without concept 'adipose'"):
+        TextModels(data_dir, cfg, shipped=shipped, cache_dir=tmp_path / "bench", progress=False).for_patient("C", concept)
+
+
+def test_bench_a_labelled_space_ranger_folder_through_the_cli(tmp_path, capsys):
+    """`bench zero-shot --visium DIR --labels CSV`: the label values become the classes; spots of the CSV
+    are matched by barcode, the others left out; bad input is a clear error."""
+    from .test_visium import write_visium
+
+    outs, tissue, _ = write_visium(tmp_path / "sr")
+    barcodes = tissue["barcode"].tolist()
+    labels = tmp_path / "labels.csv"
+    rows = [f"{b},{'invasive cancer' if i < 20 else 'adipose tissue'}" for i, b in enumerate(barcodes[:40])]
+    labels.write_text("barcode,region\n" + "\n".join(rows) + "\n")
+    prefix = tmp_path / "res" / "zs"
+    code = main(["bench", "zero-shot", "--visium", str(outs), "--labels", str(labels), "--label-column", "region",
+                 "--mpp", "0.5", "--routes", "measured", "chance", "--bootstrap", "20", "--out", str(prefix),
+                 "--no-progress"])
+    assert code == 0
+    out = json.loads(next((tmp_path / "res").glob("zs_*.json")).read_text())
+    scope = out["scopes"][0]
+    assert scope["class_sizes"] == {"adipose tissue": 20, "invasive cancer": 20}  # 10 unlabelled spots left out
+    assert "gene panel" in scope["unavailable"]["measured"]  # synthetic genes: the text model cannot read them
+    assert {r["class"] for r in scope["summary"] if r["route"] == "chance"} >= {"invasive cancer", "adipose tissue"}
+    assert "--visium" in out["command"] and "--mpp 0.5" in out["command"] and "--data-dir" not in out["command"]
+    capsys.readouterr()
+    assert main(["bench", "zero-shot", "--visium", str(outs), "--no-progress"]) == 1
+    assert "go together" in capsys.readouterr().err
+    bad = tmp_path / "other.csv"
+    bad.write_text("barcode,region\nNOPE-1,tumour\n")
+    assert main(["bench", "zero-shot", "--visium", str(outs), "--labels", str(bad), "--no-progress"]) == 1
+    assert "none of its barcodes" in capsys.readouterr().err

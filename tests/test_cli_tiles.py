@@ -27,6 +27,23 @@ def test_preview_c2_draws_tiles_on_the_spots(data_dir, tmp_path, capsys):
     assert yellow / c2.n_obs > 0.9
 
 
+def test_preview_goes_to_an_output_folder_with_a_legend(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out_dir = tmp_path / "previews"
+    assert main(["tiles", "preview", "C2", "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--max-side", "800"]) == 0
+    out = out_dir / "C2_tiles.png"
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["previews"]  # nothing in the cwd
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    h = img.shape[0]
+    inset = img[int(h * 0.6):, : int(img.shape[1] * 0.45)]  # legend: bottom-left, white box with the swatches
+    white = (inset > 245).all(-1).mean()
+    blue = ((abs(inset[..., 0] - 30) < 25) & (abs(inset[..., 1] - 90) < 25) & (inset[..., 2] > 200)).sum()
+    red = ((inset[..., 0] > 200) & (inset[..., 1] < 60) & (inset[..., 2] < 60)).sum()
+    assert white > 0.1 and blue > 20 and red > 20
+    assert main(["tiles", "preview", "C2", "--data-dir", str(data_dir), "--max-side", "400"]) == 0
+    assert (tmp_path / "tiles_preview" / "C2_tiles.png").is_file()  # the default folder, not the cwd itself
+
+
 def test_preview_of_a_bare_image_uses_a_grid(tmp_path, he_image, capsys):
     path = tmp_path / "slide.png"
     Image.fromarray(he_image).save(path)

@@ -215,3 +215,34 @@ def test_tiny_training_loss_falls(c1, g2, data_dir):
     torch.set_num_threads(1)
     _, history = train_model(data, cfg, genes, text_dim=data.text_emb.shape[1], progress=False)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+
+
+def test_held_out_concept_model_never_reads_a_caption_naming_its_class(c1, g2, data_dir, tmp_path):
+    """A model trained without the 'immune' concept: none of its training captions names the class or a
+    synonym (label, cluster, deconvolution and marker captions alike) and the rest is kept."""
+    import anndata as ad
+
+    from spotwhisper.bench.tasks import load_concepts
+    from spotwhisper.language.heldout import captions_naming
+    from spotwhisper.language.train import fit_and_evaluate
+    from spotwhisper.prompts import load_vocabulary
+
+    concept = load_concepts()["immune"]
+    adata = ad.concat([c1, g2], join="inner", merge="first")
+    cfg = TextConfig(cache_dir=str(tmp_path / "text-cache"))
+    cfg.captions.genes = cfg.captions.tls = False
+    cfg.model.embed_dim, cfg.model.expression.hidden = 32, [64]
+    cfg.train.epochs, cfg.train.batch_size = 2, 64
+    genes = load_panel()
+    full = caption_spots(adata, cfg.captions, genes, vocabulary=load_vocabulary())
+    seen = {c.text for caps in full for c in caps}
+    naming = captions_naming(seen, concept)
+    assert any("immune infiltrate" == t for t in naming) and any(t.startswith("immune:") for t in naming)
+    torch.set_num_threads(1)
+    fold = fit_and_evaluate(adata, cfg, [], text_encoder(), genes=genes, concept=concept, captions=full, evaluate=False)
+    assert fold.train_texts and captions_naming(fold.train_texts, concept) == []
+    assert fold.removed_captions == sum(1 for caps in full for c in caps if concept.named_in(c.text))
+    assert set(fold.train_texts) == seen - set(naming)  # only the captions naming the concept went
+    for name in ["immune infiltrate", "immune cells", "lymphocytes", "tumour-infiltrating lymphocytes", "leukocytes"]:
+        assert concept.named_in(name)
+    assert not concept.named_in("plasma cells") and not concept.named_in("adipose tissue")

@@ -177,7 +177,10 @@ def test_cli_predict_proteins(tmp_path, data_dir, d1):
     src = tmp_path / "in.h5ad"
     ad.AnnData(X=d1.X, obs=d1.obs, var=d1.var[[]], obsm={keys.SPATIAL: d1.obsm[keys.SPATIAL]}).write_h5ad(src)
     out = tmp_path / "out.h5ad"
-    assert main(["predict", "proteins", str(src), "--out", str(out)]) == 0
+    # the default is the transcriptome inferred from the H&E, which this file lacks: a clear error
+    assert main(["predict", "proteins", str(src), "--out", str(out)]) == 1
+    assert not out.exists()
+    assert main(["predict", "proteins", str(src), "--measured", "--out", str(out)]) == 0
     res = ad.read_h5ad(out)
     np.testing.assert_allclose(res.obsm[keys.PROTEINS], d1.obsm[keys.PROTEINS], equal_nan=True)
     assert "informative" in res.uns[keys.PROTEIN_QC]

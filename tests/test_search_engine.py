@@ -1,5 +1,5 @@
-"""The search engine on a real processed slide (C2 window): routes, fusion, regions, contrast,
-proteins, explanations, bad queries, collections and the CLI."""
+"""The search engine on a real processed slide (C2 window): routes, absolute relevance, fusion,
+regions, contrast, proteins, explanations, bad queries, collections and the CLI."""
 
 from __future__ import annotations
 
@@ -20,17 +20,23 @@ def engine(mini_slide):
     return SearchEngine({"C2": mini_slide})
 
 
-def test_routes_fuse_into_a_z_scored_map_with_regions(engine, mini_slide):
+def test_routes_give_absolute_relevance_fused_into_regions(engine, mini_slide):
     res = engine.search("immune infiltrate")
-    assert {"transcriptome", "image", "protein", "measured"} - {"measured"} <= set(res.routes)
+    assert {"transcriptome", "image", "protein"} <= set(res.routes)
     hits = res.slides[0]
     assert hits.fused.shape == (mini_slide.n_obs,)
-    assert abs(np.nanmean(hits.fused)) < 1e-6 and np.nanstd(hits.fused) == pytest.approx(1, abs=1e-6)
+    w = engine.cfg.weights
+    expect = sum(w[r] * hits.calibrated[r] for r in res.routes) / sum(w[r] for r in res.routes)
+    assert np.allclose(hits.fused, expect)
+    assert res.threshold == engine.cfg.relevance.threshold and "log-odds" in res.unit
     for region in hits.regions:
-        assert (hits.fused[region.spots] >= res.threshold).all()
+        assert (hits.fused[region.spots] >= res.threshold).all() and region.n_spots >= engine.cfg.min_region_spots
     top = hits.top_spots(5)
     assert list(top["score"]) == sorted(top["score"], reverse=True)
-    assert "C2:" in res.summary() and "spots above" in res.summary()
+    # absolute: a spot's relevance does not depend on which other slides are searched with it
+    other = mini_slide[: mini_slide.n_obs // 2].copy()
+    both = SearchEngine({"C2": mini_slide, "half": other}, text_model=engine.text).search("immune infiltrate", explain=False)
+    assert np.allclose(next(h for h in both.slides if h.slide == "C2").fused, hits.fused)
 
 
 def test_measured_route_follows_immune_cell_proportions(engine, mini_slide):
@@ -51,40 +57,63 @@ def test_contrast_subtracts_route_scores(engine):
         assert np.allclose(ab.slides[0].routes[r], a.slides[0].routes[r] - b.slides[0].routes[r], atol=1e-5)
 
 
-def test_protein_route_reads_the_named_marker(engine, mini_slide):
+def test_protein_route_reads_the_named_marker_against_its_reference(engine, mini_slide):
+    from spotwhisper.search.protein_reference import load_protein_reference
+    from spotwhisper.search.relevance import level_relevance
+
     markers = [str(m) for m in mini_slide.uns[keys.PROTEIN_MARKERS]]
-    levels = np.asarray(mini_slide.obsm[keys.PROTEINS])
-    cd8 = levels[:, markers.index("CD8")]
-    high = engine.search("CD8 high").slides[0].routes["protein"]
-    low = engine.search("CD8 low").slides[0].routes["protein"]
-    assert np.allclose(high, cd8) and np.allclose(low, -cd8)
-    assert "protein" not in engine.search("CD8 high", weights={"protein": 0}).routes
+    raw = np.asarray(mini_slide.obsm[keys.PROTEINS_RAW])[:, markers.index("PanCK")]
+    high = engine.search("PanCK high", explain=False).slides[0]
+    low = engine.search("PanCK low", explain=False).slides[0]
+    assert np.allclose(high.routes["protein"], raw) and np.allclose(low.routes["protein"], -raw)
+    ref = load_protein_reference()
+    assert np.allclose(high.calibrated["protein"], level_relevance(raw, ref.of("PanCK"), engine.cfg.relevance, ref.n_spots))
+    assert np.corrcoef(high.calibrated["protein"], raw)[0, 1] > 0.95
+    assert np.corrcoef(low.calibrated["protein"], raw)[0, 1] < -0.95
+    assert "protein" not in engine.search("PanCK high", weights={"protein": 0}, explain=False).routes
+
+
+def test_flat_marker_is_answered_with_the_qc_caveat_not_a_map(engine):
+    """PD-L1 (CD274) is flat on the C2 window (protein QC: not informative): no region, the caveat instead."""
+    res = engine.search("where is PD-L1 high?", explain=False)
+    hits = res.slides[0]
+    assert not hits.regions and not res.found
+    assert hits.caveat and "PDL1 is not informative on C2" in hits.caveat and "protein QC" in hits.caveat
+    assert "no map for PDL1 on C2" in res.summary()
 
 
 def test_no_hits_and_bad_queries(engine):
     res = engine.search("adipose tissue", threshold=50.0)
-    assert res.slides[0].regions == []
-    assert "no region scores above the threshold (50)" in res.summary()
+    assert res.slides[0].regions == [] and not res.found
+    assert "no region of C2 matches 'adipose tissue'" in res.summary() and "(threshold 50)" in res.summary()
     with pytest.raises(QueryError, match="empty query"):
         engine.search("   ")
     with pytest.raises(QueryError, match="query too long"):
         engine.search("tumour " * 100)
 
 
-def test_unreadable_query_warns_and_says_so_in_the_answer(engine):
+def test_unreadable_query_gets_no_map_and_says_so(engine):
     from spotwhisper.language import UnreadableQueryWarning
 
-    with pytest.warns(UnreadableQueryWarning):
-        res = engine.search("肿瘤浸润淋巴细胞")
-    assert any("reads only 0% of its words" in n for n in res.notes)
-    assert "reads only 0%" in res.summary()
-    assert not any("reads only" in n for n in engine.search("immune infiltrate").notes)
+    for query in ("肿瘤浸润淋巴细胞", "лимфоциты"):  # another script: cannot be read at all
+        with pytest.warns(UnreadableQueryWarning):
+            res = engine.search(query)
+        assert not res.readable and not res.found and res.routes == []
+        assert all(np.isnan(h.fused).all() and not h.regions for h in res.slides)
+        text = res.summary()
+        assert text.startswith("Cannot read this query") and "No map is drawn" in text and "another script" in text
+    with pytest.warns(UnreadableQueryWarning):  # random letters are read, badly: scored, said, and found nowhere
+        res = engine.search("asdfgh")
+    assert res.readable and not res.found and any("reads only 0%" in n for n in res.notes)
+    assert "no region of C2 matches 'asdfgh'" in res.summary()
+    ok = engine.search("immune infiltrate")
+    assert ok.readable and not any("reads only" in n for n in ok.notes)
 
 
 def test_explanation_names_genes_higher_in_the_region(engine, mini_slide):
-    res = engine.search("immune infiltrate", threshold=1.0)
+    res = engine.search("immune infiltrate")
     hits = res.slides[0]
-    assert hits.regions, "expected at least one region at threshold 1"
+    assert hits.regions, "expected at least one immune region on the C2 window"
     ex = hits.explanation
     top = ex.genes.iloc[0]
     inside = np.zeros(mini_slide.n_obs, bool)
@@ -107,7 +136,7 @@ def test_collection_search_and_cli(mini_collection, tmp_path, capsys, mini_slide
     assert np.allclose(mem.slides[0].fused, disk.slides[0].fused, atol=1e-5)
     out = tmp_path / "res"
     assert main(["search", "invasive cancer", "--collection", name, "--index-dir", str(index_dir),
-                 "--out-dir", str(out), "--threshold", "1.0"]) == 0
+                 "--out-dir", str(out), "--threshold", "-1.5"]) == 0
     text = capsys.readouterr().out
     assert "Searched 'invasive cancer'" in text
     assert (out / "C2_invasive_cancer.png").exists() and (out / "C2_invasive_cancer.csv").exists()
@@ -161,3 +190,17 @@ def test_faiss_narrows_a_collection_of_many_slides(mini_slide, tmp_path):
     assert sorted(h.slide for h in everything.slides) == ["cold", "hot"]
     assert not any("narrowed" in n for n in everything.notes)
     assert [h.slide for h in narrow.search("immune infiltrate", slides=["cold"], explain=False).slides] == ["cold"]
+
+
+def test_a_named_gene_without_signal_is_answered_with_a_caveat(engine, mini_slide):
+    from spotwhisper.search.scoring import named_genes
+
+    x = np.asarray(mini_slide.layers["log1p"])
+    spread = np.percentile(x, 99, axis=0) - np.percentile(x, 1, axis=0)
+    names = list(mini_slide.var_names)
+    flat = next(g for g, r in zip(names, spread) if r < engine.cfg.relevance.min_gene_range and g.isupper() and g.isalnum())
+    live = names[int(np.argmax(spread))]
+    assert named_genes(f"where is {flat} high? not fat", mini_slide.var_names) == [flat]  # 'fat' is not the gene FAT
+    res = engine.search(f"{flat} high", explain=False)
+    assert not res.found and f"no map for {flat} on C2: no signal there" in res.summary()
+    assert engine.search(f"{live} high", explain=False).slides[0].caveat is None

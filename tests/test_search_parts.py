@@ -1,4 +1,4 @@
-"""Search building blocks: calibration and fusion, regions and outlines, overlay, GeoJSON."""
+"""Search building blocks: relevance and fusion, regions and outlines, overlay, GeoJSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from skimage.measure import points_in_poly
 
 from spotwhisper.search.export import regions_geojson, write_geojson
-from spotwhisper.search.fusion import calibrate, fuse
+from spotwhisper.search.config import RelevanceConfig
+from spotwhisper.search.fusion import fuse
 from spotwhisper.search.regions import find_regions, regions_table
+from spotwhisper.search.relevance import ReferencePrompts, level_relevance, text_relevance
 from spotwhisper.search.render import render_overlay
 
 
@@ -19,22 +21,61 @@ def grid(n=12, spacing=100.0):
     return np.stack([gx.ravel(), gy.ravel()], 1) * spacing + 50.0
 
 
-def test_calibration_and_fusion():
+def test_fusion_is_a_weighted_mean_of_the_routes_that_answer():
     a = np.array([1.0, 2.0, 3.0, np.nan])
-    z = calibrate(a)
-    assert np.nanmean(z) == pytest.approx(0) and np.isnan(z[3])
-    r = calibrate(a, "rank")
-    assert np.allclose(r[:3], [1 / 6, 3 / 6, 5 / 6])
-    with pytest.raises(ValueError, match="unknown calibration"):
-        calibrate(a, "softmax")
     b = np.array([10.0, 10.0, 40.0, 0.0])
     fused = fuse({"t": a, "p": b}, {"t": 1.0, "p": 1.0})
-    assert np.argmax(np.nan_to_num(fused, nan=-9)) == 2
-    assert np.isfinite(fused[3])  # route t is NaN there, route p answers
+    assert np.allclose(fused[:3], (a[:3] + b[:3]) / 2)
+    assert fused[3] == 0.0  # route t is NaN there, route p answers alone
+    assert np.allclose(fuse({"t": a, "p": b}, {"t": 1.0, "p": 3.0})[:3], (a[:3] + 3 * b[:3]) / 4)
     only_t = fuse({"t": a, "p": b}, {"t": 1.0, "p": 0.0})
-    assert np.allclose(only_t[:3], z[:3])
+    assert np.allclose(only_t[:3], a[:3])
     with pytest.raises(ValueError, match="no route"):
         fuse({"t": a}, {"t": 0.0})
+
+
+def test_text_relevance_is_the_log_odds_of_the_query_against_the_references():
+    sq = np.array([0.5, 0.1])
+    sb = np.array([[0.1, 0.2, 0.45], [0.6, 0.1, 0.0]])
+    syn = np.array([False, False, True])
+    t = text_relevance(sq, sb, syn, scale=10.0)
+    e = np.exp(10 * np.column_stack([sq, sb]))
+    p = (e[:, 0] + e[:, 3]) / e.sum(1)  # the near-synonym counts with the query
+    assert np.allclose(t, np.log(p / (1 - p)))
+    # it depends on the spot alone: scoring one spot gives the same as scoring both
+    assert np.isclose(text_relevance(sq[:1], sb[:1], syn, 10.0)[0], t[0])
+    # "A minus B": B joins the competitors, so relevance can only fall
+    worse = text_relevance(sq, sb, syn, 10.0, negative=np.array([[0.6], [0.0]]))
+    assert (worse < t).all() and worse[0] < t[0] - 1
+    with pytest.raises(ValueError, match="near-synonym"):
+        text_relevance(sq, sb, np.ones(3, bool), 10.0)
+
+
+def test_reference_prompts_cache_and_synonyms():
+    refs = ReferencePrompts(["fat", "tumour", "stroma", "fat"])
+    assert refs.names == ["fat", "tumour", "stroma"]
+    calls = []
+    emb = np.eye(3, dtype=np.float32)
+    got = refs.embeddings("text", lambda names: calls.append(names) or emb, "model-1")
+    assert refs.embeddings("text", lambda names: calls.append(names) or emb) is got and len(calls) == 1
+    other = ReferencePrompts(["fat", "tumour", "stroma"])  # another engine, the same model: shared
+    assert other.embeddings("text", lambda names: calls.append(names) or emb, "model-1") is got and len(calls) == 1
+    spots = np.array([[1.0, 0, 0], [0, 0.6, 0.8]], dtype=np.float32)
+    sims = refs.spot_sims(("S", 1, "t"), spots, got)
+    assert sims.shape == (2, 3) and refs.spot_sims(("S", 1, "t"), spots * 0, got) is sims  # cached per key
+    q = np.array([0.95, 0.31, 0], dtype=np.float32)
+    assert refs.synonyms(got, q, 0.9).tolist() == [True, False, False]
+    assert refs.synonyms(got, q, 0.99, exclude=["Stroma"]).tolist() == [False, False, True]
+    assert refs.synonyms(got, q, -1.0, exclude=["fat"]).tolist() == [True, False, False]  # all close: only the name
+
+
+def test_protein_levels_map_onto_the_threshold_at_the_hit_quantile():
+    cfg = RelevanceConfig(threshold=-1.0, protein_hit_quantile=0.9)
+    quantiles = np.linspace(0.0, 10.0, 101)  # uniform reference on [0, 10]
+    rel = level_relevance(np.array([9.0, 5.0, 9.9, 50.0, np.nan]), quantiles, cfg)
+    assert rel[0] == pytest.approx(-1.0)  # the 90th percentile sits at the threshold
+    assert rel[1] < -1.0 < rel[2] < rel[3]  # median below, the tail above, beyond the reference capped
+    assert np.isnan(rel[4])
 
 
 def test_two_blobs_become_two_regions_with_outlines():
@@ -95,7 +136,10 @@ def test_no_region_reason_tells_isolated_spots_from_no_hit():
 
     fused = np.array([0.1, 2.3, 0.4, -1.0])
     hits = SlideHits("S", ad.AnnData(np.zeros((4, 1), np.float32)), {}, {}, fused)
-    isolated = hits.no_region_reason(1.5)
-    assert "1 isolated spot(s) reach it" in isolated and "best spot 2.30" in isolated
-    none = hits.no_region_reason(3.0)
-    assert "isolated" not in none and "best spot 2.30" in none and "(3)" in none
+    isolated = hits.no_region_reason(1.5, "retina")
+    assert isolated.startswith("no region of S matches 'retina'")
+    assert "1 isolated spot(s) reach the threshold" in isolated and "best spot 2.30" in isolated
+    none = hits.no_region_reason(3.0, "retina")
+    assert "isolated" not in none and "best spot 2.30" in none and "(threshold 3)" in none
+    hits.caveat = "no map for PDL1 on S: flat"
+    assert hits.no_region_reason(3.0, "PD-L1 high") == "no map for PDL1 on S: flat"

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from spotwhisper import keys
-from spotwhisper.search.fusion import calibrate
 from spotwhisper.search.regions import find_regions
 from spotwhisper.ui import handlers as h
 from spotwhisper.ui.chat import EMPTY_REPLY, HELP_REPLY, respond, route_intent
@@ -38,9 +37,10 @@ TLS = "show me tertiary lymphoid structures"
         ("where is PD-L1 high?", "search", "PD-L1 high", "", None),
         ("where are the B cells on this slide?", "search", "B cells", "", None),
         ("fibrosis", "search", "fibrosis", "", None),
-        ("compare tumour and stroma", "contrast", "tumour", "stroma", None),
-        ("invasive cancer vs stroma", "contrast", "invasive cancer", "stroma", None),
+        ("compare tumour and stroma", "compare", "tumour", "stroma", None),
+        ("invasive cancer vs stroma", "compare", "invasive cancer", "stroma", None),
         ("show me tumour but not stroma", "contrast", "tumour", "stroma", None),
+        ("invasive cancer minus stroma", "contrast", "invasive cancer", "stroma", None),
         ("which genes explain the highlighted region?", "explain", "", "", None),
         ("explain region 2", "explain", "", "", 2),
         ("why is region 3 lit?", "explain", "", "", 3),
@@ -95,19 +95,21 @@ def test_empty_and_help_leave_the_view(engine, cfg, searched):
 def test_threshold_rethresholds_without_searching(engine, cfg, searched, monkeypatch):
     _, view = searched
     monkeypatch.setattr(engine, "search", lambda *a, **k: pytest.fail("the slider must not search again"))
-    low = h.update_view(engine, view, cfg, threshold=0.5)
+    lower = view.threshold - 0.75
+    low = h.update_view(engine, view, cfg, threshold=lower)
     hits = low.hits()
     np.testing.assert_allclose(hits.fused, view.hits().fused)
-    expected = find_regions(hits.adata.obsm[keys.SPATIAL], hits.fused, 0.5, spot_spacing(hits.adata),
+    expected = find_regions(hits.adata.obsm[keys.SPATIAL], hits.fused, lower, spot_spacing(hits.adata),
                             spot_spacing(hits.adata), 1.0, engine.cfg.link, engine.cfg.min_region_spots, outline=False)
     assert [r.n_spots for r in hits.regions] == [r.n_spots for r in expected]
     assert sum(r.n_spots for r in hits.regions) > sum(r.n_spots for r in view.hits().regions)
     # above every spot: no region, and the answer says so
     none = h.update_view(engine, view, cfg, threshold=float(np.nanmax(hits.fused)) + 0.1)
     assert none.hits().regions == []
-    assert "no region scores above the threshold" in h.describe_result(none, cfg)
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.describe_result(none, cfg)
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.map_caption(none)
     text, _ = h.run_explain(engine, none, cfg)
-    assert "no region scores above the threshold" in text
+    assert "no region of C2 matches 'tertiary lymphoid structures'" in text and "nothing to explain" in text
 
 
 def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
@@ -116,15 +118,31 @@ def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
     assert {"transcriptome", "protein"} <= set(base.calibrated)
     only = h.update_view(engine, view, cfg, groups=["protein"])
     assert only.shown.routes == ["protein"]
-    np.testing.assert_allclose(only.hits().fused, calibrate(base.calibrated["protein"]), atol=1e-9)
+    np.testing.assert_allclose(only.hits().fused, base.calibrated["protein"], atol=1e-9)  # one route: its relevance
     assert not np.allclose(only.hits().fused, view.hits().fused)
     back = h.update_view(engine, only, cfg, groups=list(cfg.route_groups))
     np.testing.assert_allclose(back.hits().fused, view.hits().fused, atol=1e-9)
-    with pytest.raises(ValueError, match="at least one route"):
-        h.update_view(engine, view, cfg, groups=[])
+    # no route ticked: nothing is fused and the view says so (no stale map)
+    none = h.update_view(engine, view, cfg, groups=[])
+    assert none.shown is None and none.hits() is None and none.message == h.NO_ROUTE
+    assert "tick at least one route" in h.map_caption(none) and h.describe_result(none, cfg) == h.NO_ROUTE
+    assert "tick at least one route" in h.run_explain(engine, none, cfg)[0]
     if "image" not in base.calibrated:  # shipped defaults: no aligned head, so image–text alone cannot answer
-        with pytest.raises(ValueError, match="none of the selected routes"):
-            h.update_view(engine, view, cfg, groups=["image–text"])
+        alone = h.update_view(engine, view, cfg, groups=["image–text"])
+        assert alone.shown is None and "none of the selected routes" in alone.message
+
+
+def test_toggles_show_the_routes_that_answered(engine, cfg):
+    view = h.new_view(engine, cfg)
+    view = h.update_view(engine, view, cfg, groups=["transcriptome"])  # the user unticked two groups
+    _, view = h.run_search(engine, view, "tertiary lymphoid structures", cfg)  # a new question uses every route
+    assert set(view.shown.routes) == set(view.base.routes)
+    assert view.groups == h.used_groups(view.shown, cfg.route_groups)
+    # a query no protein marker or term answers: the protein box is not shown ticked
+    _, plain = h.run_search(engine, view, "fibrosis", cfg)
+    if "protein" not in plain.shown.routes:
+        assert "protein" not in plain.groups
+    assert all(set(cfg.route_groups[g]) & set(plain.shown.routes) for g in plain.groups)
 
 
 def test_explain_regions(engine, cfg, searched):
@@ -147,10 +165,22 @@ def test_explain_regions(engine, cfg, searched):
     assert "search first" in respond(engine, fresh, "why?", [], cfg)[0]
 
 
-def test_contrast_and_compare_slides(engine, cfg):
+def test_compare_is_two_colours_and_minus_is_a_contrast(engine, cfg):
+    from spotwhisper.search.compare import ONLY_A, ONLY_B
+
     view = h.new_view(engine, cfg)
-    text, view = respond(engine, view, "compare tumour and stroma", [], cfg)
-    assert view.shown.query.negative == "stroma" and "minus 'stroma'" in text
+    text, cview = respond(engine, view, "compare tumour and stroma", [], cfg)
+    comp = cview.comparison
+    assert comp is not None and (comp.query_a, comp.query_b) == ("tumour", "stroma")
+    expected = view.threshold if cfg.compare_threshold is None else cfg.compare_threshold  # null: the search's
+    assert cview.active_threshold == expected and cview.threshold == view.threshold
+    assert f"A: tumour {comp.count(ONLY_A)} spots" in text and f"B: stroma {comp.count(ONLY_B)} spots" in text
+    assert "compare:" in h.map_caption(cview)
+    higher = h.update_view(engine, cview, cfg, threshold=1.5)  # the slider moves the comparison's threshold
+    assert higher.comparison is not None and higher.active_threshold == 1.5
+    assert higher.comparison.count(ONLY_A) <= comp.count(ONLY_A)
+    text, view = respond(engine, view, "tumour minus stroma", [], cfg)
+    assert view.comparison is None and view.shown.query.negative == "stroma" and "minus 'stroma'" in text
     n = view.hits().adata.n_obs
     lean = [int(s) for s in text.split("route, ")[1].split(" of ")[:1]]
     assert f" of {n} spots" in text and 0 <= lean[0] <= n
@@ -221,3 +251,96 @@ def test_shipped_ui_yaml_matches_defaults_and_env_overrides(monkeypatch):
     monkeypatch.setenv(ENV_MODEL, "m")
     cfg = load_ui_config()
     assert cfg.llm.enabled and cfg.llm.base_url == "http://127.0.0.1:1/v1" and cfg.llm.timeout_s == 60.0
+
+
+def test_answer_streams_in_steps(engine, cfg):
+    from spotwhisper.ui.chat import respond_stream
+
+    steps, explained_then = [], []
+    for step in respond_stream(engine, h.new_view(engine, cfg), TLS, [], cfg):
+        steps.append(step)  # what the browser gets at each step (hits are explained in place later)
+        explained_then.append(step[1].hits() is not None and step[1].hits().explanation is not None)
+    assert steps[0][0] == "Searching 'tertiary lymphoid structures' on C2…" and not steps[0][2]
+    assert steps[0][1].shown is None  # said before any work is done
+    regions_first = steps[1]
+    assert regions_first[1].hits().regions and not explained_then[1]  # map and regions before the genes
+    assert "region 1:" in regions_first[0] and "why (region 1" not in regions_first[0]
+    last_text, last_view, done = steps[-1]
+    assert done and "why (region 1 vs rest of slide): higher" in last_text
+    assert last_view.hits().explanation is not None
+    assert "Share of the tissue of C2: region 1" in last_text
+    share = 100 * last_view.hits().regions[0].n_spots / last_view.hits().adata.n_obs
+    assert f"region 1 {share:.1f}%" in last_text
+    assert regions_frame(last_view.hits())["percent_tissue"].iloc[0] == pytest.approx(share, abs=0.05)
+    quick = list(respond_stream(engine, last_view, "help", [], cfg))
+    assert len(quick) == 1 and quick[0][0] == HELP_REPLY
+
+
+def test_annotations_round_trip_as_geojson(searched):
+    import json
+
+    from spotwhisper.ui.annotations import from_geojson, from_regions, to_geojson
+
+    _, view = searched
+    hits = view.hits()
+    kept = from_regions(hits, "TLS", "tertiary lymphoid structures")
+    assert [a["region"] for a in kept] == [r.id for r in hits.regions]
+    geo = json.loads(json.dumps(to_geojson(kept)))
+    f0 = geo["features"][0]
+    assert f0["properties"]["objectType"] == "annotation" and f0["properties"]["classification"]["name"] == "TLS"
+    ring = f0["geometry"]["coordinates"][0] if f0["geometry"]["type"] == "Polygon" else f0["geometry"]["coordinates"][0][0]
+    assert ring[0] == ring[-1]  # closed, as GeoJSON wants
+    back = from_geojson(json.dumps(geo))
+    assert [(a["slide"], a["label"], a["region"]) for a in back] == [("C2", "TLS", a["region"]) for a in kept]
+    np.testing.assert_allclose(back[0]["polygons"][0][:5], kept[0]["polygons"][0][:5])
+    qupath = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]},
+              "properties": {"classification": {"name": "Tumor"}}}
+    assert from_geojson(json.dumps(qupath), default_slide="C2")[0]["label"] == "Tumor"
+    for bad, why in (("not json", "not JSON"), ('{"type": "Point"}', "FeatureCollection"),
+                     ('{"type": "FeatureCollection", "features": []}', "no polygon")):
+        with pytest.raises(ValueError, match=why):
+            from_geojson(bad)
+
+
+def test_side_by_side_searches_both_slides_on_one_scale(mini_slide, cfg):
+    from spotwhisper import keys as k
+    from spotwhisper.search.engine import SearchEngine
+
+    other = mini_slide.copy()
+    other.obs[k.SECTION] = "C2-copy"
+    engine = SearchEngine({"C2": mini_slide, "C2-copy": other})
+    view = replace(h.new_view(engine, cfg), second="C2-copy")
+    _, view = h.run_search(engine, view, "tertiary lymphoid structures", cfg)
+    assert sorted(s.slide for s in view.shown.slides) == ["C2", "C2-copy"]
+    a, b = view.hits("C2"), view.hits("C2-copy")
+    np.testing.assert_allclose(a.fused, b.fused, atol=1e-9)  # same spots, one calibration over both slides
+    alone = h.run_search(engine, h.new_view(engine, cfg), "tertiary lymphoid structures", cfg)[1]
+    assert [s.slide for s in alone.shown.slides] == ["C2"]
+
+
+def test_viewer_payload_of_a_view(engine, cfg, searched):
+    from spotwhisper.ui.screen import region_at, viewer_payload
+    from spotwhisper.ui.viewer import ViewerRegistry
+
+    _, view = searched
+    reg = ViewerRegistry()
+    pay = viewer_payload(reg, "s1", None, engine, view)
+    hits = view.hits()
+    assert pay["slide"] == "C2" and pay["dzi"].startswith("sw/v/") and pay["width"] > 9000
+    assert 0.6 < pay["mpp"] < 0.9 and pay["scale"]["threshold"] == view.threshold
+    assert [r["id"] for r in pay["regions"]] == [r.id for r in hits.regions]
+    assert "% of the tissue" in pay["regions"][0]["title"] and pay["layer"]["url"].endswith(".png")
+    fit = pay["fit"]
+    xy = np.asarray(hits.adata.obsm[keys.SPATIAL])
+    assert fit["x"] < xy[:, 0].min() and fit["x"] + fit["w"] > xy[:, 0].max()  # opens framed on the spots
+    again = viewer_payload(reg, "s1", None, engine, view)
+    assert again["dzi"] == pay["dzi"] and again["layer"]["url"] == pay["layer"]["url"]  # nothing reloads
+    r1 = hits.regions[0]
+    best = int(r1.spots[np.argmax(hits.fused[r1.spots])])
+    assert region_at(view, engine, "C2", *xy[best]) == 1  # a click on its best spot (source image = slide px)
+    none = viewer_payload(reg, "s1", None, engine, h.update_view(engine, view, cfg, groups=[]))
+    assert none["layer"] is None and none["regions"] == [] and "tick at least one route" in none["message"]
+    _, comp = respond(engine, view, "compare tumour and stroma", [], cfg)
+    cpay = viewer_payload(reg, "s1", None, engine, comp)
+    assert cpay["scale"]["kind"] == "classes" and [i["label"] for i in cpay["scale"]["items"]] == [
+        "A: tumour", "B: stroma", "both"]

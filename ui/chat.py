@@ -1,9 +1,13 @@
 """The chat: free text → an answer in sentences with numbers, and a new :class:`~spotwhisper.ui.handlers.View`.
 
 Without a language model, :func:`route_intent` reads the message itself — search ("show me
-tertiary lymphoid structures", "where is PD-L1 high?"), contrast ("compare tumour and stroma",
-"tumour minus stroma"), explain ("which genes explain the highlighted region?", "explain region
-2") and compare slides ("find slides with immune infiltrate") — and calls the matching handler.
+tertiary lymphoid structures", "where is PD-L1 high?"), compare two queries ("compare tumour and
+stroma", "tumour vs stroma": two colours), contrast ("tumour minus stroma": one map), explain
+("which genes explain the highlighted region?", "explain region 2") and compare slides ("find
+slides with immune infiltrate") — and calls the matching handler.
+
+:func:`respond_stream` yields the answer in steps where the work has steps: a line saying what is
+being done at once, then the map and regions, then the explanation of the regions.
 
 With an OpenAI-compatible endpoint configured (``configs/ui.yaml`` ``llm`` or
 ``SPOTWHISPER_LLM_*``), messages go to the model with the current hit statistics and top genes
@@ -27,16 +31,18 @@ from .config import UIConfig
 from .display import evidence_table, regions_frame
 from .llm_client import ChatClient, LLMError
 
-IntentKind = Literal["empty", "help", "search", "contrast", "explain", "slides"]
+IntentKind = Literal["empty", "help", "search", "compare", "contrast", "explain", "slides"]
 
 EMPTY_REPLY = "Type what to look for, e.g. 'show me tertiary lymphoid structures' or 'where is PD-L1 high?'."
 HELP_REPLY = (
     "Ask in plain words:\n"
     "- search: 'show me tertiary lymphoid structures', 'where is PD-L1 high?'\n"
-    "- contrast: 'compare tumour and stroma', 'invasive cancer minus stroma'\n"
+    "- compare two things (two colours): 'compare tumour and stroma', 'immune infiltrate vs stroma'\n"
+    "- contrast (one map of the difference): 'invasive cancer minus stroma'\n"
     "- explain: 'which genes explain the highlighted region?', 'explain region 2'\n"
     "- slides: 'find slides with immune infiltrate'\n"
-    "The threshold slider and route toggles change the map without searching again."
+    "The threshold slider and route toggles change the map without searching again; click a numbered "
+    "region on the slide to explain it."
 )
 
 _HELP = re.compile(r"^(help|\?|what can (you|i) do|how does (this|it) work|how do i use (this|it))\b", re.IGNORECASE)
@@ -85,7 +91,7 @@ def route_intent(message: str) -> Intent:
         return Intent("slides", query=query or text)
     m = _COMPARE.match(text) or _VERSUS.match(text)
     if m:
-        return Intent("contrast", query=_clean(m.group("a")), negative=_clean(m.group("b")))
+        return Intent("compare", query=_clean(m.group("a")), negative=_clean(m.group("b")))
     parts = CONTRAST_SPLIT.split(text, maxsplit=1)
     if len(parts) == 2 and parts[0].strip() and parts[1].strip():
         return Intent("contrast", query=_clean(_SEARCH_FILLER.sub("", parts[0])), negative=_clean(parts[1]))
@@ -105,11 +111,55 @@ def rule_reply(engine: SearchEngine, view: h.View, message: str, cfg: UIConfig) 
             return h.run_explain(engine, view, cfg, intent.region)
         if intent.kind == "slides":
             return h.run_compare_slides(engine, view, intent.query, cfg)
+        if intent.kind == "compare":
+            return h.run_compare(engine, view, intent.query, intent.negative, cfg)
         if intent.kind == "contrast":
             return h.run_contrast(engine, view, intent.query, intent.negative, cfg)
         return h.run_search(engine, view, intent.query, cfg)
     except (ValueError, KeyError) as err:  # QueryError is a ValueError
         return f"I could not do that: {err.args[0] if err.args else err}", view
+
+
+def working_line(engine: SearchEngine, view: h.View, message: str, cfg: UIConfig) -> str:
+    """What is being done for ``message``, said at once (before the answer is ready)."""
+    if cfg.llm.enabled:
+        return "Asking the language model…"
+    intent = route_intent(message)
+    where = view.slide if view.slide else "the slides"
+    if view.second and view.second != view.slide:
+        where = f"{view.slide} and {view.second}"
+    return {
+        "search": f"Searching '{intent.query}' on {where}…",
+        "slides": f"Searching '{intent.query}' on every slide ({len(engine.slide_names())})…",
+        "compare": f"Comparing '{intent.query}' and '{intent.negative}' on {view.slide}…",
+        "contrast": f"Searching '{intent.query}' minus '{intent.negative}' on {where}…",
+        "explain": "Looking at the genes and proteins of the region…",
+    }.get(intent.kind, "")
+
+
+def respond_stream(engine: SearchEngine, view: h.View, message: str, history: list[dict], cfg: UIConfig,
+                   client: ChatClient | None = None):
+    """Answer ``message`` in steps → yields ``(text, view, done)``: a working line first (when there
+    is work), then — for a search — the regions and map before their explanation, then the whole answer."""
+    line = working_line(engine, view, message, cfg) if (message or "").strip() else ""
+    if line:
+        yield line, view, False
+    intent = route_intent(message)
+    if cfg.llm.enabled or intent.kind != "search":
+        text, view = respond(engine, view, message, history, cfg, client)
+        yield text, view, True
+        return
+    try:
+        text, view = h.run_search(engine, view, intent.query, cfg, explain=False)
+    except (ValueError, KeyError) as err:
+        yield f"I could not do that: {err.args[0] if err.args else err}", view, True
+        return
+    hits = view.hits()
+    if hits is not None and hits.regions:
+        yield text + "\n(explaining the regions…)", view, False
+        view = h.explain_all(engine, view)
+        text = h.describe_result(view, cfg)
+    yield text, view, True
 
 
 # -- OpenAI-compatible language model ----------------------------------------------------------
@@ -132,7 +182,7 @@ SYSTEM_PROMPT = (
     "You are SpotWhisper, an assistant that searches H&E slides of breast cancer by their inferred transcriptome, "
     "virtual protein panel and image. Use the tools to answer: `search` lights up matching regions, `explain` "
     "lists the genes and proteins behind a region. Quote the numbers the tools return (regions, spots, mm², "
-    "scores, genes); never invent them. Scores are fused z-scores over the searched spots. Answer briefly."
+    "scores, genes); never invent them. Scores are relevance log-odds against reference descriptions of tissue (absolute, the same whichever slides are searched); 'no region' means nothing matches. Answer briefly."
 )
 
 

@@ -48,9 +48,12 @@ class UIConfig:
     examples: list[str] = field(default_factory=lambda: [
         "show me tertiary lymphoid structures", "where is PD-L1 high?", "compare tumour and stroma",
         "which genes explain the highlighted region?", "find slides with immune infiltrate"])  #: under the chat box
-    threshold: float | None = None  #: initial threshold (fused z units); None = configs/search.yaml
-    threshold_range: tuple[float, float] = (-1.0, 4.0)  #: slider bounds (z units)
+    threshold: float | None = None  #: initial threshold (relevance log-odds); None = configs/search.yaml
+    threshold_range: tuple[float, float] = (-6.0, 2.0)  #: slider bounds (relevance log-odds)
     threshold_step: float = 0.1
+    #: threshold of "compare A and B" (score units of the colour bar); compared things (tumour, stroma) are
+    #: often broad, so lower than a search's; None = the search threshold
+    compare_threshold: float | None = None
     route_groups: dict[str, list[str]] = field(default_factory=lambda: {
         "transcriptome": ["transcriptome"], "image–text": ["image", "plip", "conch"], "protein": ["protein"]})
     display_max_side: int = 1400  #: overlay longer side (px) sent to the browser

@@ -100,19 +100,49 @@ def evidence_table(explanation: Explanation | None, rows: int) -> pd.DataFrame:
         up = table[table["diff"] > 0].head(rows)
         parts.append(pd.DataFrame({"kind": kind, "name": up["name"], "region mean": up["mean_in"],
                                    "rest mean": up["mean_out"], "difference": up["diff"], "t": up["t"]}))
+    return _rounded(parts, EVIDENCE_COLUMNS, ["region mean", "rest mean", "difference", "t"])
+
+
+def _rounded(parts: list[pd.DataFrame], columns: list[str], numeric: list[str]) -> pd.DataFrame:
+    """``parts`` stacked, numbers to 3 decimals (an empty frame with ``columns`` when there are none)."""
     if not parts:
-        return pd.DataFrame(columns=EVIDENCE_COLUMNS)
+        return pd.DataFrame(columns=columns)
     out = pd.concat(parts, ignore_index=True)
-    num = ["region mean", "rest mean", "difference", "t"]
-    out[num] = out[num].astype(np.float64).round(3)
+    out[numeric] = out[numeric].astype(np.float64).round(3)
     return out
 
 
+COMPARE_COLUMNS = ["kind", "name", "higher in", "A mean", "B mean", "difference", "t"]
+
+
+def comparison_table(comp, rows: int) -> pd.DataFrame:
+    """Genes and proteins that separate the only-A spots from the only-B spots of a
+    :class:`~spotwhisper.search.compare.Comparison`: the top ``rows`` each way, per kind."""
+    sep = comp.separating if comp is not None else None
+    if sep is None:
+        return pd.DataFrame(columns=COMPARE_COLUMNS)
+    parts = []
+    for kind, table in (("gene", sep.genes), ("protein", sep.proteins)):
+        if table is None or table.empty:
+            continue
+        for side, up in (("A", table[table["diff"] > 0].sort_values("diff", ascending=False)),
+                         ("B", table[table["diff"] < 0].sort_values("diff"))):
+            up = up.head(rows)
+            parts.append(pd.DataFrame({"kind": kind, "name": up["name"], "higher in": side, "A mean": up["mean_in"],
+                                       "B mean": up["mean_out"], "difference": up["diff"], "t": up["t"]}))
+    return _rounded(parts, COMPARE_COLUMNS, ["A mean", "B mean", "difference", "t"])
+
+
+REGION_COLUMNS = ["region", "spots", "area_mm2", "percent_tissue", "mean_score", "max_score", "centroid_x", "centroid_y"]
+
+
 def regions_frame(hits: SlideHits | None) -> pd.DataFrame:
-    """One row per region: id, spots, area (mm²), mean / max score, centroid (slide px)."""
+    """One row per region: id, spots, area (mm² and % of the tissue, i.e. of the slide's spots),
+    mean / max score, centroid (slide px)."""
     rows = regions_table(hits.regions) if hits is not None else []
-    cols = ["region", "spots", "area_mm2", "mean_score", "max_score", "centroid_x", "centroid_y"]
-    return pd.DataFrame(rows, columns=cols)
+    for row in rows:
+        row["percent_tissue"] = round(100.0 * row["spots"] / max(hits.adata.n_obs, 1), 1)
+    return pd.DataFrame(rows, columns=REGION_COLUMNS)
 
 
 def spot_at(hits: SlideHits, x: float, y: float, max_side: int, margin: float | None = None) -> int | None:

@@ -199,3 +199,13 @@ def export_result(result: SearchResult, slide: str, folder: Path) -> list[Path]:
         write_h5ad(scored_anndata(result, slide), h5ad),
         write_geojson(hits.regions, result.query.text, geo, slide=slide),
     ]
+
+
+def export_proteins(hits, query: str, folder: Path) -> Path:
+    """The slide's virtual protein panel as an OME-TIFF on its H&E grid in ``folder/exports/``,
+    named ``<slide>_<query>_virtual_proteins.ome.tif`` (a name no earlier export uses)."""
+    from spotwhisper.proteins import export_panel
+
+    stem = unique_path(folder / "exports", f"{slug(hits.slide, 40, 'slide')}_{slug(query)}_virtual_proteins",
+                       [".ome.tif"])
+    return export_panel(hits.adata, stem.with_name(stem.name + ".ome.tif"))

@@ -14,7 +14,7 @@ from .config import BenchConfig, TaskConfig
 from .context import ImageTextWeights, RouteContext
 from .report import write_report
 from .run import TaskResult, run_task
-from .tasks import Sample, h5ad_samples, her2st_samples, task_vocabulary
+from .tasks import Sample, h5ad_samples, her2st_samples, task_concepts, task_vocabulary
 from .text_models import TextModels
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def evaluate_task(
     """Run ``task`` on ``samples`` with a fresh route context (scores are not shared between tasks,
     since each task has its own class queries)."""
     ctx = RouteContext(cfg=cfg, vocabulary=task_vocabulary(task), text_models=text_models, data_dir=data_dir,
-                       weights=weights or ImageTextWeights(), progress=progress)
+                       weights=weights or ImageTextWeights(), progress=progress, concepts=task_concepts(task))
     return run_task(task, samples, ctx, routes)
 
 
@@ -49,16 +49,18 @@ def run_benchmark(
     weights: ImageTextWeights | None = None,
     command: str = "",
     progress: bool = True,
+    samples: Sequence[Sample] | None = None,
 ) -> list[Path]:
-    """Evaluate each task on her2st (``data_dir``; ``sections`` narrows it) or on user ``h5ad`` files
-    and write ``<cfg.out>_<task>.{md,json,png}``; returns the written paths."""
+    """Evaluate each task on her2st (``data_dir``; ``sections`` narrows it), on user ``h5ad`` files or on
+    ready ``samples`` (e.g. :func:`~spotwhisper.bench.tasks.visium_sample`) and write
+    ``<cfg.out>_<task>.{md,json,png}``; returns the written paths."""
     text_models = TextModels(data_dir, load_config(TextConfig, cfg.text_config), progress=progress)
     cache: dict[str, ad.AnnData] = {}
     written: list[Path] = []
     for task in tasks:
-        samples = (h5ad_samples(h5ad, task) if h5ad else
-                   her2st_samples(data_dir, task, sections, progress=progress, cache=cache))
-        result = evaluate_task(task, samples, cfg, text_models, data_dir=data_dir, routes=routes, weights=weights,
+        chosen = (list(samples) if samples is not None else h5ad_samples(h5ad, task) if h5ad else
+                  her2st_samples(data_dir, task, sections, progress=progress, cache=cache))
+        result = evaluate_task(task, chosen, cfg, text_models, data_dir=data_dir, routes=routes, weights=weights,
                                progress=progress)
         paths = write_report(result, cfg, cfg.out, command)
         written += [paths["md"], paths["json"], paths["png"]]

@@ -9,7 +9,12 @@ from typing import Literal
 #: every route the harness knows, in table order (see :mod:`spotwhisper.bench.routes`)
 ALL_ROUTES = (
     "measured",
+    "measured_heldout",
+    "measured_para1",
+    "measured_para2",
+    "measured_para3",
     "inferred",
+    "inferred_heldout",
     "aligned",
     "plip",
     "conch",
@@ -31,6 +36,7 @@ class ClassSpec:
     genes: list[str] | None = None  #: marker genes for the marker baseline (None = the vocabulary term's)
     proteins: list[str] | None = None  #: marker proteins for the protein route (None = the vocabulary term's)
     match: list[str] | None = None  #: label values or glob patterns (case-insensitive) of this class; None = [name]
+    concept: str | None = None  #: held-out concept of ``configs/bench/concepts.yaml`` (zero-shot and paraphrase routes)
 
 
 @dataclass
@@ -85,3 +91,18 @@ class BenchConfig:
     threads: int = 1  #: torch CPU threads
     image_batch_size: int = 32  #: tiles per forward pass of PLIP / CONCH
     out: str = "benchmarks/results/zero_shot"  #: output prefix: <out>_<task>.{md,json,png}
+
+
+@dataclass
+class ConceptSpec:
+    """A concept the zero-shot routes hold out of text-model training (``configs/bench/concepts.yaml``)."""
+
+    patterns: list[str]  #: regular expressions (case-insensitive) naming the concept or a synonym
+    paraphrases: list[str] = field(default_factory=list)  #: wordings no training caption contains
+
+
+@dataclass
+class ConceptsConfig:
+    """Every held-out concept by name."""
+
+    concepts: dict[str, ConceptSpec] = field(default_factory=dict)

@@ -17,6 +17,7 @@ import anndata as ad
 import numpy as np
 
 from ..encoders.clip_models import ImageTextModel
+from ..language.heldout import Concept
 from ..prompts import Vocabulary
 from .config import BenchConfig
 from .tasks import Sample
@@ -46,6 +47,7 @@ class RouteContext:
     cfg: BenchConfig
     vocabulary: Vocabulary
     text_models: TextModels
+    concepts: list[Concept | None] = field(default_factory=list)  #: held-out concept of each class (task order)
     data_dir: str | Path | None = None
     weights: ImageTextWeights = field(default_factory=ImageTextWeights)
     progress: bool = True
@@ -64,35 +66,36 @@ class RouteContext:
         return self._cache["oof"]
 
     def inferred(self, sample: Sample) -> ad.AnnData:
-        """Inferred log1p expression of ``sample``'s spots (same obs order): out-of-fold for her2st
-        sections, the shipped expression model for user slides."""
+        """Inferred log1p expression of ``sample``'s spots (same obs order): out-of-fold for the her2st
+        sections the shipped expression model was trained on, the shipped model for every other slide."""
         key = f"inferred/{sample.name}"
         if key in self._cache:
             return self._cache[key]
         if not sample.has_image:
             raise RouteUnavailable("no H&E")
-        if sample.patient is not None:
+        from ..expression.workflow import with_features
+
+        model = self._shipped("expression_model")
+        if sample.patient is not None and sample.name in model.cfg.sections:
             oof = self._oof_expression()
             if sample.name not in oof:
                 raise RouteUnavailable(f"no out-of-fold expression for {sample.name}")
             out = aligned_rows(oof[sample.name], sample.adata, f"inferred expression of {sample.name}")
-        else:
-            from ..expression.pretrained import ExpressionModel
-            from ..expression.workflow import with_features
-
-            if "expression_model" not in self._cache:
-                self._cache["expression_model"] = ExpressionModel.from_pretrained()
-            model = self._cache["expression_model"]
+        else:  # a section the shipped model never saw (her2st B4) or a user slide
             out = model.predict(with_features(sample.adata, model.encoder, progress=self.progress))
         self._cache[key] = out
         return out
 
     # -- aligned image head -----------------------------------------------------------------------
     def aligned_embeddings(self, sample: Sample) -> np.ndarray:
-        """Aligned-head spot embeddings ``(n, D)`` in the shipped text model's space."""
+        """Aligned-head spot embeddings ``(n, D)`` in the shipped text model's space: out of fold for the
+        sections the shipped head was trained on, the shipped head for every other slide."""
         if not sample.has_image:
             raise RouteUnavailable("no H&E")
-        if sample.patient is not None:
+        from ..expression.workflow import with_features
+
+        model = self._shipped("aligned_model")
+        if sample.patient is not None and sample.name in model.cfg.sections:
             if "aligned_oof" not in self._cache:
                 from ..imagetext.aligned_pipeline import oof_image_embeddings
 
@@ -105,16 +108,87 @@ class RouteContext:
             if len(emb) != sample.adata.n_obs:
                 raise ValueError(f"aligned embeddings of {sample.name}: {len(emb)} rows for {sample.adata.n_obs} spots")
             return emb
-        from ..expression.workflow import with_features
-        from ..imagetext.aligned import AlignedImageModel
-
-        if "aligned_model" not in self._cache:
-            try:
-                self._cache["aligned_model"] = AlignedImageModel.from_pretrained(text_model=self.text_models.shipped)
-            except FileNotFoundError as err:
-                raise RouteUnavailable("no shipped aligned head") from err
-        model = self._cache["aligned_model"]
         return model.embed(with_features(sample.adata, model.encoder, progress=self.progress), store=False)
+
+    def _shipped(self, which: str):
+        """The shipped expression model or aligned head (loaded once); they record their training sections."""
+        if which not in self._cache:
+            from ..expression.pretrained import ExpressionModel
+            from ..imagetext.aligned import AlignedImageModel
+
+            try:
+                self._cache[which] = (ExpressionModel.from_pretrained() if which == "expression_model"
+                                      else AlignedImageModel.from_pretrained(text_model=self.text_models.shipped))
+            except FileNotFoundError as err:
+                raise RouteUnavailable(f"no shipped {which.replace('_', ' ')}") from err
+        return self._cache[which]
+
+    # -- the search engine -----------------------------------------------------------------------
+    def search_slide(self, sample: Sample, weights: dict[str, float]) -> ad.AnnData:
+        """``sample`` as the search engine sees a processed H&E slide, with what the routes weighted in
+        ``weights`` read: inferred expression (``X``, ``layers["log1p"]``) and its text embedding by the
+        shipped model, the aligned-head embedding, the virtual protein panel, PLIP / CONCH tile embeddings."""
+        from .. import keys
+
+        parts = tuple(sorted(r for r in ("transcriptome", "image", "protein", "plip", "conch") if weights.get(r, 0) > 0))
+        key = f"search/{sample.name}/{parts}"
+        if key in self._cache:
+            return self._cache[key]
+        if not sample.has_image:
+            raise RouteUnavailable("no H&E")
+        if {"transcriptome", "protein"} & set(parts):
+            view = self.inferred(sample).copy()
+        else:
+            view = ad.AnnData(obs=sample.adata.obs.copy())
+        view.obsm[keys.SPATIAL] = np.asarray(sample.adata.obsm[keys.SPATIAL])
+        view.uns[keys.SPATIAL] = sample.adata.uns.get(keys.SPATIAL, {})
+        view.obs[keys.SECTION] = sample.name
+        if "transcriptome" in parts:
+            from ..language.transcriptome_zeroshot import embed
+
+            embed(view, self.text_models.shipped)
+        if "image" in parts:
+            view.obsm[f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned"] = self.aligned_embeddings(sample)
+        if "protein" in parts:
+            from ..proteins import proteins_from_expression
+
+            proteins_from_expression(view)
+        for name in {"plip", "conch"} & set(parts):
+            try:
+                model = self.image_text_model(name)
+            except RouteUnavailable:
+                continue
+            from ..imagetext.tile_zeroshot import embed_tiles
+
+            made = sample.adata.uns.get(keys.IMAGE_TEXT_INFO, {}).get(model.name, {})
+            tile_key = keys.IMAGE_TEXT_EMB_PREFIX + model.name
+            view.obsm[keys.IMAGE_TEXT_EMB_PREFIX + name] = (
+                np.asarray(sample.adata.obsm[tile_key]) if tile_key in sample.adata.obsm and made.get("weights") == model.weights
+                else embed_tiles(model, sample.adata, batch_size=self.cfg.image_batch_size, progress=self.progress))
+        self._cache[key] = view
+        return view
+
+    def search_engine(self, sample: Sample, weights: dict[str, float]):
+        """A search engine over ``sample``'s :meth:`search_slide` view (configs/search.yaml, the shipped
+        text model, PLIP / CONCH when given) — the scoring users get."""
+        view = self.search_slide(sample, weights)
+        key = f"engine/{id(view)}"
+        if key not in self._cache:
+            from ..config import load_config
+            from ..search.config import SearchConfig
+            from ..search.engine import SearchEngine
+
+            if "search_config" not in self._cache:
+                self._cache["search_config"] = load_config(SearchConfig, self.cfg.search_config)
+            models = {}
+            for n in ("plip", "conch"):
+                try:
+                    models[n] = self.image_text_model(n)
+                except RouteUnavailable:
+                    pass
+            self._cache[key] = SearchEngine({sample.name: view}, text_model=self.text_models.shipped,
+                                            image_text_models=models, cfg=self._cache["search_config"])
+        return self._cache[key]
 
     # -- PLIP / CONCH --------------------------------------------------------------------------
     def image_text_model(self, name: str) -> ImageTextModel:

@@ -113,8 +113,8 @@ def to_markdown(result: TaskResult, cfg: BenchConfig, command: str) -> str:
     lines += [f"- {p if p == 'user data' else 'patient ' + p}: {m}" for p, m in sorted(result.models.items())]
     lines += [] if result.models else ["- none used"]
     if result.fusion["weights"]:
-        lines += ["", f"Fused H&E search: weights {result.fusion['weights']} of the routes' raw scores (cosines, "
-                  f"protein levels), {result.fusion['calibration']} calibration per sample (configs/search.yaml)."]
+        lines += ["", f"Fused H&E search: the search engine's own scoring (SearchEngine.search), the weighted mean "
+                  f"{result.fusion['weights']} of the routes' absolute relevance (configs/search.yaml)."]
     lines.append("")
     return "\n".join(lines)
 

@@ -16,8 +16,9 @@ plip / conch       H&E tile → PLIP / CONCH image–text model, prompt-ensemble
                    given with ``--plip`` / ``--conch``)
 proteins           H&E → inferred expression → virtual proteins; mean level of the class's marker
                    proteins (NaN when the class names no marker with a proxy)
-fused              the fused H&E search: cosines of inferred / aligned (and PLIP / CONCH when given)
-                   and protein levels, calibrated and weighted as configs/search.yaml says
+fused              the fused H&E search: the search engine's own scoring (absolute relevance of
+                   inferred / aligned, PLIP / CONCH when given, and protein levels, weighted as
+                   configs/search.yaml says) on the sample's out-of-fold H&E view
 marker             mean marker-gene level of the class on *measured* expression (baseline)
 marker_inferred    the same on inferred expression (an H&E-only baseline)
 chance             uniform random scores (empirical chance, AUROC ≈ 0.5)
@@ -171,45 +172,30 @@ def proteins(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.nd
     return out
 
 
-#: parts of the fused H&E search: weight key of configs/search.yaml → raw scorer (the search engine
-#: fuses cosines and protein levels, not softmax probabilities); measured expression never enters
-FUSED_PARTS: dict[str, Callable[[Sample, Sequence[str], RouteContext], np.ndarray]] = {
-    "transcriptome": lambda s, q, c: inferred(s, q, c, "similarity"),
-    "image": lambda s, q, c: aligned(s, q, c, "similarity"),
-    "protein": lambda s, q, c: route_scores("proteins", s, q, c),
-    "plip": lambda s, q, c: _image_text("plip", s, q, c, "similarity"),
-    "conch": lambda s, q, c: _image_text("conch", s, q, c, "similarity"),
-}
-
-
 @register_route("fused", "fused H&E search", he_only=True)
 def fused(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    from ..search.fusion import fuse
-
-    weights, method = fusion_settings(ctx)
-    parts, reasons = {}, []
-    for key, fn in FUSED_PARTS.items():
-        if weights.get(key, 0) <= 0:
-            continue
-        try:
-            parts[key] = fn(sample, queries, ctx)
-        except RouteUnavailable as err:
-            reasons.append(str(err.args[0]))
-    if not parts:
-        raise RouteUnavailable(reasons[0] if reasons else "no H&E route has a weight")
-    ctx._cache.setdefault("fused_parts", set()).update(parts)
-    return np.column_stack([fuse({k: v[:, j] for k, v in parts.items()}, weights, method) for j in range(len(queries))])
+    """The search engine's own fused relevance of each class query (:meth:`SearchEngine.search` on the
+    sample's search view: inferred / aligned out of fold, proteins, PLIP / CONCH when given)."""
+    weights = fusion_settings(ctx)
+    engine = ctx.search_engine(sample, weights)
+    out = np.full((sample.adata.n_obs, len(queries)), np.nan)
+    for j, q in enumerate(queries):
+        res = engine.search(q, slides=[sample.name], weights=weights, explain=False)
+        if res.readable:
+            out[:, j] = res.slides[0].fused
+            ctx._cache.setdefault("fused_parts", set()).update(res.routes)
+    return out
 
 
-def fusion_settings(ctx: RouteContext) -> tuple[dict[str, float], str]:
-    """Route weights and calibration of the search config (``configs/search.yaml``): the benchmark
-    fuses exactly as search does. A missing search config is an error, not a silent fallback."""
+def fusion_settings(ctx: RouteContext) -> dict[str, float]:
+    """Route weights of the search config (``configs/search.yaml``): the benchmark's fused column is the
+    search engine's own scoring. A missing search config is an error, not a silent fallback."""
     if "fusion" not in ctx._cache:
         from ..config import load_config
         from ..search.config import SearchConfig
 
         search = load_config(SearchConfig, ctx.cfg.search_config)
-        ctx._cache["fusion"] = ({k: float(v) for k, v in search.weights.items()}, search.calibration)
+        ctx._cache["fusion"] = {k: float(v) for k, v in search.weights.items()}
     return ctx._cache["fusion"]
 
 
@@ -226,3 +212,6 @@ def marker_inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext) -
 @register_route("chance", "chance")
 def chance(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return chance_scores(sample.adata.n_obs, len(queries), seed=ctx.cfg.seed + zlib.crc32(sample.name.encode()))
+
+
+from . import heldout_routes  # noqa: E402,F401  (registers measured_heldout, inferred_heldout, measured_para1-3)

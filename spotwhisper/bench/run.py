@@ -51,7 +51,7 @@ class TaskResult:
     task: TaskConfig
     scopes: list[ScopeResult]
     models: dict[str, str]  #: patient → text model that scored it
-    fusion: dict  #: weights of the fused parts actually used, and their calibration
+    fusion: dict  #: weights of the fused parts actually used
 
 
 def scope_routes(scope: ScopeSpec, default: Sequence[str], only: Sequence[str] | None) -> list[str]:
@@ -134,7 +134,7 @@ def run_task(task: TaskConfig, samples: Sequence[Sample], ctx: RouteContext,
     if not scopes:
         raise ValueError(f"task {task.name!r}: no scope had samples and routes to evaluate "
                          f"(samples {[s.name for s in samples]}, routes {list(routes or ctx.cfg.routes)})")
-    weights, method = fusion_settings(ctx)
+    weights = fusion_settings(ctx)
     used = ctx._cache.get("fused_parts", set())
     return TaskResult(task=task, scopes=scopes, models=dict(ctx.text_models.used),
-                      fusion={"weights": {k: w for k, w in weights.items() if k in used}, "calibration": method})
+                      fusion={"weights": {k: w for k, w in weights.items() if k in used}})

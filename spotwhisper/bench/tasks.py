@@ -51,7 +51,8 @@ from .. import keys
 from ..config import ConfigError, load_config
 from ..genes import LOG1P_LAYER
 from ..prompts import Term, Vocabulary, load_vocabulary
-from .config import ClassSpec, TaskConfig
+from ..language.heldout import Concept
+from .config import ClassSpec, ConceptsConfig, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,46 @@ def load_task(name_or_path: str | Path) -> TaskConfig:
         raise ConfigError(f"task {task.name!r}: duplicated class names {names}")
     if task.labels.source == "deconv_dominant" and not task.labels.groups:
         raise ConfigError(f"task {task.name!r}: labels.source deconv_dominant needs labels.groups")
+    task_concepts(task)  # every named concept exists and names its class's query and synonyms
     return task
+
+
+def load_concepts(path: str | Path = "bench/concepts") -> dict[str, Concept]:
+    """The held-out concepts of ``configs/bench/concepts.yaml`` by name."""
+    cfg = load_config(ConceptsConfig, path)
+    out = {}
+    for name, spec in cfg.concepts.items():
+        try:
+            out[name] = Concept(name, list(spec.patterns), list(spec.paraphrases))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    return out
+
+
+def task_concepts(task: TaskConfig, base: Vocabulary | None = None) -> list[Concept | None]:
+    """The held-out concept of each class of ``task`` (``None`` where a class names none), checked:
+    the concept exists and its patterns match the class query and every synonym the query is
+    ensembled with, so a model without the concept has read none of them."""
+    wanted = [c.concept for c in task.classes]
+    if not any(wanted):
+        return [None] * len(wanted)
+    concepts = load_concepts()
+    vocab = task_vocabulary(task, base)
+    out: list[Concept | None] = []
+    for spec, name in zip(task.classes, wanted):
+        if name is None:
+            out.append(None)
+            continue
+        if name not in concepts:
+            raise ConfigError(f"task {task.name!r}, class {spec.name!r}: unknown concept {name!r} "
+                              f"(configs/bench/concepts.yaml has {sorted(concepts)})")
+        term = vocab.lookup(class_query(spec))
+        missed = [n for n in (term.names if term else [class_query(spec)]) if not concepts[name].named_in(n)]
+        if missed:
+            raise ConfigError(f"task {task.name!r}, class {spec.name!r}: concept {name!r} does not match {missed} "
+                              "(its patterns must name the class query and every synonym)")
+        out.append(concepts[name])
+    return out
 
 
 def class_query(spec: ClassSpec) -> str:
@@ -240,3 +280,55 @@ def h5ad_samples(paths: Sequence[str | Path], task: TaskConfig) -> list[Sample]:
             adata.obs[keys.SECTION] = p.stem
             out.append(make_sample(p.stem, adata, task, None))
     return out
+
+
+def read_spot_labels(path: str | Path, column: str | None = None) -> pd.Series:
+    """Spot labels from a CSV: barcode → label. The barcode is the ``barcode`` column (else the first
+    one); the label is ``column`` (else the only other column, else ``label``). Empty cells are NaN."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such labels CSV")
+    table = pd.read_csv(path, dtype=str, sep=None, engine="python")
+    if table.shape[1] < 2:
+        raise ValueError(f"{path}: expected a barcode column and a label column, found {list(table.columns)}")
+    bc = "barcode" if "barcode" in table.columns else table.columns[0]
+    others = [c for c in table.columns if c != bc]
+    col = column or (others[0] if len(others) == 1 else "label")
+    if col not in table.columns:
+        raise ValueError(f"{path}: no column {col!r} (columns: {list(table.columns)}); pick one with --label-column")
+    labels = table.set_index(table[bc].str.strip())[col].str.strip()
+    if labels.index.duplicated().any():
+        raise ValueError(f"{path}: duplicated barcodes {labels.index[labels.index.duplicated()][:5].tolist()}")
+    return labels.replace("", np.nan)
+
+
+def labels_task(labels: Sequence[str], name: str = "labels", min_class_spots: int = 5) -> TaskConfig:
+    """A task whose classes are the label values themselves (query = the label text; a vocabulary term
+    brings its synonyms, marker genes and proteins)."""
+    values = sorted({str(v) for v in labels if isinstance(v, str) and v})
+    if not values:
+        raise ValueError("no labels: every spot's label is empty")
+    return TaskConfig(name=name, classes=[ClassSpec(name=v) for v in values], min_class_spots=min_class_spots,
+                      description="Classes = the label values of the labels CSV; each class queried by its own name.")
+
+
+def visium_sample(folder: str | Path, labels_csv: str | Path, task: TaskConfig | None = None,
+                  label_column: str | None = None, mpp: float | None = None) -> tuple[Sample, TaskConfig]:
+    """A user's Space Ranger folder (:func:`spotwhisper.io.read_visium`) with spot labels from a CSV
+    (barcode, label) → one sample and its task (``task``, else :func:`labels_task` of the labels)."""
+    from ..io import read_visium
+
+    adata = read_visium(folder, mpp=mpp)
+    labels = read_spot_labels(labels_csv, label_column)
+    barcodes = adata.obs["barcode"].astype(str)
+    matched = barcodes.isin(labels.index)
+    if not matched.any():
+        raise ValueError(f"{labels_csv}: none of its barcodes is a spot of {folder} "
+                         f"(e.g. CSV {labels.index[:2].tolist()} vs spots {barcodes.iloc[:2].tolist()})")
+    if (~matched).any():
+        log.info("%d of %d spots have no label in %s (left out of the evaluation)", int((~matched).sum()), len(matched), labels_csv)
+    adata.obs["label"] = labels.reindex(barcodes.to_numpy()).to_numpy()
+    task = task or labels_task(adata.obs["label"].dropna().tolist(), name=f"{Path(str(folder)).name} labels")
+    task.labels.source, task.labels.key = "obs", "label"
+    name = str(adata.obs[keys.SECTION].iloc[0])
+    return make_sample(name, adata, task, None), task

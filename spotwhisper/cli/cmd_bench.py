@@ -17,20 +17,28 @@ with a 95% bootstrap interval over spots. Within a table every route scores the 
 
 Reproduce the README results table (writes benchmarks/results/zero_shot_<task>.{md,json,png}):
   spotwhisper bench zero-shot --task all --data-dir ../shared/data
-    regions    pathologist labels of C1 D1 E1 F1 G2 H1 (no H&E there: image routes are n/a)
-    celltypes  dominant deconvolution cell-type group; all routes on C2-C6, measured on all 24
-    clusters   written cluster annotations; all routes on C2-C6, measured on all 24
+    regions    pathologist labels of B1 C1 D1 E1 F1 G2 H1 (no H&E there: image routes are n/a)
+    celltypes  dominant deconvolution cell-type group; all routes on C2-C6, measured on all 30
+    clusters   written cluster annotations; all routes on C2-C6, measured on all 30
   One task:   spotwhisper bench zero-shot --task celltypes --data-dir ../shared/data
-First run: trains five leave-one-patient-out text models (about 2 minutes in all) and the
-out-of-fold H&E models (inferred expression, aligned head; several minutes); all are cached under
-$SPOTWHISPER_CACHE_DIR (default ~/.cache/spotwhisper), so reruns take about a minute per task.
+Columns "concept held out" score each class with a text model that never read a caption naming it
+(configs/bench/concepts.yaml): zero-shot recognition, beside the transfer of a seen concept;
+"paraphrase 1-3" ask for each class in wordings no training caption contains.
+First run: trains five leave-one-patient-out text models, 42 held-out-concept models (7 concepts x
+6 patient sets; 10-30 s each) and the out-of-fold H&E models (inferred expression, aligned head;
+several minutes); all are cached under $SPOTWHISPER_CACHE_DIR (default ~/.cache/spotwhisper), so
+reruns take a few minutes per task.
 
 Leakage: a her2st section of patient X is scored by a text model that never saw patient X (the
-shipped model for patient C, leave-one-patient-out models for D-H); every H&E route on C2-C6 is
-out of fold (trained on the other four sections).
+shipped model, trained on D-H, for patients B and C; leave-one-patient-out models for D-H); every
+H&E route on C2-C6 is out of fold (trained on the other four sections).
 
 PLIP / CONCH columns need their weights (none can be downloaded here):
   spotwhisper bench zero-shot --task all --plip vinid/plip --conch /path/to/pytorch_model.bin
+
+Your own labelled Space Ranger folder (labels.csv: barcode,label; classes = the label values,
+each queried by its own name, unless --task-config gives the classes):
+  spotwhisper bench zero-shot --visium outs/ --labels labels.csv [--label-column region] [--mpp 0.26]
 
 Your own labelled data (e.g. SpotWhisperer's lung samples as .h5ad; the YAML format is documented
 in spotwhisper/bench/tasks.py, and configs/bench/*.yaml are examples):
@@ -55,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task-config", type=Path, default=None, help="task YAML of your own (overrides --task)")
     p.add_argument("--h5ad", nargs="+", type=Path, default=None, help="labelled .h5ad file(s) instead of her2st")
     p.add_argument("--label-key", default=None, help="obs column with the labels (overrides the task's labels.key)")
+    p.add_argument("--visium", type=Path, default=None, metavar="DIR",
+                   help="a Space Ranger output folder (outs/) to benchmark, with spot labels from --labels")
+    p.add_argument("--labels", type=Path, default=None, metavar="CSV",
+                   help="with --visium: CSV of spot labels (a barcode column, then the label column)")
+    p.add_argument("--label-column", default=None, metavar="COL",
+                   help="with --labels: the label column (default: the only non-barcode column, else 'label')")
+    p.add_argument("--mpp", type=float, default=None,
+                   help="with --visium: µm per full-resolution pixel when the scale factors do not say")
     p.add_argument("--routes", nargs="+", default=None, help="only these routes (default: each scope's routes)")
     p.add_argument("--sections", nargs="+", default=None, help="only these her2st sections (quick checks)")
     p.add_argument("--out", default=None, help="output prefix (default from configs/bench/harness.yaml: benchmarks/results/zero_shot)")
@@ -68,6 +84,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=zero_shot)
     register_expression(sub)
 
+    r = sub.add_parser(
+        "relevance",
+        help="does search say 'nothing here'? absent concepts, nonsense and present classes on every section",
+        description="Run the search engine's own scoring on every her2st section by itself — the fused H&E search on "
+        "the sections with H&E, the measured-expression route on all 30 — with queries for concepts absent from "
+        "breast tissue and nonsense (share of (query, section) pairs with any region), the calibration queries the "
+        "threshold was chosen on, and every labelled class present in a section (region recall and precision). "
+        "Writes <out>.md and <out>.json (default benchmarks/results/relevance).",
+    )
+    r.add_argument("--scope", choices=["all", "he", "measured"], default="all", help="H&E sections, measured expression or both")
+    r.add_argument("--sections", nargs="+", default=None, help="only these sections (quick checks)")
+    r.add_argument("--out", default=None, help="output prefix (default from configs/bench/relevance.yaml)")
+    add_config(r, "bench/relevance", "relevance benchmark settings")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_dir(r)
+    r.set_defaults(func=relevance)
+
 
 def _command(args: argparse.Namespace) -> str:
     """The canonical command line of this run (for the report)."""
@@ -76,6 +109,10 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--task-config", str(args.task_config)]
     else:
         parts += ["--task", args.task]
+    for flag, value in (("--visium", args.visium), ("--labels", args.labels), ("--label-column", args.label_column),
+                        ("--mpp", args.mpp)):
+        if value is not None:
+            parts += [flag, str(value)]
     for flag, value in (("--h5ad", args.h5ad), ("--routes", args.routes), ("--sections", args.sections)):
         if value:
             parts += [flag, *map(str, value)]
@@ -83,7 +120,7 @@ def _command(args: argparse.Namespace) -> str:
                         ("--bootstrap", args.bootstrap), ("--out", args.out)):
         if value is not None:
             parts += [flag, str(value)]
-    if args.h5ad is None:
+    if args.h5ad is None and args.visium is None:
         parts += ["--data-dir", str(args.data_dir) if args.data_dir else "$SPOTWHISPER_DATA_DIR"]
     return shlex.join(parts).replace("'$SPOTWHISPER_DATA_DIR'", "$SPOTWHISPER_DATA_DIR")
 
@@ -101,7 +138,23 @@ def zero_shot(args: argparse.Namespace) -> int:
 
     cfg = load_config(BenchConfig, args.config, bootstrap=args.bootstrap, out=args.out)
     torch.set_num_threads(cfg.threads)
-    if args.task_config is not None:
+    if (args.visium is None) != (args.labels is None):
+        raise UserError("--visium DIR and --labels CSV go together (a Space Ranger folder and its spot labels)")
+    if args.visium is not None and args.h5ad:
+        raise UserError("give either --visium or --h5ad, not both")
+    if (args.label_column or args.mpp) and args.visium is None:
+        raise UserError("--label-column and --mpp go with --visium DIR --labels CSV")
+    samples = None
+    if args.visium is not None:
+        from ..bench.tasks import visium_sample
+
+        try:
+            sample, task = visium_sample(args.visium, args.labels, load_task(args.task_config) if args.task_config else None,
+                                         args.label_column, args.mpp)
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(str(err)) from err
+        samples, tasks = [sample], [task]
+    elif args.task_config is not None:
         tasks = [load_task(args.task_config)]
     elif args.task == "all":
         tasks = [load_task(t) for t in BUILTIN_TASKS]
@@ -112,12 +165,48 @@ def zero_shot(args: argparse.Namespace) -> int:
     if args.label_key:
         for t in tasks:
             t.labels.source, t.labels.key = "obs", args.label_key
-    data_dir = resolve_data_dir(args.data_dir) if args.h5ad is None else args.data_dir
+    data_dir = resolve_data_dir(args.data_dir) if args.h5ad is None and args.visium is None else args.data_dir
     weights = ImageTextWeights(plip=args.plip, conch=args.conch, conch_tokenizer=args.conch_tokenizer)
     console = Console()
     for path in run_benchmark(tasks, cfg, data_dir=data_dir, h5ad=args.h5ad, sections=args.sections,
                               routes=args.routes, weights=weights, command=_command(args),
-                              progress=not args.no_progress):
+                              progress=not args.no_progress, samples=samples):
+        if path.suffix == ".md":
+            sys.stdout.write(path.read_text())
+        console.print(f"wrote {path}")
+    return 0
+
+
+def relevance(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+
+    from ..bench import BenchConfig, RouteContext, TextModels
+    from ..bench.search_relevance import SCOPES, RelevanceBenchConfig, run_relevance, write_relevance_report
+    from ..config import load_config
+    from ..datadir import resolve_data_dir
+    from ..language.config import TextConfig
+    from ..prompts import load_vocabulary
+    from ..search.config import SearchConfig
+    from ..search.relevance import UNIT
+
+    cfg = load_config(RelevanceBenchConfig, args.config, out=args.out)
+    bench = load_config(BenchConfig, "bench/harness")
+    torch.set_num_threads(bench.threads)
+    if args.sections:
+        cfg.he_sections = [s for s in cfg.he_sections if s in args.sections]
+        cfg.measured_sections = list(args.sections)
+    data_dir = resolve_data_dir(args.data_dir)
+    ctx = RouteContext(cfg=bench, vocabulary=load_vocabulary(), data_dir=data_dir, progress=not args.no_progress,
+                       text_models=TextModels(data_dir, load_config(TextConfig, bench.text_config), progress=not args.no_progress))
+    scopes = {"all": SCOPES, "he": SCOPES[:1], "measured": SCOPES[1:]}[args.scope]
+    rows = run_relevance(cfg, ctx, data_dir, scopes, progress=not args.no_progress)
+    parts = ["spotwhisper", "bench", "relevance"] + (["--scope", args.scope] if args.scope != "all" else [])
+    parts += (["--sections", *args.sections] if args.sections else []) + (["--out", args.out] if args.out else [])
+    command = shlex.join(parts + ["--data-dir", str(args.data_dir) if args.data_dir else "$SPOTWHISPER_DATA_DIR"])
+    threshold = load_config(SearchConfig, bench.search_config).threshold
+    console = Console()
+    for path in write_relevance_report(rows, cfg.out, threshold, command.replace("'$SPOTWHISPER_DATA_DIR'", "$SPOTWHISPER_DATA_DIR"), UNIT):
         if path.suffix == ".md":
             sys.stdout.write(path.read_text())
         console.print(f"wrote {path}")

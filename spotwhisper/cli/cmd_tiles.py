@@ -16,11 +16,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "preview",
         help="write a PNG of the slide with tiles, sub-tiles and spot centres drawn",
         description="Write a PNG of the slide with the tissue mask (green), spot tiles (blue; red when "
-        "under 25%% tissue), their sub-tiles and spot centres (yellow). SLIDE is a her2st section (C2), a Space Ranger folder, "
-        "an .h5ad with an image, or an image file (then a regular grid over tissue is drawn).",
+        "under 25%% tissue), their sub-tiles and spot centres (yellow), with a legend and a scale bar. "
+        "SLIDE is a her2st section (C2), a Space Ranger folder, an .h5ad with an image, or an image file "
+        "(then a regular grid over tissue is drawn). The PNG goes to --out-dir as <slide>_tiles.png (or to --out).",
     )
     p.add_argument("slide", help=SLIDE_KINDS)
-    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: <slide>_tiles.png)")
+    p.add_argument("--out-dir", type=Path, default=Path("tiles_preview"),
+                   help="folder for <slide>_tiles.png (default: ./tiles_preview)")
+    p.add_argument("--out", type=Path, default=None, help="exact PNG path to write (wins over --out-dir)")
     p.add_argument("--grid", action="store_true", help="draw a regular grid over tissue instead of spots")
     add_mpp(p)
     add_config(p, "tiles", "tile settings")
@@ -44,7 +47,7 @@ def preview(args: argparse.Namespace) -> int:
     else:
         layout = spot_layout(inp.adata, inp.slide, inp.scale, cfg.spot)
     img = render_preview(inp.slide, layout, tissue, max_side=args.max_side)
-    out = save_preview(img, args.out or Path(f"{inp.name}_tiles.png"))
+    out = save_preview(img, args.out or args.out_dir / f"{inp.name}_tiles.png")
     frac = tissue.box_fraction(layout.boxes)
     Console().print(
         f"{inp.slide}\n{len(layout)} {layout.kind} tiles of {layout.side_um:.0f} µm ({layout.side_px:.0f} px), "

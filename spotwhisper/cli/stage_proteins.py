@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 PREDICT_HELP = """\
 Put the 50 ROSIE protein markers on every spot of a slide and write an .h5ad (obsm["proteins"],
 names in uns["protein_markers"], QC in uns["protein_qc"]) and an OME-TIFF with one named channel
-per marker at the spot grid (opens in QuPath, napari, Fiji).
+per marker on the H&E's pixel grid (downsampled, pyramidal, physical pixel size set; overlays the
+H&E in QuPath and napari; --grid spots = one pixel per spot).
 
-Route B (default): marker levels from expression through the curated gene map. SLIDE is an
-.h5ad with log1p-normalised expression (measured or inferred; raw counts are normalised with
-scanpy normalize_total(1e4) + log1p) or a her2st section id (measured expression, --data-dir).
+Route B (default): marker levels from expression through the curated gene map. By default the
+expression is the transcriptome inferred from the H&E (shipped expression model): SLIDE is a
+her2st section id, an .h5ad with an image (an .h5ad of inferred expression from `predict
+expression` is used as it is) or an image (a grid of tiles). --measured uses the slide's measured
+expression instead (a section id, or an .h5ad with log1p-normalised or raw counts).
 Route A: the ROSIE ConvNeXt-Small on the H&E image, with --rosie-weights (a local checkpoint);
 SLIDE is then a section id, an .h5ad with an image, or an image file (a map over the whole image).
 """
@@ -41,9 +44,11 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("slide", help="her2st section id (C2), .h5ad, or (route A) an image file")
     p.add_argument("--route", choices=["auto", "expression", "rosie"], default="auto",
                    help="auto = rosie when --rosie-weights is given, else expression")  # fmt: skip
-    p.add_argument("--infer", action="store_true",
-                   help="route B on the transcriptome inferred from the H&E (shipped expression model) instead of "
-                        "measured expression; SLIDE is then a section, an .h5ad with an image, or an image (grid)")
+    p.add_argument("--measured", action="store_true",
+                   help="route B on the slide's measured expression instead of the transcriptome inferred from its H&E")
+    p.add_argument("--infer", action="store_true", help=argparse.SUPPRESS)  # the default since 0.1; kept for old scripts
+    p.add_argument("--grid", choices=["image", "spots"], default=None,
+                   help="OME-TIFF grid: image = the H&E pixel grid, downsampled (default); spots = one pixel per spot")
     p.add_argument("--rosie-weights", type=Path, default=None, help="ROSIE checkpoint (.pth) for route A")
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow pickled objects in the checkpoint (trusted files only)"
@@ -90,20 +95,31 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
     from ..io.anndata_io import read_h5ad
     from ..io.inputs import load_input
 
-    if args.infer:
-        from ..expression.pretrained import ExpressionModel
-        from ..pipeline import spots_with_features
+    from ..expression.pretrained import MODEL_UNS
 
-        model = ExpressionModel.from_pretrained()
-        inp = load_input(args.slide, args.data_dir, mpp=args.mpp, require_image=True)
-        return inp.name, model.predict(spots_with_features(inp, model.encoder))
     spec = Path(args.slide)
+    if args.measured:
+        if spec.suffix.lower() == ".h5ad":
+            return spec.stem, read_h5ad(spec)
+        inp = load_input(args.slide, args.data_dir, require_image=False)
+        if inp.adata is None:
+            raise UserError(f"{args.slide}: an image has no measured expression; leave out --measured to infer it "
+                            "from the H&E, or use --rosie-weights for route A")
+        return inp.name, inp.adata
     if spec.suffix.lower() == ".h5ad":
-        return spec.stem, read_h5ad(spec)
-    inp = load_input(args.slide, args.data_dir, require_image=False)
-    if inp.adata is None:
-        raise UserError(f"{args.slide}: an image has no expression; use --rosie-weights for route A, or give an .h5ad")
-    return inp.name, inp.adata
+        adata = read_h5ad(spec)
+        if MODEL_UNS in adata.uns:  # already the transcriptome inferred from the H&E
+            return spec.stem, adata
+    from ..expression.pretrained import ExpressionModel
+    from ..pipeline import spots_with_features
+
+    model = ExpressionModel.from_pretrained()
+    try:
+        inp = load_input(args.slide, args.data_dir, mpp=args.mpp, require_image=True)
+    except FileNotFoundError as err:
+        raise UserError(f"{err}; to use its measured expression instead, pass --measured") from err
+    log.info("%s: inferring expression from the H&E (pass --measured for measured expression)", inp.name)
+    return inp.name, model.predict(spots_with_features(inp, model.encoder))
 
 
 def _run_rosie(args: argparse.Namespace, cfg: ProteinsConfig) -> tuple[str, ad.AnnData]:
@@ -127,9 +143,11 @@ def predict_proteins(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..io import write_h5ad
     from ..io.anndata_io import read_h5ad
-    from ..proteins import ProteinsConfig, export_ome_tiff, protein_qc, proteins_from_expression
+    from ..proteins import ProteinsConfig, export_panel, protein_qc, proteins_from_expression
 
     cfg = load_config(ProteinsConfig, args.config)
+    if args.grid is not None:
+        cfg.export.grid = args.grid
     if args.stride is not None:
         cfg.rosie.stride_px = args.stride
     if args.layer is not None:
@@ -150,13 +168,14 @@ def predict_proteins(args: argparse.Namespace) -> int:
     if len(sections) > 1:
         for s in sections:
             path = tiff.with_name(tiff.name.removesuffix(".ome.tif") + f"_{s}.ome.tif")
-            written.append(export_ome_tiff(adata[adata.obs[keys.SECTION].astype(str) == s], path, cfg.export))
+            written.append(export_panel(adata[adata.obs[keys.SECTION].astype(str) == s], path, cfg.export))
     else:
-        written.append(export_ome_tiff(adata, tiff, cfg.export))
+        written.append(export_panel(adata, tiff, cfg.export))
     flagged = qc.loc[~qc["informative"], "marker"].tolist()
     info = adata.uns.get(keys.PROTEIN_INFO, {})
     Console().print(
-        f"{name}: {adata.n_obs} spots × {len(qc)} markers by route {route} ({info.get('input', '')})\n"
+        f"{name}: {adata.n_obs} spots × {len(qc)} markers by route {route} ({info.get('input', '')}"
+        f"{'' if route == 'rosie' else ', measured expression' if args.measured else ', expression inferred from the H&E'})\n"
         f"informative: {len(qc) - len(flagged)}; not informative: {', '.join(flagged) or 'none'}\n"
         f"wrote {out}\nwrote {', '.join(map(str, written))}"
     )

@@ -21,7 +21,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     )
     add_config(p, "text", "training settings")
     p.add_argument("--out", type=Path, default=Path("outputs/text"), help="model folder to write (default outputs/text)")
-    p.add_argument("--cv", action="store_true", help="also run leave-one-patient-out cross-validation (6 folds)")
+    p.add_argument("--cv", action="store_true", help="also run leave-one-patient-out cross-validation (one fold per patient of split.cv_patients: B-H)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     add_data_dir(p)
     p.set_defaults(func=train_text)

@@ -200,15 +200,16 @@ def plan_staging(specs: list[str], folder: Path, data_dir: str | Path | None, mp
 
 
 def stage_slide(item: StagedSlide, models: Models, pipeline: PipelineConfig | None, data_dir: str | Path | None,
-                mpp: float | None, worker: str = "") -> StagedSlide:
-    """Run the pipeline on ``item.spec`` and write its AnnData to ``item.path`` (atomically).
+                mpp: float | None, worker: str = "", progress: bool = False) -> StagedSlide:
+    """Run the pipeline on ``item.spec`` and write its AnnData to ``item.path`` (atomically);
+    ``progress`` shows the pipeline's progress bars.
 
     Errors are caught and reported in the returned item (``status="failed"``, ``error``), so one bad
     slide does not stop the others; nothing is written for a failed slide.
     """
     start = time.perf_counter()
     try:
-        out = process_slide(load_input(item.spec, data_dir, mpp=mpp), models, pipeline, progress=False)
+        out = process_slide(load_input(item.spec, data_dir, mpp=mpp), models, pipeline, progress=progress)
         item.path.parent.mkdir(parents=True, exist_ok=True)
         write_h5ad(out, item.path)
         item.status, item.n_spots = PROCESSED, int(out.n_obs)

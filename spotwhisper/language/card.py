@@ -14,6 +14,12 @@ COMMAND = (
 )
 
 
+def _patients(metrics: dict) -> str:
+    """"B–H" style span of the patients in the data (train + held out)."""
+    pats = sorted(set(metrics.get("train_patients", [])) | set(metrics.get("held_out", {}).get("patients", [])))
+    return f"{pats[0]}–{pats[-1]}" if len(pats) > 1 else ", ".join(pats)
+
+
 def _table(summary: dict | None) -> str:
     if not summary:
         return "(not computed)\n"
@@ -51,9 +57,10 @@ def write_model_card(out_dir: str | Path, metrics: dict, examples: pd.DataFrame 
         ),
         "## Data\n",
         "her2st (Andersson et al., Nat. Commun. 12, 6012, 2021): HER2-positive breast cancer, Spatial Transcriptomics "
-        f"(100 µm spots), 24 sections of patients C–H, {metrics['n_spots']} spots.",
+        f"(100 µm spots), {metrics.get('n_sections', 30)} sections of patients {_patients(metrics)}, {metrics['n_spots']} spots.",
         f"- Trained on patients {metrics.get('train_patients')}; held out: patients {held['patients']} "
-        "(patient C holds the H&E images, so image-route evaluations on C stay clean).",
+        "(patients B and C hold the H&E images — the demo and benchmark sections — so image-route evaluations there "
+        "stay clean).",
         "- Captions (several per spot; each step samples one kind, then one caption): pathologist label (training "
         "patients only), expression-cluster annotation with marker genes / pathways (motivation.csv), deconvolution "
         "proportions in words, over-expressed genes (Poisson tail against the section), TLS signature score in words, "
@@ -72,7 +79,8 @@ def write_model_card(out_dir: str | Path, metrics: dict, examples: pd.DataFrame 
         "`random` = uniform random scores.\n",
     ]
     if cv:
-        lines += ["### Leave-one-patient-out (6 folds; each section scored by a model that never saw its patient)\n",
+        n_folds = len(cv.get("recall", {})) or "all"
+        lines += [f"### Leave-one-patient-out ({n_folds} folds; each section scored by a model that never saw its patient)\n",
                   _table(cv.get("auroc_summary"))]
     lines += [f"### This model on its held-out patients {held['patients']}\n", _table(held.get("auroc_summary"))]
     sizes = held.get("class_sizes") or {}
@@ -82,7 +90,7 @@ def write_model_card(out_dir: str | Path, metrics: dict, examples: pd.DataFrame 
     lines += ["### Held-out text↔expression retrieval recall@k (captions without labels)\n", _recall_lines(held["recall"])]
     lines += [
         "## Limits\n",
-        "- Six patients of one tumour type and one technology (ST, 100 µm); other tissues and Visium need retraining "
+        "- Seven patients of one tumour type and one technology (ST, 100 µm); other tissues and Visium need retraining "
         "or at least a check.",
         "- The vocabulary's marker genes also drive the `markers` captions, so the marker-gene baseline and the model "
         "share that knowledge; some vocabulary marker genes were chosen with her2st cluster evidence in view.",

@@ -35,6 +35,7 @@ from .card import write_model_card
 from .config import TextConfig
 from .data import CaptionedSpots, EmbeddingStore, build_captioned_spots
 from .evaluate import evaluate_section, recall_at_k, summarize
+from .heldout import Concept, drop_concept
 from .model import TextExpressionModel, clip_loss
 from .text_encoder import TextEncoder
 
@@ -51,6 +52,8 @@ class FoldResult:
     auroc: pd.DataFrame | None = None  #: long table from :func:`~spotwhisper.language.evaluate.evaluate_section`
     recall: dict[str, float] = field(default_factory=dict)  #: held-out recall@k per caption kind
     train_seconds: float = 0.0
+    train_texts: list[str] = field(default_factory=list)  #: the unique captions the model was trained on
+    removed_captions: int = 0  #: captions left out because they name the held-out concept
 
 
 def load_sections(data_dir: str | Path | None, sections: Sequence[str] | None = None) -> ad.AnnData:
@@ -126,8 +129,16 @@ def fit_and_evaluate(
     genes: Sequence[str],
     tls: pd.Series | None = None,
     progress: bool = True,
+    concept: Concept | None = None,
+    captions: list | None = None,
+    evaluate: bool = True,
 ) -> FoldResult:
-    """Train on every patient not in ``test_patients``; evaluate on the held-out ones."""
+    """Train on every patient not in ``test_patients``; evaluate on the held-out ones.
+
+    ``concept``: leave out every training caption naming it (:mod:`~spotwhisper.language.heldout`);
+    ``captions``: the training spots' captions when already made (``caption_subset`` of the training
+    patients, in their order); ``evaluate=False`` skips the held-out evaluation.
+    """
     patients = adata.obs[keys.PATIENT].astype(str).to_numpy()
     test = np.isin(patients, list(test_patients))
     if (~test).sum() == 0:
@@ -135,18 +146,22 @@ def fit_and_evaluate(
     store = EmbeddingStore(cfg.cache_dir or cache_dir("text"), encoder)
     train_ad = adata[~test].copy()
     kinds = [k for k in KINDS if getattr(cfg.captions, {"deconv": "deconvolution"}.get(k, k))]
-    train = build_captioned_spots(
-        train_ad, caption_subset(train_ad, cfg, genes, tls, with_labels=True), genes, cfg.model.input, kinds
-    )
+    if captions is None:
+        captions = caption_subset(train_ad, cfg, genes, tls, with_labels=True)
+    elif len(captions) != train_ad.n_obs:
+        raise ValueError(f"{len(captions)} caption lists for {train_ad.n_obs} training spots")
+    captions, removed = drop_concept(captions, concept)
+    train = build_captioned_spots(train_ad, captions, genes, cfg.model.input, kinds)
     train.text_emb = store.embed(train.texts)
     log.info("training on %d spots, %d unique captions (patients %s)", len(train), len(train.texts), sorted(set(train.patients)))
     t0 = time.perf_counter()
     model, history = train_model(train, cfg, genes, encoder.dim, progress=progress)
     model.set_text_encoder(encoder)
     result = FoldResult(
-        model=model, test_patients=list(test_patients), history=history, train_seconds=time.perf_counter() - t0
+        model=model, test_patients=list(test_patients), history=history, train_seconds=time.perf_counter() - t0,
+        train_texts=list(train.texts), removed_captions=removed,
     )
-    if test.any():
+    if test.any() and evaluate:
         test_ad = adata[test].copy()
         result.auroc = evaluate_held_out(test_ad, model, cfg)
         result.recall.update(held_out_recall(test_ad, model, cfg, genes, tls, store))
@@ -219,7 +234,8 @@ def run_training(cfg: TextConfig, data_dir: str | Path | None, out_dir: str | Pa
     tls = tls_signature(data_dir)
     encoder = TextEncoder(cfg.model.text)
     out = Path(out_dir)
-    metrics: dict = {"config": to_dict(cfg), "n_spots": int(adata.n_obs), "panel_size": len(genes)}
+    metrics: dict = {"config": to_dict(cfg), "n_spots": int(adata.n_obs), "panel_size": len(genes),
+                     "n_sections": int(adata.obs[keys.SECTION].nunique())}
     if cv:
         folds = cross_validate(adata, cfg, encoder, genes, tls)
         table = pd.concat([f.auroc for f in folds if f.auroc is not None], ignore_index=True)

@@ -206,3 +206,29 @@ def score(
         logit_scale=model.logit_scale,
         obs_names=names,
     )
+
+
+def illegible_words(model: TextExpressionModel, query: str) -> list[str]:
+    """Words of ``query`` the text encoder cannot read at all: mostly letters of a script it was not
+    trained on, or pieces its tokenizer does not know (``[UNK]``). Unusual but spellable words
+    (rare terms, typos, random letters) are not listed: they are read, if badly."""
+    import unicodedata
+
+    tok = model.text_encoder.tokenizer
+    out = []
+    for word in query.split():
+        core = word.strip(".,;:!?()[]'\"")
+        letters = [c for c in core if c.isalpha()]
+        latin = sum("LATIN" in unicodedata.name(c, "") for c in letters)
+        if letters and latin < len(letters) / 2:
+            out.append(word)
+        elif core and tok.unk_token in tok.tokenize(core):
+            out.append(word)
+    return out
+
+
+def readable_fraction(model: TextExpressionModel, query: str, vocabulary: Vocabulary | None = None) -> float:
+    """Fraction ``[0, 1]`` of the words of ``query`` the model's text encoder can read (see
+    :meth:`~spotwhisper.language.text_encoder.TextEncoder.readability`; vocabulary words and panel
+    genes count as readable). No warning is raised."""
+    return model.text_encoder.readability(query, _known_words(model, vocabulary))

@@ -65,10 +65,15 @@ class ProteinQCConfig:
 
 @dataclass
 class ExportConfig:
-    """OME-TIFF export of the panel at the spot grid."""
+    """OME-TIFF export of the panel: on the H&E pixel grid (default) or at the spot grid."""
 
     fill_value: float = float("nan")  #: pixels without a spot, and markers without a proxy
     compression: str | None = "zlib"
+    grid: Literal["image", "spots"] = "image"  #: "image" = the H&E's pixel grid, downsampled; "spots" = 1 px per spot
+    max_side: int = 1024  #: image grid: the H&E is downsampled by a power of 2 until its longer side fits
+    footprint: Literal["tile", "spot"] = "tile"  #: value painted over the spot's tile (side = spot spacing) or its disk
+    tile_px: int = 256  #: TIFF tile side of the pyramid levels
+    min_level_px: int = 128  #: pyramid levels are halved until the longer side is below this
 
 
 @dataclass

@@ -6,14 +6,33 @@ from dataclasses import dataclass, field
 
 
 @dataclass
+class RelevanceConfig:
+    """Absolute relevance (:mod:`spotwhisper.search.relevance`): the reference descriptions, the
+    threshold in calibrated units and the false-region rate measured for it."""
+
+    #: reference descriptions besides every vocabulary term (generic tissue descriptions)
+    background: list[str] = field(default_factory=lambda: [
+        "tissue", "a tissue section", "cells", "a spot of tissue", "normal tissue", "mixed tissue",
+        "some cells and stroma", "a histology slide", "tissue with several cell types", "background tissue",
+        "low quality spot", "sparse tissue"])
+    use_vocabulary: bool = True  #: also every vocabulary term (configs/vocabulary.yaml) as a reference
+    synonym_similarity: float = 0.92  #: references this close to the query (cosine) count with it
+    threshold: float = -1.0  #: log-odds at which a spot is a hit
+    #: measured by `spotwhisper bench relevance` at this threshold: unrelated queries (other organs,
+    #: nonsense) that get a region, as a share of (query, slide) pairs; stated in answers
+    false_region_rate: float = 0.01
+    protein_hit_quantile: float = 0.9  #: a marker level at this reference quantile maps onto the threshold
+    min_gene_range: float = 0.05  #: a named gene whose log1p level spans less (1st–99th percentile) has no signal
+
+
+@dataclass
 class SearchConfig:
-    """Route weights, calibration, region thresholds and limits."""
+    """Route weights, relevance, region rule and limits."""
 
     weights: dict[str, float] = field(
         default_factory=lambda: {"transcriptome": 1.0, "image": 0.5, "protein": 0.75, "measured": 0.0, "plip": 0.5, "conch": 0.5}
-    )  #: fused = weighted mean of calibrated route scores; 0 switches a route off
-    calibration: str = "zscore"  #: zscore | rank | none (see spotwhisper.search.fusion)
-    threshold: float = 1.5  #: fused score (z units) at which a spot counts as a hit
+    )  #: fused = weighted mean of the routes' relevance; 0 switches a route off
+    relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
     min_region_spots: int = 2  #: smaller connected groups are not reported as regions
     link: float = 1.5  #: spots within this many spot spacings join one region
     top_spots: int = 12  #: best spots listed per query
@@ -22,3 +41,8 @@ class SearchConfig:
     max_slide_cache: int = 16  #: slides kept in memory by the engine
     prefilter_slides: int = 32  #: a collection with more slides is first narrowed to this many by FAISS (0 = never)
     prefilter_k: int = 2000  #: spots the FAISS text route returns for that narrowing
+
+    @property
+    def threshold(self) -> float:
+        """The hit threshold (relevance log-odds), ``relevance.threshold``."""
+        return self.relevance.threshold

@@ -9,8 +9,13 @@ Routes (``configs/search.yaml`` weights):
 * ``measured`` — measured expression, when a slide has counts (``obsm["text_emb_measured"]``)
 * ``plip`` / ``conch`` — image–text models, when the collection was built with them
 
-Route scores are calibrated over all searched spots (z-scores by default) and fused by weight;
-"A minus B" subtracts B's route scores from A's before calibration.
+Each route's per-spot score is calibrated against a null that does not come from the searched
+slides (:mod:`spotwhisper.search.relevance`: the query against reference descriptions of tissue;
+protein levels against a reference distribution), so a spot's relevance is the same whichever
+slides are searched with it, and a query for something absent finds no region. The fused score is
+the weighted mean of the routes' relevance; a region is a group of adjacent spots at or above the
+threshold (``configs/search.yaml`` ``relevance.threshold``, in log-odds, with its measured
+false-region rate). "A minus B" adds B to the competitors of A.
 """
 
 from __future__ import annotations
@@ -21,12 +26,10 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 
 from .. import keys
 from ..collection import OpenedCollection, SlideStore, open_collection
@@ -34,109 +37,20 @@ from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
-from ..language.transcriptome_zeroshot import embed_queries_for_spots, unreadable_query
+from ..language.transcriptome_zeroshot import embed_queries_for_spots, illegible_words, readable_fraction
 from ..prompts import load_vocabulary
-from ..proteins import find_marker
 from .attribution import gene_attributions
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
-from .fusion import calibrate, fuse
-from .query import MarkerMention, ParsedQuery, parse_query
+from .fusion import fuse
+from .query import ParsedQuery, parse_query
 from .regions import Region, find_regions
+from .result import SearchResult, SlideHits
+from .scoring import CLIP_ROUTES, EMBEDDING_ROUTES, QueryScorer
+
+__all__ = ["CLIP_ROUTES", "EMBEDDING_ROUTES", "SearchEngine", "SearchResult", "SlideHits", "open_engine"]
 
 log = logging.getLogger(__name__)
-
-#: route → obsm key of its spot embeddings (text space routes)
-EMBEDDING_ROUTES = {
-    "transcriptome": keys.TEXT_EMB,
-    "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned",
-    "measured": "text_emb_measured",
-}
-CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
-
-
-@dataclass
-class SlideHits:
-    """One slide's answer: raw and calibrated route scores ``(n,)``, fused score, regions, top spots."""
-
-    slide: str
-    adata: ad.AnnData
-    routes: dict[str, np.ndarray]
-    calibrated: dict[str, np.ndarray]
-    fused: np.ndarray
-    regions: list[Region] = field(default_factory=list)
-    explanation: Explanation | None = None
-    attributions: pd.DataFrame | None = None
-
-    @property
-    def best(self) -> float:
-        """Ranking score of the slide: its strongest region, else its best spot."""
-        if self.regions:
-            return max(r.mean_score for r in self.regions)
-        return float(np.nanmax(self.fused)) if np.isfinite(self.fused).any() else float("-inf")
-
-    def no_region_reason(self, threshold: float) -> str:
-        """Why there is no region at ``threshold``: no spot reaches it, or only isolated spots do."""
-        n_hot = int(np.nansum(self.fused >= threshold))
-        best = f"best spot {np.nanmax(self.fused):.2f}" if np.isfinite(self.fused).any() else "no scored spot"
-        if n_hot:
-            return (f"no region scores above the threshold ({threshold:g}): {n_hot} isolated spot(s) reach it "
-                    f"({best}) but no group of adjacent spots does")
-        return f"no region scores above the threshold ({threshold:g}); {best}"
-
-    def top_spots(self, n: int = 12) -> pd.DataFrame:
-        order = np.argsort(-np.nan_to_num(self.fused, nan=-np.inf))[:n]
-        xy = np.asarray(self.adata.obsm[keys.SPATIAL])[order]
-        table = pd.DataFrame({"slide": self.slide, "spot": self.adata.obs_names[order], "score": self.fused[order],
-                              "x": xy[:, 0], "y": xy[:, 1]})
-        for r, s in self.routes.items():
-            table[r] = s[order]
-        if keys.LABEL in self.adata.obs:
-            table["label"] = self.adata.obs[keys.LABEL].astype(str).to_numpy()[order]
-        return table
-
-    def spot_table(self) -> pd.DataFrame:
-        """Every spot with its route scores, fused score and region id (0 = none)."""
-        xy = np.asarray(self.adata.obsm[keys.SPATIAL])
-        region = np.zeros(len(self.fused), dtype=int)
-        for r in self.regions:
-            region[r.spots] = r.id
-        table = pd.DataFrame({"slide": self.slide, "spot": self.adata.obs_names, "x": xy[:, 0], "y": xy[:, 1],
-                              "fused": self.fused, "region": region})
-        for r, s in self.routes.items():
-            table[f"score_{r}"] = s
-        return table
-
-
-@dataclass
-class SearchResult:
-    """Answer to one query over one or more slides, best slide first."""
-
-    query: ParsedQuery
-    slides: list[SlideHits]
-    routes: list[str]
-    notes: list[str] = field(default_factory=list)
-    threshold: float = 1.5
-
-    def summary(self, max_regions: int = 3) -> str:
-        """The answer in sentences with numbers."""
-        q = self.query
-        what = f"'{q.positive}'" + (f" minus '{q.negative}'" if q.negative else "")
-        lines = [f"Searched {what} on {len(self.slides)} slide(s) with routes {', '.join(self.routes)}."]
-        for hits in self.slides:
-            n_hot = int(np.nansum(hits.fused >= self.threshold))
-            if not hits.regions:
-                lines.append(f"{hits.slide}: {hits.no_region_reason(self.threshold)}. Scores are z-scores over the searched spots, "
-                             "so a match spread over most of the tissue has no stand-out region: lower the "
-                             "threshold, or search it against another query ('A minus B').")
-                continue
-            parts = [f"region {r.id}: {r.n_spots} spots, {r.area_um2 / 1e6:.2f} mm², mean score {r.mean_score:.2f}"
-                     for r in hits.regions[:max_regions]]
-            lines.append(f"{hits.slide}: {len(hits.regions)} region(s), {n_hot} spots above {self.threshold:g} — " + "; ".join(parts) + ".")
-            if hits.explanation is not None:
-                lines.append(f"  why (region 1 vs rest of slide): {hits.explanation.sentence(5)}.")
-        lines.extend(self.notes)
-        return "\n".join(lines)
 
 
 class SearchEngine:
@@ -161,6 +75,7 @@ class SearchEngine:
         self._inputs: OrderedDict[tuple[str, int], tuple[ad.AnnData, np.ndarray]] = OrderedDict()
         self._inputs_lock = threading.Lock()
         self.vocabulary = load_vocabulary()
+        self.scorer = QueryScorer(self.text, self.image_text, self.cfg, self.vocabulary)
 
     @classmethod
     def from_collection(cls, collection: OpenedCollection, **kwargs) -> SearchEngine:
@@ -213,60 +128,43 @@ class SearchEngine:
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
         keep = list(dict.fromkeys(keep))
         return keep, (f"FAISS (text route) narrowed the search to {len(keep)} of {len(names)} slides, those holding "
-                      f"the {self.cfg.prefilter_k} spots nearest the query; z-scores are over those slides.")
+                      f"the {self.cfg.prefilter_k} spots nearest the query; the others were not scored.")
 
     # -- scoring ----------------------------------------------------------------------------
     def _query_vectors(self, text: str) -> dict[str, np.ndarray]:
-        out = {"text": embed_queries_for_spots(self.text, [text], check=False)[0]}
-        for name, model in self.image_text.items():
-            from ..imagetext.tile_zeroshot import embed_queries_for_tiles
-
-            out[name] = embed_queries_for_tiles(model, [text])[0]
-        return out
-
-    def _protein_scores(self, adata: ad.AnnData, mentions: list[MarkerMention], fallback: list[str]) -> np.ndarray | None:
-        if keys.PROTEINS not in adata.obsm:
-            return None
-        markers = [str(m) for m in adata.uns.get(keys.PROTEIN_MARKERS, [])]
-        levels = np.asarray(adata.obsm[keys.PROTEINS], dtype=np.float64)
-        picks = [(markers.index(m.marker), m.sign) for m in mentions if m.marker in markers]
-        if not picks:
-            picks = [(markers.index(n), 1) for n in (find_marker(p) for p in fallback) if n in markers]
-        cols = [(i, s) for i, s in picks if np.isfinite(levels[:, i]).any()]
-        if not cols:
-            return None
-        return np.nanmean(np.stack([s * levels[:, i] for i, s in cols]), axis=0)
+        return self.scorer.query_vectors(text)
 
     def route_scores(self, adata: ad.AnnData, parsed: ParsedQuery, weights: dict[str, float]) -> dict[str, np.ndarray]:
-        """Raw per-spot scores ``(n,)`` of every route that can answer on ``adata``."""
-        pos = self._query_vectors(parsed.positive)
-        neg = self._query_vectors(parsed.negative) if parsed.negative else None
-        out: dict[str, np.ndarray] = {}
-        for route, key in {**EMBEDDING_ROUTES, **CLIP_ROUTES}.items():
-            if weights.get(route, 0) <= 0 or key not in adata.obsm:
+        """Raw per-spot scores ``(n,)`` of every route that can answer on ``adata`` (cosines, protein levels)."""
+        return self.scorer.score("", adata, parsed, weights)[0]
+
+    def reading(self, parsed: ParsedQuery) -> tuple[str | None, str | None]:
+        """``(cannot_read, reads_badly)``: why the text encoder cannot read the query at all (most words
+        in another script or of unknown tokens: nothing is scored), or why it reads it badly (few
+        readable words: scored, and said so); None when it reads well."""
+        limit = 1.0 - self.text.config.text.unk_warn_fraction
+        name = self.text.config.text.name
+        for part in (parsed.positive, parsed.negative):
+            if not part:
                 continue
-            qkey = "text" if route in EMBEDDING_ROUTES else route
-            if qkey not in pos:
-                continue
-            emb = np.asarray(adata.obsm[key], dtype=np.float32)
-            s = emb @ pos[qkey]
-            if neg is not None:
-                s = s - emb @ neg[qkey]
-            out[route] = s.astype(np.float64)
-        if weights.get("protein", 0) > 0:
-            fallback = [p for t in parsed.terms for p in t.proteins]
-            s = self._protein_scores(adata, parsed.markers, fallback)
-            if s is not None and parsed.negative:
-                neg_terms = self.vocabulary.find_in(parsed.negative)
-                sn = self._protein_scores(adata, parsed.negative_markers, [p for t in neg_terms for p in t.proteins])
-                s = s - sn if sn is not None else s
-            if s is not None:
-                out["protein"] = s
-        return out
+            bad = illegible_words(self.text, part)
+            if len(bad) >= max(1, len(part.split()) / 2):
+                return (f"the text encoder {name!r} cannot read {', '.join(repr(w) for w in bad)} in {part!r} "
+                        "(another script or unknown tokens; the default encoder reads English).", None)
+            if (frac := readable_fraction(self.text, part, self.vocabulary)) < limit:
+                return None, (f"query {part!r}: the text encoder {name!r} reads only {frac:.0%} of its words "
+                              "(unusual words); it was scored, but a match is unlikely to mean much.")
+        return None, None
 
     def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
                threshold: float | None = None, explain: bool = True) -> SearchResult:
-        """Score ``slides`` (default: all) for ``query``; regions per slide; slides ranked best first."""
+        """Score ``slides`` (default: all) for ``query``; regions per slide; slides ranked best first.
+
+        Each slide is scored on its own (absolute relevance), so a slide's answer is the same whether it
+        is searched alone or with a collection. A query the text encoder cannot read (another script,
+        unknown tokens) is not scored (``result.readable`` False, no map); one it reads badly is scored
+        with a note. Both raise an :class:`UnreadableQueryWarning`.
+        """
         parsed = parse_query(query, self.cfg.max_query_chars, self.vocabulary)
         weights = {**self.cfg.weights, **(weights or {})}
         threshold = self.cfg.threshold if threshold is None else threshold
@@ -274,51 +172,48 @@ class SearchEngine:
         if not names:
             raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
         data = {n: self.slide(n) for n in names}
-        unreadable = [m for m in dict.fromkeys(unreadable_query(self.text, t, self.vocabulary)
-                                               for t in (parsed.positive, parsed.negative) if t) if m]
-        for message in unreadable:  # said once per search (the query cache would hide repeats)
-            warnings.warn(message, UnreadableQueryWarning, stacklevel=2)
-        raw = {n: self.route_scores(a, parsed, weights) for n, a in data.items()}
-        routes = sorted({r for s in raw.values() for r in s})
-        if not routes:
+        rate = self.cfg.relevance.false_region_rate
+        cannot, badly = self.reading(parsed)
+        if cannot or badly:
+            warnings.warn(cannot or badly, UnreadableQueryWarning, stacklevel=2)
+        if cannot:
+            hits = [SlideHits(n, a, {}, {}, np.full(a.n_obs, np.nan)) for n, a in data.items()]
+            return SearchResult(parsed, hits, [], [], threshold, false_region_rate=rate, readable=False, message=cannot)
+        scored = {n: self.scorer.score(n, a, parsed, weights) for n, a in data.items()}
+        routes = sorted({r for raw, *_ in scored.values() for r in raw})
+        caveats = [c for _, _, c, _ in scored.values() if c]
+        if not routes and not caveats:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
-        # calibrate each route over all searched spots together, so slides are comparable
-        sizes = [data[n].n_obs for n in names]
-        cal: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
-        for r in routes:
-            joined = np.concatenate([raw[n].get(r, np.full(sz, np.nan)) for n, sz in zip(names, sizes)])
-            c = calibrate(joined, self.cfg.calibration)
-            for n, part in zip(names, np.split(c, np.cumsum(sizes)[:-1])):
-                if r in raw[n]:
-                    cal[n][r] = part
-        notes = [f"Note: {m}" for m in unreadable]
+        notes = ([f"Note: {badly}"] if badly else []) + list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
         if prefilter_note:
             notes.append(prefilter_note)
-        if parsed.markers and "protein" not in routes:
-            notes.append("Protein route: the named markers have no transcript proxy here, so it did not answer.")
-        hits = [SlideHits(n, data[n], raw[n], cal[n], np.full(data[n].n_obs, np.nan)) for n in names]
-        return self.reweight(SearchResult(parsed, hits, routes, notes, threshold), weights, threshold, explain)
+        if parsed.markers and "protein" not in routes and not caveats:
+            notes.append("Protein route: the named markers have no transcript proxy or reference here, so it did not answer.")
+        hits = [SlideHits(n, data[n], raw, rel, np.full(data[n].n_obs, np.nan), caveat=caveat)
+                for n, (raw, rel, caveat, _) in scored.items()]
+        base = SearchResult(parsed, hits, routes, notes, threshold, false_region_rate=rate)
+        return self.reweight(base, weights, threshold, explain)
 
     def reweight(self, base: SearchResult, weights: dict[str, float], threshold: float, explain: bool = True) -> SearchResult:
-        """(Re-)fuse ``base``'s calibrated route scores with ``weights``, standardise the fused score over
-        all searched spots (the threshold is in its z units), then regions, explanations and slide
-        ranking. Re-weighting or a new threshold needs no new scoring."""
+        """(Re-)fuse ``base``'s route relevance with ``weights`` (weighted mean per spot), then regions at
+        ``threshold``, explanations and slide ranking. Re-weighting or a new threshold needs no new scoring."""
+        if not base.readable:
+            return SearchResult(base.query, base.slides, [], list(base.notes), threshold, base.unit,
+                                base.false_region_rate, readable=False, message=base.message)
         used = sorted({r for h in base.slides for r in h.calibrated if weights.get(r, 0) > 0})
-        if not used:
+        if not used and not any(h.caveat for h in base.slides):
             raise ValueError(f"none of the selected routes answered this query (it was answered by {', '.join(base.routes)})")
-        sizes = [h.adata.n_obs for h in base.slides]
-        parts = [fuse(h.calibrated, weights, method="none") if set(h.calibrated) & set(used) else np.full(n, np.nan)
-                 for h, n in zip(base.slides, sizes)]
-        fused_all = calibrate(np.concatenate(parts), self.cfg.calibration)
         result = []
-        for h, fused in zip(base.slides, np.split(fused_all, np.cumsum(sizes)[:-1])):
-            hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused)
-            hits.regions = self.regions(h.adata, fused, threshold)
+        for h in base.slides:
+            answered = set(h.calibrated) & set(used)
+            fused = fuse(h.calibrated, weights) if answered else np.full(h.adata.n_obs, np.nan)
+            hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused, caveat=h.caveat)
+            hits.regions = [] if h.caveat else self.regions(h.adata, fused, threshold)
             if explain and hits.regions:
                 self.explain_hits(hits, base.query)
             result.append(hits)
         result.sort(key=lambda s: -s.best)
-        return SearchResult(base.query, result, used, list(base.notes), threshold)
+        return SearchResult(base.query, result, used, list(base.notes), threshold, base.unit, base.false_region_rate)
 
     def regions(self, adata: ad.AnnData, fused: np.ndarray, threshold: float) -> list[Region]:
         """Connected regions of spots with ``fused >= threshold`` on one slide."""

@@ -18,7 +18,10 @@ from skimage import measure
 
 @dataclass
 class Region:
-    """One connected high-score area. Coordinates in slide (level-0) pixels."""
+    """One connected high-score area. Coordinates in slide (level-0) pixels.
+
+    ``polygons`` (closed outlines, each ``(m, 2)`` as (x, y)) are traced on first use — drawing and
+    export need them, counting and ranking do not."""
 
     id: int
     spots: np.ndarray  #: indices of the spots in the region
@@ -26,11 +29,18 @@ class Region:
     max_score: float
     area_um2: float
     centroid: tuple[float, float]
-    polygons: list[np.ndarray] = field(default_factory=list)  #: closed outlines, each (m, 2) as (x, y)
+    outline_from: tuple[np.ndarray, float] | None = field(default=None, repr=False)  #: (spot centres, tile px)
+    _polygons: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_spots(self) -> int:
         return int(len(self.spots))
+
+    @property
+    def polygons(self) -> list[np.ndarray]:
+        if self._polygons is None:
+            self._polygons = outline_spots(*self.outline_from) if self.outline_from is not None else []
+        return self._polygons
 
 
 def find_regions(
@@ -65,8 +75,8 @@ def find_regions(
         s = scores[idx]
         w = s - s.min() + 1e-9
         centroid = tuple((coords[idx] * w[:, None]).sum(0) / w.sum())
-        polys = outline_spots(coords[idx], tile_px) if outline else []
-        regions.append(Region(-1, idx, float(s.mean()), float(s.max()), float(len(idx) * (tile_px * mpp) ** 2), centroid, polys))
+        regions.append(Region(-1, idx, float(s.mean()), float(s.max()), float(len(idx) * (tile_px * mpp) ** 2), centroid,
+                              (coords[idx], tile_px) if outline else None))
     regions.sort(key=lambda r: (-r.mean_score * np.sqrt(r.n_spots)))
     for i, r in enumerate(regions):
         r.id = i + 1

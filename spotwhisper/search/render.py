@@ -12,6 +12,8 @@ from ..atomic import atomic_file
 from .regions import Region
 
 OUTLINE_COLOUR = (0, 255, 255, 255)
+#: name of the fused score when the result does not name it (``SearchResult.unit``)
+DEFAULT_SCORE_LABEL = "fused relevance"
 LABEL_COLOUR = (255, 255, 255, 255)
 
 
@@ -70,6 +72,8 @@ def render_overlay(
         rgba[..., 3] = a
         base = Image.alpha_composite(base, Image.fromarray(rgba))
     if regions:
+        from ..tiles.preview import legend_font
+
         draw = ImageDraw.Draw(base)
         width = max(2, int(round(max(h, w) / 400)))
         shift = np.asarray(offset, dtype=float)
@@ -78,9 +82,67 @@ def render_overlay(
                 pts = [tuple(p) for p in (poly * scale - shift)]
                 if len(pts) > 2:
                     draw.line(pts + [pts[0]], fill=OUTLINE_COLOUR, width=width)
+        font = legend_font(max(12, int(round(max(h, w) / 60))))
+        for r in regions:  # numbered badges, readable at the picture's size
             cx, cy = np.asarray(r.centroid) * scale - shift
-            draw.text((cx, cy), str(r.id), fill=LABEL_COLOUR, stroke_width=2, stroke_fill=(0, 0, 0, 255))
+            text = str(r.id)
+            tw = draw.textlength(text, font=font)
+            rad = max(tw, font.size) / 2 + font.size * 0.3
+            draw.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], fill=(0, 59, 68, 255), outline=OUTLINE_COLOUR,
+                         width=max(2, width))
+            draw.text((cx, cy), text, fill=LABEL_COLOUR, font=font, anchor="mm")
     return base.convert("RGB")
+
+
+def draw_colour_bar(img: Image.Image, vmin: float, vmax: float, threshold: float | None, label: str,
+                    cmap: str = "inferno") -> Image.Image:
+    """A colour-bar inset (bottom-left): the colour map from ``vmin`` to ``vmax`` with the threshold
+    marked, ``label`` above it and a key to the region outlines → a new RGB image."""
+    from ..tiles.preview import legend_font
+
+    out = img.convert("RGBA")
+    side = max(out.size)
+    fpx = max(10, int(round(side / 70)))
+    font = legend_font(fpx)
+    pad, bar_w, bar_h = fpx // 2, max(120, side // 4), max(8, fpx)
+    w = max(bar_w, int(ImageDraw.Draw(out).textlength(label, font=font))) + 2 * pad
+    h = pad * 2 + int(fpx * 1.4) + bar_h + 2 + 2 * fpx + 6 + fpx
+    x0, y0 = pad, out.size[1] - h - pad
+    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    d.rectangle([x0, y0, x0 + w, y0 + h], fill=(255, 255, 255, 225), outline=(60, 60, 60, 255))
+    d.text((x0 + pad, y0 + pad), label, fill=(20, 20, 20, 255), font=font)
+    by = y0 + pad + int(fpx * 1.4)
+    colours = (matplotlib.colormaps[cmap](np.linspace(0, 1, bar_w))[:, :3] * 255).astype(np.uint8)
+    layer.paste(Image.fromarray(np.repeat(colours[None], bar_h, axis=0)), (x0 + pad, by))
+    ty = by + bar_h + 2
+    d.text((x0 + pad, ty), f"{vmin:.1f}", fill=(20, 20, 20, 255), font=font)
+    hi = f"{vmax:.1f}"
+    d.text((x0 + pad + bar_w - d.textlength(hi, font=font), ty), hi, fill=(20, 20, 20, 255), font=font)
+    if threshold is not None and vmax > vmin:
+        tx = x0 + pad + bar_w * float(np.clip((threshold - vmin) / (vmax - vmin), 0, 1))
+        d.line([(tx, by - 3), (tx, by + bar_h + 3)], fill=OUTLINE_COLOUR, width=3)
+        tl = f"threshold {threshold:g}"
+        d.text((min(max(tx - d.textlength(tl, font=font) / 2, x0 + pad), x0 + w - pad - d.textlength(tl, font=font)),
+                ty + fpx + 2), tl, fill=(0, 110, 125, 255), font=font)
+    ky = ty + 2 * fpx + 6
+    d.rectangle([x0 + pad, ky, x0 + pad + 2 * fpx, ky + fpx - 2], outline=OUTLINE_COLOUR, width=2)
+    d.text((x0 + 3 * pad + 2 * fpx, ky - 2), "region (numbered)", fill=(20, 20, 20, 255), font=font)
+    return Image.alpha_composite(out, layer).convert("RGB")
+
+
+#: colour scale of a relevance map: threshold − span[0] … threshold + span[1], the same on every slide
+COLOUR_SPAN = (3.0, 2.0)
+
+
+def colour_range(threshold: float, span: tuple[float, float] = COLOUR_SPAN) -> tuple[float, float]:
+    """``(vmin, vmax)`` of the absolute colour scale around ``threshold`` (the scores' units)."""
+    return float(threshold) - span[0], float(threshold) + span[1]
+
+
+def score_label(result) -> str:
+    """What the fused score of ``result`` is called on a colour bar (the result's own name for it when it has one)."""
+    return getattr(result, "unit", None) or DEFAULT_SCORE_LABEL
 
 
 def save_png(img: Image.Image, path: str | Path) -> Path:
@@ -133,17 +195,34 @@ def framed(img: Image.Image, box: tuple[int, int, int, int], size: tuple[int, in
 
 
 def render_hits(hits, threshold: float, scores: np.ndarray | None = None, margin: float | None = 2.0,
-                max_side: int | None = None, **kwargs) -> Image.Image:
-    """Overlay of a :class:`~spotwhisper.search.engine.SlideHits` (fused score unless ``scores``),
-    cropped to the spots plus ``margin`` spot spacings (None = whole slide), longer side ≤ ``max_side``."""
+                max_side: int | None = None, span: tuple[float, float] = COLOUR_SPAN, legend: str | None = None,
+                **kwargs) -> Image.Image:
+    """Overlay of a :class:`~spotwhisper.search.result.SlideHits` (fused relevance unless ``scores``),
+    cropped to the spots plus ``margin`` spot spacings (None = whole slide), longer side ≤ ``max_side``;
+    with ``legend`` (the score's name) a colour bar with the threshold is drawn in.
+
+    Colours are absolute — ``threshold − span[0]`` … ``threshold + span[1]`` in the scores' units, the
+    same on every slide — and a slide without a region (or answered by a caveat) gets an empty
+    overlay: the slide alone, with its region-free answer in words beside it."""
     from .. import keys
     from ..io.spatial import spot_spacing
 
     img, scale = display_image(hits.adata)
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
     values = hits.fused if scores is None else scores
+    if not hits.regions:
+        values = np.full(len(coords), np.nan)
+    vmin, vmax = colour_range(threshold, span)
+    kwargs.setdefault("vmin", vmin)
+    kwargs.setdefault("vmax", vmax)
     box, size = frame(hits.adata, img.shape[:2], scale, max_side, margin)
     crop = img[box[1]:box[3], box[0]:box[2]]  # draw only what is shown
     out = render_overlay(crop, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
                          regions=hits.regions, offset=(box[0], box[1]), **kwargs)
-    return out if out.size == size else out.resize(size, Image.BILINEAR)
+    out = out if out.size == size else out.resize(size, Image.BILINEAR)
+    if legend:
+        finite = np.asarray(values, dtype=float)[np.isfinite(values)]
+        lo = kwargs.get("vmin", float(finite.min()) if len(finite) else 0.0)
+        hi = kwargs.get("vmax", float(finite.max()) if len(finite) else 1.0)
+        out = draw_colour_bar(out, lo, hi, threshold, legend, kwargs.get("cmap", "inferno"))
+    return out
