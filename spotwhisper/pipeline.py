@@ -6,6 +6,11 @@ log1p expression (``X``) with its uncertainty (``layers``), the virtual protein 
 (``obsm["text_emb"]``), the aligned image embedding (``obsm["image_text_emb_aligned"]``), PLIP /
 CONCH tile embeddings when configured, and — when the slide comes with measured counts — the
 embedding of the measured transcriptome (``obsm["text_emb_measured"]``) for comparison.
+
+Image models are chosen by the slide's resolution: the default (CNN) models hold across patients up
+to ``coarse_above_mpp`` µm/px (``spotwhisper bench expression``); a coarser slide (a Space Ranger
+``tissue_hires_image.png`` is ~3.5 µm/px) is read by the coarse models (stain statistics at 3.5
+µm/px), and the choice is logged and kept in ``uns["pipeline"]["image_models"]``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class PipelineConfig:
     expression_model: str | None = None
     text_model: str | None = None
     aligned_model: str | None = None
+    coarse_expression_model: str | None = None  #: for slides coarser than ``coarse_above_mpp`` (None = shipped expression-coarse)
+    coarse_aligned_model: str | None = None  #: likewise (None = shipped aligned-coarse)
+    coarse_above_mpp: float | None = 2.0  #: µm/px above which the coarse models read the slide (None = never)
     image_text_models: list[str] = field(default_factory=list)  #: "plip" / "conch" (weights in configs/imagetext.yaml)
     embed_measured: bool = True  #: also embed measured counts when the slide has them
     keep_features: bool = False  #: keep image features in the output (large)
@@ -50,6 +58,9 @@ class Models:
     text: TextExpressionModel
     aligned: AlignedImageModel | None
     image_text: dict = field(default_factory=dict)
+    coarse_expression: ExpressionModel | None = None  #: for slides coarser than ``coarse_above_mpp``
+    coarse_aligned: AlignedImageModel | None = None
+    coarse_above_mpp: float | None = None
 
     @classmethod
     def load(cls, cfg: PipelineConfig | None = None) -> Models:
@@ -66,16 +77,55 @@ class Models:
 
             it_cfg = load_config(ImageTextConfig, "imagetext")
             image_text = {name: load_model(it_cfg, name) for name in cfg.image_text_models}
-        return cls(ExpressionModel.from_pretrained(cfg.expression_model), text, aligned, image_text)
+        coarse_expression, coarse_aligned = _load_coarse(cfg, text)
+        return cls(ExpressionModel.from_pretrained(cfg.expression_model), text, aligned, image_text,
+                   coarse_expression, coarse_aligned, cfg.coarse_above_mpp)
 
-    def describe(self) -> dict[str, str]:
-        """Model names and versions, for manifests."""
-        out = {"expression": f"{self.expression.encoder}/{len(self.expression.genes)} genes",
-               "text": self.text.fingerprint()}
-        if self.aligned is not None:
-            out["aligned"] = self.aligned.fingerprint()
+    def for_slide(self, mpp: float | None, name: str = "slide") -> tuple[ExpressionModel, AlignedImageModel | None, str]:
+        """The expression model and aligned head that read a slide of ``mpp`` µm/px, and which pair
+        it is (``"default"`` or ``"coarse"``); the choice is logged, a slide outside every model's range warned about."""
+        limit = self.coarse_above_mpp
+        if mpp is None or limit is None or mpp <= limit:
+            return self.expression, self.aligned, "default"
+        if self.coarse_expression is None:
+            log.warning("%s: %.2f µm/px is coarser than %.1f µm/px, beyond what the default image models were "
+                        "measured to hold, and no coarse model is installed; expect weaker inferred expression "
+                        "(use a finer image if there is one)", name, mpp, limit)
+            return self.expression, self.aligned, "default"
+        log.info("%s: %.2f µm/px is coarser than %.1f µm/px: read by the coarse image models (%s)", name, mpp, limit,
+                 self.coarse_expression.encoder)
+        return self.coarse_expression, self.coarse_aligned, "coarse"
+
+    def describe(self, which: str = "default") -> dict[str, str]:
+        """Model names and versions, for manifests (``which``: the image model pair a slide used)."""
+        expression, aligned = (self.coarse_expression, self.coarse_aligned) if which == "coarse" else (self.expression, self.aligned)
+        out = {"expression": f"{expression.encoder}/{len(expression.genes)} genes", "text": self.text.fingerprint(),
+               "image_models": which}
+        if aligned is not None:
+            out["aligned"] = aligned.fingerprint()
         out.update({k: getattr(m, "weights", k) for k, m in self.image_text.items()})
         return out
+
+
+def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel) -> tuple[ExpressionModel | None, AlignedImageModel | None]:
+    """The coarse model pair, or ``(None, None)`` when routing is off or the expression model is missing."""
+    from .expression.pretrained import COARSE_MODEL_DIR
+    from .imagetext.aligned import COARSE_DIR
+
+    if cfg.coarse_above_mpp is None:
+        return None, None
+    try:
+        expression = ExpressionModel.from_pretrained(cfg.coarse_expression_model or COARSE_MODEL_DIR)
+    except FileNotFoundError as err:
+        log.warning("no coarse expression model (%s); slides coarser than %.1f µm/px use the default models",
+                    err, cfg.coarse_above_mpp)
+        return None, None
+    try:
+        aligned = AlignedImageModel.from_pretrained(cfg.coarse_aligned_model or COARSE_DIR, text_model=text)
+    except FileNotFoundError as err:
+        log.warning("no coarse aligned image head (%s); the image route is off on coarse slides", err)
+        aligned = None
+    return expression, aligned
 
 
 def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True) -> ad.AnnData:
@@ -92,14 +142,15 @@ def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True) ->
 def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
     """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
     cfg = cfg or load_config(PipelineConfig, "pipeline")
-    spots = spots_with_features(inp, models.expression.encoder, progress)
-    out = models.expression.predict(spots)
+    expression, aligned, which = models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)
+    spots = spots_with_features(inp, expression.encoder, progress)
+    out = expression.predict(spots)
     proteins_from_expression(out)
     from .language import embed
 
     embed(out, models.text)
-    if models.aligned is not None:
-        models.aligned.embed(out)
+    if aligned is not None:
+        aligned.embed(out)
     for name, model in models.image_text.items():
         from .imagetext.tile_zeroshot import embed_tiles
 
@@ -113,7 +164,7 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
             del out.obsm[k]
     if keys.SECTION not in out.obs:
         out.obs[keys.SECTION] = inp.name
-    out.uns["pipeline"] = models.describe()
+    out.uns["pipeline"] = models.describe(which)
     return out
 
 

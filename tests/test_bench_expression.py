@@ -90,6 +90,8 @@ def test_bench_expression_command_on_a_tiny_input(data_dir, tmp_path, monkeypatc
     out = tmp_path / "res" / "expression"
     (tmp_path / "bench.yaml").write_text(
         f"expression_config: {tmp_path / 'expression.yaml'}\naligned_config: {tmp_path / 'aligned.yaml'}\n"
+        f"coarse_expression_config: {tmp_path / 'expression.yaml'}\ncoarse_aligned_config: {tmp_path / 'aligned.yaml'}\n"
+        "coarse_above_mpp: 2.0\n"
         "train_sections: [C2]\ntest_sections: [B4]\nloso_sections: [C2, B4]\n"
         "conditions:\n  - {name: as scanned}\n  - {name: 3.5 µm/px, mpp: 3.5}\n  - {name: HED, hed_sigma: 0.1, seed: 1}\n"
         f"zero_shot_tasks: [celltypes]\nout: {out}\n")
@@ -100,6 +102,9 @@ def test_bench_expression_command_on_a_tiny_input(data_dir, tmp_path, monkeypatc
     cross = pd.read_csv(f"{out}_cross_patient.csv")
     assert set(cross["condition"]) == {"as scanned", "3.5 µm/px", "HED"}
     assert set(cross["method"]) == {"deepspot", "ridge", "mean"}
+    # as in the pipeline, the 3.5 µm/px condition is read by the coarse pair, the others by the default pair
+    which = cross.drop_duplicates("condition").set_index("condition")["models"]
+    assert which.to_dict() == {"as scanned": "default", "3.5 µm/px": "coarse", "HED": "default"}
     d = cross[cross["method"] == "deepspot"].set_index("condition")
     assert d[["cov50", "cov90"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (d["cov90"] > d["cov50"]).all()
@@ -113,6 +118,12 @@ def test_bench_expression_command_on_a_tiny_input(data_dir, tmp_path, monkeypatc
     loso = pd.read_csv(f"{out}_loso.csv")
     assert set(loso["section"]) == {"C2", "B4"}
     blob = json.loads(Path(f"{out}.json").read_text())
+    from spotwhisper.bench.expression_report import cross_patient_lead
+
+    lead = cross_patient_lead(f"{out}.json", "stain_stats")
+    assert lead.startswith("## Cross-patient figures") and "| B4 | as scanned |" in lead and "C2 only" in lead
+    with pytest.raises(ValueError, match="no benchmarked model reads `efficientnet_lite0`"):
+        cross_patient_lead(f"{out}.json", "efficientnet_lite0")
     assert blob["info"]["train_sections"] == ["C2"] and "B" not in blob["info"]["text_model_train_patients"]
     # a second run reuses the cached models and LOSO table
     assert main(["bench", "expression", "--config", str(tmp_path / "bench.yaml"), "--data-dir", str(data_dir),

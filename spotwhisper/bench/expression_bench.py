@@ -48,6 +48,11 @@ class ExpressionBenchConfig:
 
     expression_config: str = "expression"  #: model recipe (encoder, network, training, augmentation)
     aligned_config: str = "aligned"
+    #: recipes of the coarse model pair, used (as by the pipeline) for conditions coarser than
+    #: ``coarse_above_mpp`` µm/px; ``None``: the default pair reads every condition
+    coarse_expression_config: str | None = None
+    coarse_aligned_config: str | None = None
+    coarse_above_mpp: float | None = 2.0
     text_config: str = "text"  #: leave-one-patient-out text models, when the shipped one saw a test patient
     harness_config: str = "bench/harness"
     train_sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])
@@ -62,15 +67,30 @@ class ExpressionBenchConfig:
 
 
 @dataclass
-class CrossPatientModels:
-    """What the cross-patient rows are made with (all fitted on ``train_sections`` only)."""
+class ModelPair:
+    """An expression model, aligned head and the baselines on the same features (one recipe)."""
 
     expression: object  #: ExpressionModel
     aligned: object | None  #: AlignedImageModel
     ridge: object  #: RidgeBaseline
     mean: object  #: MeanBaseline
+
+
+@dataclass
+class CrossPatientModels:
+    """What the cross-patient rows are made with (all fitted on ``train_sections`` only): the default
+    pair and, when configured, the coarse pair that reads slides coarser than ``coarse_above_mpp``."""
+
+    pairs: dict[str, ModelPair]  #: "default" and optionally "coarse"
     text: object  #: TextExpressionModel that never saw a test patient
+    coarse_above_mpp: float | None = None
     trained_s: float = 0.0
+
+    def for_mpp(self, mpp: float | None) -> tuple[str, ModelPair]:
+        """The pair the pipeline would use on a slide of ``mpp`` µm/px (see :mod:`spotwhisper.pipeline`)."""
+        coarse = "coarse" in self.pairs and mpp is not None and self.coarse_above_mpp is not None
+        which = "coarse" if coarse and mpp > self.coarse_above_mpp else "default"
+        return which, self.pairs[which]
 
 
 def text_model_for(patients: list[str], data_dir: str | Path | None, text_config: str, progress: bool = True):
@@ -88,17 +108,32 @@ def text_model_for(patients: list[str], data_dir: str | Path | None, text_config
     return models.for_patient(patients[0])
 
 
-def _recipe(cfg: ExpressionBenchConfig, sections: list[str]):
+def _recipe(cfg: ExpressionBenchConfig, sections: list[str], coarse: bool = False):
     from ..expression.config import ExpressionConfig
     from ..imagetext.aligned import load_aligned_config
 
-    ecfg = dataclasses.replace(load_config(ExpressionConfig, cfg.expression_config), sections=list(sections))
-    acfg = dataclasses.replace(load_aligned_config(cfg.aligned_config), sections=list(sections))
+    names = (cfg.coarse_expression_config, cfg.coarse_aligned_config) if coarse else (cfg.expression_config, cfg.aligned_config)
+    ecfg = dataclasses.replace(load_config(ExpressionConfig, names[0]), sections=list(sections))
+    acfg = dataclasses.replace(load_aligned_config(names[1]), sections=list(sections))
     return ecfg, acfg
 
 
 def cross_patient_models(data_dir: str | Path | None, cfg: ExpressionBenchConfig, progress: bool = True) -> CrossPatientModels:
-    """Train (or load from the cache) the expression model, aligned head and baselines on ``train_sections``."""
+    """Train (or load from the cache) the model pair(s) and baselines on ``train_sections``."""
+    patients = sorted({s[0] for s in cfg.test_sections})
+    text = text_model_for(patients, data_dir, cfg.text_config, progress)
+    leaked = set(patients) & set(map(str, text.meta.get("train_patients", [])))
+    if leaked or set(patients) & {s[0] for s in cfg.train_sections}:
+        raise ValueError(f"cross-patient benchmark: test patients {patients} are in the training data")
+    t0 = time.time()
+    pairs = {"default": _model_pair(data_dir, cfg, text, False, progress)}
+    if cfg.coarse_expression_config and cfg.coarse_aligned_config:
+        pairs["coarse"] = _model_pair(data_dir, cfg, text, True, progress)
+    return CrossPatientModels(pairs, text, cfg.coarse_above_mpp, time.time() - t0)
+
+
+def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, coarse: bool, progress: bool) -> ModelPair:
+    """One recipe's expression model, aligned head (cached) and baselines, fitted on ``train_sections``."""
     from ..expression.baselines import MeanBaseline, RidgeBaseline
     from ..expression.evaluate import training_set
     from ..expression.pretrained import ExpressionModel
@@ -108,13 +143,7 @@ def cross_patient_models(data_dir: str | Path | None, cfg: ExpressionBenchConfig
     from ..imagetext.aligned_pipeline import paired_sections, training_pairs
     from ..io import sections_fingerprint
 
-    patients = sorted({s[0] for s in cfg.test_sections})
-    text = text_model_for(patients, data_dir, cfg.text_config, progress)
-    leaked = set(patients) & set(map(str, text.meta.get("train_patients", [])))
-    if leaked or set(patients) & {s[0] for s in cfg.train_sections}:
-        raise ValueError(f"cross-patient benchmark: test patients {patients} are in the training data")
-    ecfg, acfg = _recipe(cfg, cfg.train_sections)
-    t0 = time.time()
+    ecfg, acfg = _recipe(cfg, cfg.train_sections, coarse)
     parts, _, genes, tile_um, augmented = load_sections(data_dir, ecfg, progress)
     plain = training_set(parts, cfg.train_sections)
     ridge, mean = RidgeBaseline().fit(plain.inputs, plain.log1p), MeanBaseline().fit(plain.inputs, plain.log1p)
@@ -133,7 +162,7 @@ def cross_patient_models(data_dir: str | Path | None, cfg: ExpressionBenchConfig
         aligned = AlignedImageModel(fit_aligned(x, t, acfg, progress, copies=k), acfg, text.fingerprint())
         expr.save_pretrained(folder / "expression")
         aligned.save_pretrained(folder / "aligned")
-    return CrossPatientModels(expr, aligned, ridge, mean, text, time.time() - t0)
+    return ModelPair(expr, aligned, ridge, mean)
 
 
 def _truth(adata, genes: list[str]) -> np.ndarray:
@@ -144,9 +173,9 @@ def _truth(adata, genes: list[str]) -> np.ndarray:
     return panel_matrix(a, genes, min_overlap=0.5)[0]
 
 
-def expression_rows(section: str, cond: ShiftCondition, feats, truth: np.ndarray, models: CrossPatientModels,
+def expression_rows(section: str, cond: ShiftCondition, feats, truth: np.ndarray, models: ModelPair,
                     levels: list[float]) -> tuple[list[dict], object]:
-    """Metric rows (deepspot, ridge, mean) of one section under one condition, and the prediction."""
+    """Metric rows (deepspot, ridge, mean) of one section under one condition by one model pair, and the prediction."""
     from ..expression.metrics import evaluate_prediction, uncertainty_figures
     from ..setmodel import inputs_from_adata
 
@@ -240,32 +269,34 @@ def run_expression_bench(data_dir: str | Path | None, cfg: ExpressionBenchConfig
     try:
         t0 = time.time()
         models = cross_patient_models(data_dir, cfg, progress)
-        expr = models.expression
-        encoders = {name: create_encoder(name) for name in {expr.encoder, models.aligned.encoder}}
+        encoders = {}
         t_models = time.time() - t0
         expr_rows, zs_rows, conds = [], [], []
         for section in cfg.test_sections:
             adata = read_her2st(data_dir, section)
             slide, scale = open_source_slide(adata)
-            truth = _truth(adata, expr.genes)
             for cond in cfg.conditions:
                 view, vscale, what = condition_view(slide, scale, cond, section, data_dir, cfg.stain_donors)
-                log.info("%s, %s: %s", section, cond.name, what)
+                which, pair = models.for_mpp(view.mpp)
+                expr = pair.expression
+                log.info("%s, %s: %s; %s models", section, cond.name, what, which)
                 feats = adata.copy()
-                for enc in encoders.values():
+                for name in dict.fromkeys([expr.encoder] + ([pair.aligned.encoder] if pair.aligned is not None else [])):
+                    enc = encoders.setdefault(name, create_encoder(name))
                     feats = extract_features(feats, enc, slide=view, scale=vscale, progress=progress)
-                rows, pred = expression_rows(section, cond, feats, truth, models, cfg.interval_levels)
-                expr_rows += rows
+                rows, pred = expression_rows(section, cond, feats, _truth(adata, expr.genes), pair, cfg.interval_levels)
+                expr_rows += [{**r, "models": which} for r in rows]
                 inferred = prediction_to_anndata(pred, adata, expr.genes, {"encoder": expr.encoder, "condition": cond.name})
-                emb = models.aligned.embed(feats, store=False) if models.aligned is not None else None
+                emb = pair.aligned.embed(feats, store=False) if pair.aligned is not None else None
                 routes = HE_ROUTES + (REFERENCE_ROUTES if cond.is_native else ())
                 zs_rows += zero_shot_rows(section, cond, adata, inferred, emb, models, cfg.zero_shot_tasks,
                                           cfg.harness_config, routes)
                 conds.append({"section": section, "condition": cond.name, "mpp": float(view.mpp or float("nan")),
-                              "what": what, "resampling": feats.uns[keys.FEATURES_UNS][expr.encoder].get("resampling", "")})
+                              "what": what, "models": which, "encoder": expr.encoder, "resampling": feats.uns[keys.FEATURES_UNS][expr.encoder].get("resampling", "")})
         t_sweep = time.time() - t0 - t_models
         table = loso_table(data_dir, cfg, progress) if loso else None
-        info = {"expression_encoder": expr.encoder, "text_model": models.text.fingerprint(),
+        info = {"expression_encoder": {k: p.expression.encoder for k, p in models.pairs.items()},
+                "coarse_above_mpp": models.coarse_above_mpp if "coarse" in models.pairs else None, "text_model": models.text.fingerprint(),
                 "text_model_train_patients": list(map(str, models.text.meta.get("train_patients", []))),
                 "train_sections": cfg.train_sections, "test_sections": cfg.test_sections,
                 "seconds": {"models": round(t_models, 1), "sweep": round(t_sweep, 1),

@@ -46,17 +46,23 @@ def expression_markdown(res: ExpressionBenchResult, section: str) -> list[str]:
     """One row per condition: the model's figures, ridge and the training mean beside them."""
     t = res.expression[res.expression["section"] == section]
     mpp = {c["condition"]: c["mpp"] for c in res.conditions if c["section"] == section}
-    header = ["condition", "µm/px", "Pearson all", "Pearson top-50", "Moran's I r", "top-20 retrieval", "MSE",
+    which = _models_of(res, section)
+    header = ["condition", "µm/px", "models", "Pearson all", "Pearson top-50", "Moran's I r", "top-20 retrieval", "MSE",
               "50 % interval", "90 % interval", "var–err ρ (within gene)", "ridge: all / top-50 / MSE", "mean: MSE"]
     rows = []
     for cond in dict.fromkeys(t["condition"]):
         d = t[(t["condition"] == cond) & (t["method"] == "deepspot")].iloc[0]
         r = t[(t["condition"] == cond) & (t["method"] == "ridge")].iloc[0]
         m = t[(t["condition"] == cond) & (t["method"] == "mean")].iloc[0]
-        rows.append([cond, _f(mpp.get(cond), 2), _f(d.pearson_all), _f(d.pearson_top), _f(d.morans_r), _f(d.topk),
+        rows.append([cond, _f(mpp.get(cond), 2), which.get(cond, "default"), _f(d.pearson_all), _f(d.pearson_top), _f(d.morans_r), _f(d.topk),
                      _f(d.mse), _f(d.cov50), _f(d.cov90), _f(d.unc_spearman_within),
                      f"{_f(r.pearson_all)} / {_f(r.pearson_top)} / {_f(r.mse)}", _f(m.mse)])
     return _table(header, rows)
+
+
+def _models_of(res: ExpressionBenchResult, section: str) -> dict[str, str]:
+    """Which model pair read each condition (``default`` / ``coarse``, by the slide's µm/px, as the pipeline does)."""
+    return {c["condition"]: c.get("models", "default") for c in res.conditions if c["section"] == section}
 
 
 def zero_shot_markdown(res: ExpressionBenchResult, section: str, task: str) -> list[str]:
@@ -65,11 +71,12 @@ def zero_shot_markdown(res: ExpressionBenchResult, section: str, task: str) -> l
     if z.empty:
         return []
     he = [r for r in ("inferred", "aligned", "proteins", "fused", "marker_inferred") if r in set(z["route"])]
-    header = ["condition"] + [ROUTES[r].title for r in he]
+    header = ["condition", "models"] + [ROUTES[r].title for r in he]
+    which = _models_of(res, section)
     rows = []
     for cond in dict.fromkeys(z["condition"]):
         zc = z[z["condition"] == cond].set_index("route")["auroc"]
-        rows.append([cond] + [_f(zc.get(r, float("nan"))) for r in he])
+        rows.append([cond, which.get(cond, "default")] + [_f(zc.get(r, float("nan"))) for r in he])
     ref = z[z["route"].isin(["measured", "marker", "chance"])].set_index("route")["auroc"]
     lines = _table(header, rows)
     spots = int(z["spots"].iloc[0])
@@ -136,8 +143,11 @@ def write_expression_report(res: ExpressionBenchResult, out: str | Path, command
     prefix.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Image models across patients, resolutions and stains (`spotwhisper bench expression`)", "",
              f"Command: `{command}`", "",
-             f"Models trained on her2st {', '.join(res.info['train_sections'])} only (with the recipe of "
-             f"configs/expression.yaml and configs/aligned.yaml, encoder `{res.info['expression_encoder']}`); text model "
+             f"Models trained on her2st {', '.join(res.info['train_sections'])} only with the project's recipes "
+             f"(encoders {res.info['expression_encoder']}"
+             + (f"; as in the pipeline, a slide coarser than {res.info['coarse_above_mpp']:g} µm/px is read by the coarse pair"
+                if res.info.get("coarse_above_mpp") else "; the default pair reads every condition")
+             + f"); text model "
              f"{res.info['text_model']} trained on patients {', '.join(res.info['text_model_train_patients']) or '?'}. "
              f"Run time {res.info['seconds']['total']:.0f} s ({res.info['seconds']})."]
     for section in res.info["test_sections"]:
@@ -171,3 +181,42 @@ def write_expression_report(res: ExpressionBenchResult, out: str | Path, command
     with atomic_file(paths["json"], suffix=".part.json") as tmp:
         Path(tmp).write_text(json.dumps(blob, indent=1, default=str))
     return paths
+
+
+def cross_patient_lead(path: str | Path, encoder: str, kind: str = "expression") -> str:
+    """Markdown that opens a model card: the cross-patient figures, from a ``spotwhisper bench
+    expression`` JSON (``<out>.json``), of the model pair whose image encoder is ``encoder``, on the
+    conditions that pair reads. ``kind``: ``expression`` (expression figures + zero-shot) or ``aligned``."""
+    blob = json.loads(Path(path).read_text())
+    encoders = blob["info"]["expression_encoder"]
+    encoders = encoders if isinstance(encoders, dict) else {"default": encoders}
+    pair = next((k for k, v in encoders.items() if v == encoder), None)
+    if pair is None:
+        raise ValueError(f"{path}: no benchmarked model reads `{encoder}` features (benchmarked: {encoders})")
+    info, conds = blob["info"], [c for c in blob["conditions"] if c.get("models", "default") == pair]
+    if not conds:
+        raise ValueError(f"{path}: no condition read by the {pair} models")
+    expr = pd.DataFrame(blob["cross_patient"])
+    zs = pd.DataFrame(blob["zero_shot"])
+    route = "aligned" if kind == "aligned" else "inferred"
+    header = ["test section", "condition", "µm/px"] + (["Pearson all", "Pearson top-50", "90 % interval"] if kind != "aligned" else []) \
+        + [f"{task}: {ROUTES[route].title}" for task in dict.fromkeys(zs["task"])] + [f"{task}: {ROUTES['fused'].title}" for task in dict.fromkeys(zs["task"])]
+    rows = []
+    for c in conds:
+        row = [c["section"], c["condition"], _f(c["mpp"], 2)]
+        if kind != "aligned":
+            d = expr[(expr["section"] == c["section"]) & (expr["condition"] == c["condition"]) & (expr["method"] == "deepspot")]
+            row += [_f(d["pearson_all"].iloc[0]), _f(d["pearson_top"].iloc[0]), _f(d["cov90"].iloc[0])] if len(d) else ["–"] * 3
+        z = zs[(zs["section"] == c["section"]) & (zs["condition"] == c["condition"])]
+        for r in (route, "fused"):
+            for task in dict.fromkeys(zs["task"]):
+                v = z[(z["task"] == task) & (z["route"] == r)]["auroc"]
+                row.append(_f(v.iloc[0]) if len(v) else "–")
+        rows.append(row)
+    text = [f"## Cross-patient figures (read these first)", "",
+            f"The same recipe trained on her2st {', '.join(info['train_sections'])} only and tested on "
+            f"{', '.join(info['test_sections'])}, a patient it never saw, under every condition that this model reads "
+            f"(`{blob['command']}`; zero-shot AUROC weighted over classes, text model trained on patients "
+            f"{', '.join(info['text_model_train_patients'])}). The shipped model also saw "
+            f"{', '.join(info['test_sections'])}, so it has no honest figure on it.", ""]
+    return "\n".join(text + _table(header, rows))

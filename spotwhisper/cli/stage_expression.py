@@ -22,8 +22,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "save the model folder (weights, genes, config, model card).",
     )
     add_config(p, "expression", "training settings")
-    p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped expression-default)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: spotwhisper/pretrained/<name in the config>, e.g. expression-default)")
     p.add_argument("--evaluate", action="store_true", help="also run leave-one-section-out evaluation")
+    p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
+                   help="a `spotwhisper bench expression` result (benchmarks/results/expression.json) whose figures "
+                   "for this recipe open the model card")
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "expression_loso",
                    help="where --evaluate writes <results>.csv/.md")
     p.add_argument("--no-progress", action="store_true")
@@ -77,7 +80,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         md = results_markdown(table, summarize(table), command)
         args.results.with_suffix(".md").write_text(md)
         console.print(md)
-    out = model.save_pretrained(args.out or DEFAULT_MODEL_DIR, card=model_card(model, table, command))
+    lead = ""
+    if args.cross_patient is not None:
+        from ..bench.expression_report import cross_patient_lead
+
+        lead = cross_patient_lead(args.cross_patient, cfg.encoder)
+        command += f" --cross-patient {args.cross_patient}"
+    out = model.save_pretrained(args.out or DEFAULT_MODEL_DIR.parent / cfg.name, card=model_card(model, table, command, lead))
     console.print(f"saved model to {out}")
     return 0
 

@@ -23,8 +23,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "and compared with the measured embedding, next to the route through inferred expression.",
     )
     add_config(p, "aligned", "training settings")
-    p.add_argument("--out", type=Path, default=None, help="model folder (default: the shipped aligned-default)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: spotwhisper/pretrained/<name in the config>, e.g. aligned-default)")
     p.add_argument("--evaluate", action="store_true", help="leave-one-section-out evaluation first")
+    p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
+                   help="a `spotwhisper bench expression` result whose figures for this recipe open the model card")
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
     p.set_defaults(func=cmd_train)
@@ -60,16 +62,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         RESULTS.with_suffix(".md").write_text(md)
         table.to_csv(RESULTS.with_suffix(".csv"), index=False)
         Console().print(md)
+    lead = ""
+    if args.cross_patient is not None:
+        from ..bench.expression_report import cross_patient_lead
+
+        lead = cross_patient_lead(args.cross_patient, cfg.encoder, "aligned") + "\n\n## Model\n\n"
+        command += f" --cross-patient {args.cross_patient}"
     card = (
-        "# SpotWhisper aligned image head (H&E → transcriptome-text space)\n\n"
+        "# SpotWhisper aligned image head (H&E → transcriptome-text space)\n\n" + lead +
         f"- Trained: {date.today().isoformat()} with `{command}`\n"
-        f"- Data: her2st sections {', '.join(cfg.sections)} (paired H&E and measured expression, patient C).\n"
+        f"- Data: her2st sections {', '.join(cfg.sections)} (paired H&E and measured expression; patient(s) "
+        f"{', '.join(sorted({s[0] for s in cfg.sections}))}).\n"
         f"- Input: `{cfg.encoder}` features of the spot tile, its sub-tiles and neighbours; ensemble of {cfg.ensemble}.\n"
         "- Target: the shipped text model's embedding of each spot's measured transcriptome (the text model was "
-        "trained without patient C); loss = InfoNCE + cosine distillation.\n"
+        f"trained on patients {', '.join(map(str, text.meta.get('train_patients', []))) or '?'}); loss = InfoNCE + cosine distillation.\n"
         f"- Text model fingerprint: `{text.fingerprint()}` (loading refuses another text model).\n\n"
         "## Evaluation\n\n" + (md or "Not evaluated in this run (use --evaluate).\n")
     )
-    out = model.save_pretrained(args.out or DEFAULT_DIR, card=card)
+    out = model.save_pretrained(args.out or DEFAULT_DIR.parent / cfg.name, card=card)
     Console().print(f"saved aligned head to {out}")
     return 0

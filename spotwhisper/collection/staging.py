@@ -71,13 +71,17 @@ def staging_folder(collection: str, index_dir: str | Path | None, cfg: Collectio
 
 
 def _model_dirs(pipeline: PipelineConfig) -> dict[str, str | None]:
+    from ..expression.pretrained import COARSE_MODEL_DIR
     from ..expression.pretrained import DEFAULT_MODEL_DIR as EXPRESSION_DIR
+    from ..imagetext.aligned import COARSE_DIR
     from ..imagetext.aligned import DEFAULT_DIR as ALIGNED_DIR
     from ..language import DEFAULT_MODEL_DIR as TEXT_DIR
 
     return {"expression": pipeline.expression_model or str(EXPRESSION_DIR),
             "text": pipeline.text_model or str(TEXT_DIR),
-            "aligned": pipeline.aligned_model or str(ALIGNED_DIR)}
+            "aligned": pipeline.aligned_model or str(ALIGNED_DIR),
+            "coarse_expression": pipeline.coarse_expression_model or str(COARSE_MODEL_DIR),
+            "coarse_aligned": pipeline.coarse_aligned_model or str(COARSE_DIR)}
 
 
 def _image_encoder_weights(pipeline: PipelineConfig) -> str:

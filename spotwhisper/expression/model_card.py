@@ -44,16 +44,21 @@ def results_markdown(table: pd.DataFrame, summary: pd.DataFrame, command: str) -
     return text
 
 
-def model_card(model, table: pd.DataFrame | None, command: str) -> str:
-    """The model card written next to the weights."""
+def model_card(model, table: pd.DataFrame | None, command: str, lead: str = "") -> str:
+    """The model card written next to the weights; ``lead`` (markdown: the cross-patient figures of
+    ``spotwhisper bench expression``) comes first, before the within-data evaluation."""
     cfg = model.cfg
+    patients = sorted({s[0] for s in cfg.sections})
     n_params = sum(p.numel() for p in model.ensemble.members.parameters())
     lines = [
         "# SpotWhisper expression model (H&E → spot transcriptome)",
         "",
+        *([lead, "", "## Model", ""] if lead else []),
         f"- Trained: {date.today().isoformat()} with `{command}`",
-        f"- Data: her2st (Andersson et al. 2021) sections {', '.join(cfg.sections)} — every section with H&E; "
-        "all are from patient C, so leave-one-section-out is within one patient and optimistic for new patients.",
+        f"- Data: her2st (Andersson et al. 2021) sections {', '.join(cfg.sections)} (patient(s) {', '.join(patients)}); "
+        "leave-one-section-out below is mostly within one patient and optimistic for new patients.",
+        f"- Augmentation: {cfg.augment.n_copies} extra cop(ies) of each training section "
+        f"({cfg.augment.hed_copies} HED shift(s), µm/px {cfg.augment.mpp or 'none'}, Macenko onto {cfg.augment.macenko_targets or 'none'}).",
         f"- Inputs: `{cfg.encoder}` features of the spot tile ({model.tile_um:.0f} µm), its "
         "3×3 sub-tiles and its ring of neighbouring spots (DeepSpot layout).",
         f"- Output: log1p(counts per 10k) of {len(model.genes)} panel genes (`genes.txt`), "
@@ -73,8 +78,8 @@ def model_card(model, table: pd.DataFrame | None, command: str) -> str:
         "",
         "## Limits",
         "",
-        "- Trained on ~900 spots of one patient's HER2+ breast tumour; other tissues, stains and scanners are "
-        "out of distribution — watch the epistemic variance.",
+        f"- Trained on the spots of {len(cfg.sections)} HER2+ breast tumour sections of {len(patients)} patient(s); "
+        "other tissues, stains and scanners are out of distribution — watch the epistemic variance.",
         "- Spot-level (100 µm ST spots, 200 µm tiles); not a single-cell model.",
     ]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ from .model import DeepSpotNet, Ensemble, Prediction
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "expression-default"
+#: the shipped model for slides coarser than the default model holds (stain statistics read at 3.5 µm/px)
+COARSE_MODEL_DIR = DEFAULT_MODEL_DIR.parent / "expression-coarse"
 ALEATORIC = "uncertainty_aleatoric"
 EPISTEMIC = "uncertainty_epistemic"
 MODEL_UNS = "expression_model"

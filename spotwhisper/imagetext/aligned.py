@@ -34,6 +34,7 @@ from ..tiles.config import AugmentConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "aligned-default"
+COARSE_DIR = DEFAULT_DIR.parent / "aligned-coarse"  #: the aligned head for slides coarser than the default holds
 ROUTE = "aligned"
 EMB_KEY = f"{keys.IMAGE_TEXT_EMB_PREFIX}{ROUTE}"
 
@@ -42,6 +43,7 @@ EMB_KEY = f"{keys.IMAGE_TEXT_EMB_PREFIX}{ROUTE}"
 class AlignedConfig:
     """Training of the aligned head (``configs/aligned.yaml``)."""
 
+    name: str = "aligned-default"  #: model folder name under spotwhisper/pretrained (``train imagetext`` without --out)
     encoder: str = "efficientnet_lite0"
     sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])
     net: NetConfig = field(default_factory=lambda: NetConfig(dropout=0.5))
