@@ -107,8 +107,19 @@ class Models:
         return out
 
 
-def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel) -> tuple[ExpressionModel | None, AlignedImageModel | None]:
-    """The coarse model pair, or ``(None, None)`` when routing is off or the expression model is missing."""
+def expression_model_for(inp: SlideInput, cfg: PipelineConfig | None = None) -> ExpressionModel:
+    """The configured expression model that reads ``inp`` at its µm/px (default or coarse, as
+    :meth:`Models.for_slide` chooses), without loading the text and aligned models."""
+    cfg = cfg or load_config(PipelineConfig, "pipeline")
+    coarse, _ = _load_coarse(cfg, None)
+    models = Models(ExpressionModel.from_pretrained(cfg.expression_model), None, None,  # type: ignore[arg-type]
+                    coarse_expression=coarse, coarse_above_mpp=cfg.coarse_above_mpp)
+    return models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)[0]
+
+
+def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel | None) -> tuple[ExpressionModel | None, AlignedImageModel | None]:
+    """The coarse model pair (the aligned head only with ``text``), or ``(None, None)`` when routing
+    is off or the expression model is missing."""
     from .expression.pretrained import COARSE_MODEL_DIR
     from .imagetext.aligned import COARSE_DIR
 
@@ -120,6 +131,8 @@ def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel) -> tuple[Expres
         log.warning("no coarse expression model (%s); slides coarser than %.1f µm/px use the default models",
                     err, cfg.coarse_above_mpp)
         return None, None
+    if text is None:
+        return expression, None
     try:
         aligned = AlignedImageModel.from_pretrained(cfg.coarse_aligned_model or COARSE_DIR, text_model=text)
     except FileNotFoundError as err:

@@ -68,3 +68,16 @@ def test_a_coarse_copy_of_a_real_section_is_read_by_the_coarse_models(mini_raw):
     assert out.n_obs == sub.n_obs and "text_emb" in out.obsm and "image_text_emb_aligned" in out.obsm
     native = process_slide(SlideInput("C2", slide, sub, scale), Models.load(), progress=False)
     assert native.uns["pipeline"]["image_models"] == "default"
+
+
+def test_predict_expression_alone_routes_too(mini_raw):
+    """``predict expression`` / ``predict proteins`` load only the expression model, by the same rule."""
+    from spotwhisper.io.inputs import SlideInput
+    from spotwhisper.io.spatial import open_source_slide
+    from spotwhisper.pipeline import expression_model_for
+    from spotwhisper.tiles.views import view_of
+
+    slide, scale = open_source_slide(mini_raw)
+    assert expression_model_for(SlideInput("C2", slide, mini_raw, scale)).encoder == "efficientnet_lite0"
+    view, vscale = view_of(slide, scale, mpp=3.5)
+    assert expression_model_for(SlideInput("C2-hires", view, mini_raw, vscale)).encoder == "stain_stats"

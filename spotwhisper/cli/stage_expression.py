@@ -54,7 +54,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         "variance in layers. Writes an .h5ad.",
     )
     p.add_argument("slide", help=SLIDE_KINDS.replace(", or image file", ""))
-    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model that holds at the slide's µm/px: expression-default, or expression-coarse above 2 µm/px)")
     p.add_argument("--out", type=Path, default=None, help="output .h5ad (default <slide>_expression.h5ad)")
     add_mpp(p)
     p.add_argument("--no-progress", action="store_true")
@@ -119,9 +119,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..expression.workflow import with_features
     from ..io import write_h5ad
     from ..io.inputs import load_input
+    from ..pipeline import expression_model_for
 
-    model = ExpressionModel.from_pretrained(args.model)
     inp = load_input(args.slide, args.data_dir, mpp=args.mpp)
+    # the shipped models: the one that holds at the slide's µm/px (configs/pipeline.yaml coarse_above_mpp)
+    model = ExpressionModel.from_pretrained(args.model) if args.model else expression_model_for(inp)
     if inp.adata is None:
         raise ValueError(f"{args.slide}: an image without spots; run `spotwhisper features extract --grid` first "
                          "and predict on the .h5ad it writes")

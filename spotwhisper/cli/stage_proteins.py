@@ -110,14 +110,13 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
         adata = read_h5ad(spec)
         if MODEL_UNS in adata.uns:  # already the transcriptome inferred from the H&E
             return spec.stem, adata
-    from ..expression.pretrained import ExpressionModel
-    from ..pipeline import spots_with_features
+    from ..pipeline import expression_model_for, spots_with_features
 
-    model = ExpressionModel.from_pretrained()
     try:
         inp = load_input(args.slide, args.data_dir, mpp=args.mpp, require_image=True)
     except FileNotFoundError as err:
         raise UserError(f"{err}; to use its measured expression instead, pass --measured") from err
+    model = expression_model_for(inp)
     log.info("%s: inferring expression from the H&E (pass --measured for measured expression)", inp.name)
     return inp.name, model.predict(spots_with_features(inp, model.encoder))
 
