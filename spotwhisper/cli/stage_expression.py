@@ -27,7 +27,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
                    help="a `spotwhisper bench expression` result (benchmarks/results/expression.json) whose figures "
                    "for this recipe open the model card")
-    p.add_argument("--results", type=Path, default=RESULTS_DIR / "expression_loso",
+    p.add_argument("--results", type=Path, default=RESULTS_DIR / "expression_train_loso",
                    help="where --evaluate writes <results>.csv/.md")
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
