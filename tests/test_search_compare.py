@@ -32,7 +32,7 @@ def engine(mini_collection):
 
 
 def test_compare_two_queries_on_real_spots(engine):
-    a, b = "tertiary lymphoid structures", "invasive cancer"
+    a, b = "immune infiltrate", "invasive cancer"
     comp, res_a, res_b = compare_queries(engine, a, b, "C2", threshold=None)
     ma, mb = region_mask(res_a.slides[0]), region_mask(res_b.slides[0])
     assert ma.any() and mb.any(), "both queries should have regions on the mini slide at the search threshold"
@@ -61,7 +61,7 @@ def test_compare_two_queries_on_real_spots(engine):
 
 def test_compare_says_when_nothing_matches(engine):
     # at relevance 3.9 (log-odds) no spot of the mini slide reaches either query
-    comp, res_a, res_b = compare_queries(engine, "tertiary lymphoid structures", "adipose tissue", "C2", threshold=3.9)
+    comp, res_a, res_b = compare_queries(engine, "immune infiltrate", "adipose tissue", "C2", threshold=3.9)
     assert not res_a.slides[0].regions and not res_b.slides[0].regions
     assert comp.separating is None and (comp.classes == NEITHER).all()
     text = comp.summary()

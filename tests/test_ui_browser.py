@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-QUERY = "show me tertiary lymphoid structures"
+QUERY = "show me immune infiltrate"
 SLOW_S = 4.0  #: added to every search while ``slow`` is on
 
 
@@ -128,11 +128,11 @@ def test_message_appears_before_its_answer(page, server, tmp_path):
         page.wait_for_function(f"document.querySelector('#chat').innerText.includes({QUERY!r})", timeout=SLOW_S * 1000)
         shown = time.monotonic() - start
         chat = page.inner_text("#chat")
-        assert "Searched 'tertiary lymphoid structures'" not in chat  # the answer is still being worked on
+        assert "Searched 'immune infiltrate'" not in chat  # the answer is still being worked on
         page.wait_for_function("document.querySelector('#chat').innerText.includes('Searching')", timeout=5_000)
         assert page.is_editable("#query textarea")  # the ask box stays usable meanwhile
         page.fill("#query textarea", "typing while it works")
-        page.wait_for_function("document.querySelector('#chat').innerText.includes(\"Searched 'tertiary\")",
+        page.wait_for_function("document.querySelector('#chat').innerText.includes(\"Searched 'immune\")",
                                timeout=60_000)
         answered = time.monotonic() - start
     finally:
@@ -147,7 +147,7 @@ def test_query_lights_up_regions_and_a_click_explains(page, server, tmp_path):
     page.wait_for_function("document.querySelector('#map-caption')?.innerText.includes('region(s)')", timeout=60_000)
     page.wait_for_function("(d => Number(d.regions) > 0 && (d.layer || '').length > 0)"
                            "(document.querySelector('#viewer-main .sw-viewer').dataset)", timeout=30_000)
-    hits = server["engine"].search("tertiary lymphoid structures")
+    hits = server["engine"].search("immune infiltrate")
     regions = hits.slides[0].regions
     assert regions and f"{len(regions)} region(s)" in page.inner_text("#map-caption")
     assert page.locator("#viewer-main .sw-region-label").count() == len(regions)
@@ -193,12 +193,12 @@ def test_zoom_and_pan_change_the_view(page, tmp_path):
 def test_comparison_shows_two_colours(page, server, tmp_path):
     from spotwhisper.ui.layers import CLASS_COLOURS
 
-    _ask(page, "compare tertiary lymphoid structures and invasive cancer")
+    _ask(page, "compare immune infiltrate and invasive cancer")
     page.wait_for_function("document.querySelector('#chat').innerText.includes('Compared on C2')", timeout=60_000)
     page.wait_for_function("(document.querySelector('#viewer-main .sw-viewer').dataset.layer || '').length > 0",
                            timeout=30_000)
     legend = page.inner_text("#viewer-main .sw-colourbar")
-    assert "A: tertiary lymphoid structures" in legend and "B: invasive cancer" in legend
+    assert "A: immune infiltrate" in legend and "B: invasive cancer" in legend
     layer = np.asarray(Image.open(io.BytesIO(page.request.get(server["url"] + _viewer(page)["layer"]).body())))
     seen = {"#{:02X}{:02X}{:02X}".format(*px) for px in layer[layer[..., 3] > 0][:, :3]}
     assert {CLASS_COLOURS[1], CLASS_COLOURS[2]} <= seen  # only-A and only-B spots both painted

@@ -35,7 +35,7 @@ def searched(mini_slide):
 
     engine = SearchEngine(slides={"C2": mini_slide})
     cfg = load_ui_config()
-    _, view = h.run_search(engine, h.new_view(engine, cfg), "tertiary lymphoid structures", cfg)
+    _, view = h.run_search(engine, h.new_view(engine, cfg), "immune infiltrate", cfg)
     return engine, view
 
 
@@ -57,7 +57,7 @@ def test_export_round_trip(searched, tmp_path):
     a = read_h5ad(h5ad)
     np.testing.assert_allclose(a.obs[keys.SEARCH_FUSED], hits.fused)
     assert a.obs[keys.SEARCH_REGION].tolist() == region.tolist()
-    assert a.uns[keys.SEARCH_INFO]["query"] == "tertiary lymphoid structures"
+    assert a.uns[keys.SEARCH_INFO]["query"] == "immune infiltrate"
     assert a.uns[keys.SEARCH_INFO]["n_regions"] == len(hits.regions)
     np.testing.assert_array_equal(a.obsm[keys.SPATIAL], hits.adata.obsm[keys.SPATIAL])
 

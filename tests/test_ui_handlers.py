@@ -24,7 +24,7 @@ from spotwhisper.ui.display import (
     tile_gallery,
 )
 
-TLS = "show me tertiary lymphoid structures"
+IMMUNE = "show me immune infiltrate"
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ TLS = "show me tertiary lymphoid structures"
         ("", "empty", "", "", None),
         ("   \n ", "empty", "", "", None),
         ("help", "help", "", "", None),
-        (TLS, "search", "tertiary lymphoid structures", "", None),
+        ("show me tertiary lymphoid structures", "search", "tertiary lymphoid structures", "", None),
         ("where is PD-L1 high?", "search", "PD-L1 high", "", None),
         ("where are the B cells on this slide?", "search", "B cells", "", None),
         ("fibrosis", "search", "fibrosis", "", None),
@@ -70,8 +70,8 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def searched(engine, cfg):
-    """(answer, view) after the TLS query on the mini slide."""
-    return respond(engine, h.new_view(engine, cfg), TLS, [], cfg)
+    """(answer, view) after the immune-infiltrate query on the mini slide."""
+    return respond(engine, h.new_view(engine, cfg), IMMUNE, [], cfg)
 
 
 def test_search_answer_lists_regions_with_numbers(engine, searched):
@@ -106,10 +106,10 @@ def test_threshold_rethresholds_without_searching(engine, cfg, searched, monkeyp
     # above every spot: no region, and the answer says so
     none = h.update_view(engine, view, cfg, threshold=float(np.nanmax(hits.fused)) + 0.1)
     assert none.hits().regions == []
-    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.describe_result(none, cfg)
-    assert "no region of C2 matches 'tertiary lymphoid structures'" in h.map_caption(none)
+    assert "no region of C2 matches 'immune infiltrate'" in h.describe_result(none, cfg)
+    assert "no region of C2 matches 'immune infiltrate'" in h.map_caption(none)
     text, _ = h.run_explain(engine, none, cfg)
-    assert "no region of C2 matches 'tertiary lymphoid structures'" in text and "nothing to explain" in text
+    assert "no region of C2 matches 'immune infiltrate'" in text and "nothing to explain" in text
 
 
 def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
@@ -135,7 +135,7 @@ def test_route_toggles_reweight_cached_scores(engine, cfg, searched):
 def test_toggles_show_the_routes_that_answered(engine, cfg):
     view = h.new_view(engine, cfg)
     view = h.update_view(engine, view, cfg, groups=["transcriptome"])  # the user unticked two groups
-    _, view = h.run_search(engine, view, "tertiary lymphoid structures", cfg)  # a new question uses every route
+    _, view = h.run_search(engine, view, "immune infiltrate", cfg)  # a new question uses every route
     assert set(view.shown.routes) == set(view.base.routes)
     assert view.groups == h.used_groups(view.shown, cfg.route_groups)
     # a query no protein marker or term answers: the protein box is not shown ticked
@@ -257,10 +257,10 @@ def test_answer_streams_in_steps(engine, cfg):
     from spotwhisper.ui.chat import respond_stream
 
     steps, explained_then = [], []
-    for step in respond_stream(engine, h.new_view(engine, cfg), TLS, [], cfg):
+    for step in respond_stream(engine, h.new_view(engine, cfg), IMMUNE, [], cfg):
         steps.append(step)  # what the browser gets at each step (hits are explained in place later)
         explained_then.append(step[1].hits() is not None and step[1].hits().explanation is not None)
-    assert steps[0][0] == "Searching 'tertiary lymphoid structures' on C2…" and not steps[0][2]
+    assert steps[0][0] == "Searching 'immune infiltrate' on C2…" and not steps[0][2]
     assert steps[0][1].shown is None  # said before any work is done
     regions_first = steps[1]
     assert regions_first[1].hits().regions and not explained_then[1]  # map and regions before the genes
@@ -283,7 +283,7 @@ def test_annotations_round_trip_as_geojson(searched):
 
     _, view = searched
     hits = view.hits()
-    kept = from_regions(hits, "TLS", "tertiary lymphoid structures")
+    kept = from_regions(hits, "TLS", "immune infiltrate")
     assert [a["region"] for a in kept] == [r.id for r in hits.regions]
     geo = json.loads(json.dumps(to_geojson(kept)))
     f0 = geo["features"][0]
@@ -310,11 +310,11 @@ def test_side_by_side_searches_both_slides_on_one_scale(mini_slide, cfg):
     other.obs[k.SECTION] = "C2-copy"
     engine = SearchEngine({"C2": mini_slide, "C2-copy": other})
     view = replace(h.new_view(engine, cfg), second="C2-copy")
-    _, view = h.run_search(engine, view, "tertiary lymphoid structures", cfg)
+    _, view = h.run_search(engine, view, "immune infiltrate", cfg)
     assert sorted(s.slide for s in view.shown.slides) == ["C2", "C2-copy"]
     a, b = view.hits("C2"), view.hits("C2-copy")
     np.testing.assert_allclose(a.fused, b.fused, atol=1e-9)  # same spots, one calibration over both slides
-    alone = h.run_search(engine, h.new_view(engine, cfg), "tertiary lymphoid structures", cfg)[1]
+    alone = h.run_search(engine, h.new_view(engine, cfg), "immune infiltrate", cfg)[1]
     assert [s.slide for s in alone.shown.slides] == ["C2"]
 
 

@@ -83,7 +83,7 @@ def engine(mini_slide):
 
 def test_model_calls_search_and_explain(engine, monkeypatch):
     fake = FakeOpenAI([
-        {"content": None, "tool_calls": [_call(1, "search", {"query": "tertiary lymphoid structures"})]},
+        {"content": None, "tool_calls": [_call(1, "search", {"query": "immune infiltrate"})]},
         {"content": "", "tool_calls": [_call(2, "explain", {"region": 1})]},
         {"content": "Two TLS-like regions; region 1 is led by immune genes."},
     ])
@@ -107,7 +107,7 @@ def test_model_calls_search_and_explain(engine, monkeypatch):
     assert [m["content"] for m in first["messages"][1:]] == ["hello", "hi", "where are the TLS?"]
     # the tool really ran: the view holds the search, and the model saw its numbers
     hits = view.hits()
-    assert view.shown.query.text == "tertiary lymphoid structures" and hits.regions
+    assert view.shown.query.text == "immune infiltrate" and hits.regions
     tool_msg = fake.requests[1]["body"]["messages"][-1]
     assert tool_msg["role"] == "tool" and tool_msg["tool_call_id"] == "call_1"
     payload = json.loads(tool_msg["content"])
@@ -141,12 +141,12 @@ def test_broken_endpoint_falls_back_to_router(engine, caplog):
     try:
         cfg = load_ui_config()
         cfg.llm.base_url, cfg.llm.model = fake.url, "fake"
-        text, view = respond(engine, h.new_view(engine, cfg), "show me tertiary lymphoid structures", [], cfg)
+        text, view = respond(engine, h.new_view(engine, cfg), "show me immune infiltrate", [], cfg)
         with pytest.raises(LLMError, match="HTTP 503$"):
             ChatClient(cfg.llm).complete([{"role": "user", "content": "x"}], [])
     finally:
         fake.close()
-    assert text.startswith("Searched 'tertiary lymphoid structures'") and "HTTP 503" in text
+    assert text.startswith("Searched 'immune infiltrate'") and "HTTP 503" in text
     assert "model overloaded" not in text and "model overloaded" in caplog.text  # the body: server log only
     assert "built-in router" in text and view.hits().regions
     cfg.llm.base_url = "http://127.0.0.1:9/v1"  # nothing listens there
