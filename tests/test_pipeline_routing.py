@@ -52,7 +52,7 @@ def test_shipped_config_routes_and_both_pairs_load():
 
 
 @pytest.mark.slow
-def test_a_coarse_copy_of_a_real_section_is_read_by_the_coarse_models(mini_raw):
+def test_a_coarse_copy_of_a_real_section_is_read_by_the_coarse_models(mini_raw, tmp_path):
     """C2's window resampled to 3.5 µm/px (what a Space Ranger hires image gives): the coarse pair reads
     it and the manifest says so; the same window as scanned is read by the default pair."""
     from spotwhisper.io.inputs import SlideInput
@@ -68,6 +68,17 @@ def test_a_coarse_copy_of_a_real_section_is_read_by_the_coarse_models(mini_raw):
     assert out.n_obs == sub.n_obs and "text_emb" in out.obsm and "image_text_emb_aligned" in out.obsm
     native = process_slide(SlideInput("C2", slide, sub, scale), Models.load(), progress=False)
     assert native.uns["pipeline"]["image_models"] == "default"
+    # one collection holds slides read by either pair: every route lives in the same text space
+    from spotwhisper.collection import index_slides, open_collection
+    from spotwhisper.search.engine import SearchEngine
+
+    from spotwhisper import keys
+
+    out.obs[keys.SECTION] = "C2-hires"  # the same spots, another slide
+    index_slides([native, out], "mixed", index_dir=tmp_path / "indexes")
+    engine = SearchEngine.from_collection(open_collection("mixed", index_dir=tmp_path / "indexes"))
+    res = engine.search("invasive cancer", explain=False)
+    assert {s.slide for s in res.slides} == {"C2", "C2-hires"}
 
 
 def test_predict_expression_alone_routes_too(mini_raw):

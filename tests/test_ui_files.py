@@ -157,3 +157,14 @@ def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path, mini_slide)
     assert len(coll.vectors_for("text", "upload").metadata) == adata.n_obs
     again = open_engine("served", index_dir=tmp_path / "idx").search("tumour", slides=["upload"])
     assert again.slides[0].slide == "upload"
+
+
+def test_upload_message_names_the_coarse_models():
+    import anndata as ad
+
+    coarse, default = ad.AnnData(np.zeros((2, 2))), ad.AnnData(np.zeros((2, 2)))
+    coarse.uns["pipeline"] = {"image_models": "coarse"}
+    default.uns["pipeline"] = {"image_models": "default"}
+    from spotwhisper.ui.files import models_sentence
+
+    assert "coarse image models" in models_sentence(coarse) and models_sentence(default) == ""

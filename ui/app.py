@@ -45,6 +45,7 @@ from .files import (
     export_proteins,
     export_result,
     keep_upload,
+    models_sentence,
     prepare_upload,
     process_upload,
     public_text,
@@ -291,7 +292,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         eng = sess.engine(engine)
         view = replace(view, slide=slide_name, focus=1, explained=None, base=None, shown=None, comparison=None)
         status = (f"Added **{slide_name}**: {adata.n_obs} {'spots' if spots else 'grid tiles'} processed at "
-                  f"{choice.sentence()}. It is visible and searchable in this session only. ")
+                  f"{choice.sentence()}. {models_sentence(adata)}It is visible and searchable in this session only. ")
         later = ("export a result on it and run `spotwhisper index build --collection NAME --add --from-h5ad "
                  "<the exported .h5ad>`")
         if keep:

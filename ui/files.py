@@ -148,6 +148,15 @@ def process_upload(inp: SlideInput, models, folder: Path, progress: bool = True,
     return adata, write_h5ad(adata, folder / "processed" / f"{inp.name}.h5ad")
 
 
+def models_sentence(adata: ad.AnnData) -> str:
+    """A sentence naming the image models that read a processed upload when they are not the default
+    ones (a slide coarser than ``coarse_above_mpp`` in configs/pipeline.yaml), else ``""``."""
+    if adata.uns.get("pipeline", {}).get("image_models") != "coarse":
+        return ""
+    return ("At this resolution it was read by the coarse image models (stain statistics at 3.5 µm/px), "
+            "which hold better than the CNN on coarse images but see no cell detail. ")
+
+
 def add_to_collection(engine, adata: ad.AnnData) -> str:
     """Index a processed upload into the collection ``engine`` serves from disk (FAISS vectors of
     every route + its slide file) → a sentence saying where. ``ValueError`` when the engine serves

@@ -166,9 +166,12 @@ class AlignedImageModel:
         emb = self.head.embed(x)
         if store:
             adata.obsm[EMB_KEY] = emb
-            adata.uns.setdefault(keys.IMAGE_TEXT_INFO, {})[ROUTE] = {"encoder": self.encoder, "text_model": self.text_fingerprint}
+            adata.uns.setdefault(keys.IMAGE_TEXT_INFO, {})[ROUTE] = {
+                "encoder": self.encoder, "text_model": self.text_fingerprint, "head": self.fingerprint()}
+            # the vectors live in the text model's space, whichever head (default or coarse) made them,
+            # so one collection may hold slides read by either: the route is identified by that space
             adata.uns.setdefault(keys.EMBEDDING_MODELS, {})[EMB_KEY] = {
-                "name": f"aligned-{self.encoder}", "version": self.fingerprint(), "dim": int(emb.shape[1])}
+                "name": "aligned", "version": self.text_fingerprint, "dim": int(emb.shape[1])}
         return emb
 
     def fingerprint(self) -> str:
