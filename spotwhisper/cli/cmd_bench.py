@@ -222,7 +222,7 @@ the model. Zero-shot AUROC of every H&E route comes from the bench harness with 
 never saw patient B. A second table holds leave-one-section-out over every H&E section.
 
 Reproduce the README tables (writes benchmarks/results/expression.{md,json} and *_{cross_patient,
-zero_shot,loso}.csv; about 15 minutes from a clean cache on 2 CPU cores, seconds when cached):
+zero_shot,loso}.csv; about 17 minutes from a clean cache on 2 CPU cores, seconds when cached):
   spotwhisper bench expression --data-dir ../shared/data
 Trained models and the leave-one-section-out table are cached under $SPOTWHISPER_CACHE_DIR/bench.
 """
