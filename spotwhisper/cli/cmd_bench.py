@@ -220,6 +220,9 @@ tested on B4 (patient B) as scanned and resampled to 1, 2, 3.5 and 5 um/px, unde
 with another section's stain (Macenko). Ridge on the same features and the training mean sit beside
 the model. Zero-shot AUROC of every H&E route comes from the bench harness with a text model that
 never saw patient B. A second table holds leave-one-section-out over every H&E section.
+As in the pipeline, conditions coarser than 2 um/px are read by the coarse model pair (stain
+statistics: configs/expression_coarse.yaml, aligned_coarse.yaml); --config bench/expression_default_only
+uses the CNN pair everywhere.
 
 Reproduce the README tables (writes benchmarks/results/expression.{md,json} and *_{cross_patient,
 zero_shot,loso}.csv; about 17 minutes from a clean cache on 2 CPU cores, seconds when cached):
