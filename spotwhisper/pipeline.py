@@ -10,7 +10,7 @@ embedding of the measured transcriptome (``obsm["text_emb_measured"]``) for comp
 Image models are chosen by the slide's resolution: the default (CNN) models hold across patients up
 to ``coarse_above_mpp`` µm/px (``spotwhisper bench expression``); a coarser slide (a Space Ranger
 ``tissue_hires_image.png`` is ~3.5 µm/px) is read by the coarse models (stain statistics at 3.5
-µm/px), and the choice is logged and kept in ``uns["pipeline"]["image_models"]``.
+µm/px), and the choice is logged and kept in ``uns["pipeline"]["image_models"]`` (``keys.PIPELINE``).
 """
 
 from __future__ import annotations
@@ -83,18 +83,11 @@ class Models:
 
     def for_slide(self, mpp: float | None, name: str = "slide") -> tuple[ExpressionModel, AlignedImageModel | None, str]:
         """The expression model and aligned head that read a slide of ``mpp`` µm/px, and which pair
-        it is (``"default"`` or ``"coarse"``); the choice is logged, a slide outside every model's range warned about."""
-        limit = self.coarse_above_mpp
-        if mpp is None or limit is None or mpp <= limit:
-            return self.expression, self.aligned, "default"
-        if self.coarse_expression is None:
-            log.warning("%s: %.2f µm/px is coarser than %.1f µm/px, beyond what the default image models were "
-                        "measured to hold, and no coarse model is installed; expect weaker inferred expression "
-                        "(use a finer image if there is one)", name, mpp, limit)
-            return self.expression, self.aligned, "default"
-        log.info("%s: %.2f µm/px is coarser than %.1f µm/px: read by the coarse image models (%s)", name, mpp, limit,
-                 self.coarse_expression.encoder)
-        return self.coarse_expression, self.coarse_aligned, "coarse"
+        it is (``"default"`` or ``"coarse"``; see :func:`image_pair_for`)."""
+        which = image_pair_for(mpp, self.coarse_above_mpp, self.coarse_expression is not None, name)
+        if which == "coarse" and self.coarse_expression is not None:
+            return self.coarse_expression, self.coarse_aligned, "coarse"
+        return self.expression, self.aligned, "default"
 
     def describe(self, which: str = "default") -> dict[str, str]:
         """Model names and versions, for manifests (``which``: the image model pair a slide used)."""
@@ -107,14 +100,35 @@ class Models:
         return out
 
 
+def needs_coarse(mpp: float | None, limit: float | None) -> bool:
+    """Whether a slide of ``mpp`` µm/px is coarser than the default image models hold (``limit``,
+    ``coarse_above_mpp``; ``None``: never)."""
+    return mpp is not None and limit is not None and mpp > limit
+
+
+def image_pair_for(mpp: float | None, limit: float | None, have_coarse: bool, name: str = "slide") -> str:
+    """``"coarse"`` or ``"default"``: the image model pair that reads a slide of ``mpp`` µm/px. The
+    choice is logged; a coarse slide without a coarse model installed is warned about."""
+    if not needs_coarse(mpp, limit):
+        return "default"
+    if not have_coarse:
+        log.warning("%s: %.2f µm/px is coarser than %.1f µm/px, beyond what the default image models were "
+                    "measured to hold, and no coarse model is installed; expect weaker inferred expression "
+                    "(use a finer image if there is one)", name, mpp, limit)
+        return "default"
+    log.info("%s: %.2f µm/px is coarser than %.1f µm/px: read by the coarse image models", name, mpp, limit)
+    return "coarse"
+
+
 def expression_model_for(inp: SlideInput, cfg: PipelineConfig | None = None) -> ExpressionModel:
-    """The configured expression model that reads ``inp`` at its µm/px (default or coarse, as
-    :meth:`Models.for_slide` chooses), without loading the text and aligned models."""
+    """The configured expression model that reads ``inp`` at its µm/px (default or coarse, by
+    :func:`image_pair_for`); only that model is loaded."""
     cfg = cfg or load_config(PipelineConfig, "pipeline")
-    coarse, _ = _load_coarse(cfg, None)
-    models = Models(ExpressionModel.from_pretrained(cfg.expression_model), None, None,  # type: ignore[arg-type]
-                    coarse_expression=coarse, coarse_above_mpp=cfg.coarse_above_mpp)
-    return models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)[0]
+    mpp = inp.slide.mpp if inp.slide is not None else None
+    coarse = _load_coarse(cfg, None)[0] if needs_coarse(mpp, cfg.coarse_above_mpp) else None
+    if image_pair_for(mpp, cfg.coarse_above_mpp, coarse is not None, inp.name) == "coarse" and coarse is not None:
+        return coarse
+    return ExpressionModel.from_pretrained(cfg.expression_model)
 
 
 def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel | None) -> tuple[ExpressionModel | None, AlignedImageModel | None]:
@@ -177,7 +191,7 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
             del out.obsm[k]
     if keys.SECTION not in out.obs:
         out.obs[keys.SECTION] = inp.name
-    out.uns["pipeline"] = models.describe(which)
+    out.uns[keys.PIPELINE] = models.describe(which)
     return out
 
 

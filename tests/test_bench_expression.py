@@ -129,3 +129,11 @@ def test_bench_expression_command_on_a_tiny_input(data_dir, tmp_path, monkeypatc
     assert main(["bench", "expression", "--config", str(tmp_path / "bench.yaml"), "--data-dir", str(data_dir),
                  "--no-progress"]) == 0
     assert json.loads(Path(f"{out}.json").read_text())["info"]["seconds"]["loso"] < 5
+
+
+def test_a_coarse_pair_needs_both_recipes(data_dir):
+    from spotwhisper.bench.expression_bench import cross_patient_models
+
+    cfg = ExpressionBenchConfig(coarse_expression_config="expression_coarse")  # aligned recipe missing
+    with pytest.raises(ValueError, match="go together"):
+        cross_patient_models(data_dir, cfg, progress=False)

@@ -151,7 +151,7 @@ def process_upload(inp: SlideInput, models, folder: Path, progress: bool = True,
 def models_sentence(adata: ad.AnnData) -> str:
     """A sentence naming the image models that read a processed upload when they are not the default
     ones (a slide coarser than ``coarse_above_mpp`` in configs/pipeline.yaml), else ``""``."""
-    if adata.uns.get("pipeline", {}).get("image_models") != "coarse":
+    if adata.uns.get(keys.PIPELINE, {}).get("image_models") != "coarse":
         return ""
     return ("At this resolution it was read by the coarse image models (stain statistics at 3.5 µm/px), "
             "which hold better than the CNN on coarse images but see no cell detail. ")

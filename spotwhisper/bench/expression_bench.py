@@ -49,10 +49,10 @@ class ExpressionBenchConfig:
     expression_config: str = "expression"  #: model recipe (encoder, network, training, augmentation)
     aligned_config: str = "aligned"
     #: recipes of the coarse model pair, used (as by the pipeline) for conditions coarser than
-    #: ``coarse_above_mpp`` µm/px; ``None``: the default pair reads every condition
+    #: ``coarse_above_mpp`` µm/px; ``None`` (both): the default pair reads every condition
     coarse_expression_config: str | None = None
     coarse_aligned_config: str | None = None
-    coarse_above_mpp: float | None = 2.0
+    coarse_above_mpp: float | None = None  #: ``None``: configs/pipeline.yaml's, what users get
     text_config: str = "text"  #: leave-one-patient-out text models, when the shipped one saw a test patient
     harness_config: str = "bench/harness"
     train_sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])
@@ -87,9 +87,10 @@ class CrossPatientModels:
     trained_s: float = 0.0
 
     def for_mpp(self, mpp: float | None) -> tuple[str, ModelPair]:
-        """The pair the pipeline would use on a slide of ``mpp`` µm/px (see :mod:`spotwhisper.pipeline`)."""
-        coarse = "coarse" in self.pairs and mpp is not None and self.coarse_above_mpp is not None
-        which = "coarse" if coarse and mpp > self.coarse_above_mpp else "default"
+        """The pair the pipeline would use on a slide of ``mpp`` µm/px (:func:`spotwhisper.pipeline.needs_coarse`)."""
+        from ..pipeline import needs_coarse
+
+        which = "coarse" if "coarse" in self.pairs and needs_coarse(mpp, self.coarse_above_mpp) else "default"
         return which, self.pairs[which]
 
 
@@ -120,16 +121,24 @@ def _recipe(cfg: ExpressionBenchConfig, sections: list[str], coarse: bool = Fals
 
 def cross_patient_models(data_dir: str | Path | None, cfg: ExpressionBenchConfig, progress: bool = True) -> CrossPatientModels:
     """Train (or load from the cache) the model pair(s) and baselines on ``train_sections``."""
+    if bool(cfg.coarse_expression_config) != bool(cfg.coarse_aligned_config):
+        raise ValueError("coarse_expression_config and coarse_aligned_config go together: set both (a coarse "
+                         "model pair) or neither (the default pair reads every condition)")
     patients = sorted({s[0] for s in cfg.test_sections})
     text = text_model_for(patients, data_dir, cfg.text_config, progress)
     leaked = set(patients) & set(map(str, text.meta.get("train_patients", [])))
     if leaked or set(patients) & {s[0] for s in cfg.train_sections}:
         raise ValueError(f"cross-patient benchmark: test patients {patients} are in the training data")
+    limit = cfg.coarse_above_mpp
+    if limit is None:
+        from ..pipeline import PipelineConfig
+
+        limit = load_config(PipelineConfig, "pipeline").coarse_above_mpp
     t0 = time.time()
     pairs = {"default": _model_pair(data_dir, cfg, text, False, progress)}
-    if cfg.coarse_expression_config and cfg.coarse_aligned_config:
+    if cfg.coarse_expression_config:
         pairs["coarse"] = _model_pair(data_dir, cfg, text, True, progress)
-    return CrossPatientModels(pairs, text, cfg.coarse_above_mpp, time.time() - t0)
+    return CrossPatientModels(pairs, text, limit, time.time() - t0)
 
 
 def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, coarse: bool, progress: bool) -> ModelPair:
@@ -275,6 +284,7 @@ def run_expression_bench(data_dir: str | Path | None, cfg: ExpressionBenchConfig
         for section in cfg.test_sections:
             adata = read_her2st(data_dir, section)
             slide, scale = open_source_slide(adata)
+            truths: dict[tuple[str, ...], np.ndarray] = {}  # measured expression on each model's panel
             for cond in cfg.conditions:
                 view, vscale, what = condition_view(slide, scale, cond, section, data_dir, cfg.stain_donors)
                 which, pair = models.for_mpp(view.mpp)
@@ -284,7 +294,10 @@ def run_expression_bench(data_dir: str | Path | None, cfg: ExpressionBenchConfig
                 for name in dict.fromkeys([expr.encoder] + ([pair.aligned.encoder] if pair.aligned is not None else [])):
                     enc = encoders.setdefault(name, create_encoder(name))
                     feats = extract_features(feats, enc, slide=view, scale=vscale, progress=progress)
-                rows, pred = expression_rows(section, cond, feats, _truth(adata, expr.genes), pair, cfg.interval_levels)
+                panel = tuple(expr.genes)
+                if panel not in truths:
+                    truths[panel] = _truth(adata, expr.genes)
+                rows, pred = expression_rows(section, cond, feats, truths[panel], pair, cfg.interval_levels)
                 expr_rows += [{**r, "models": which} for r in rows]
                 inferred = prediction_to_anndata(pred, adata, expr.genes, {"encoder": expr.encoder, "condition": cond.name})
                 emb = pair.aligned.embed(feats, store=False) if pair.aligned is not None else None

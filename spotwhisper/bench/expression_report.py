@@ -54,7 +54,7 @@ def expression_markdown(res: ExpressionBenchResult, section: str) -> list[str]:
         d = t[(t["condition"] == cond) & (t["method"] == "deepspot")].iloc[0]
         r = t[(t["condition"] == cond) & (t["method"] == "ridge")].iloc[0]
         m = t[(t["condition"] == cond) & (t["method"] == "mean")].iloc[0]
-        rows.append([cond, _f(mpp.get(cond), 2), which.get(cond, "default"), _f(d.pearson_all), _f(d.pearson_top), _f(d.morans_r), _f(d.topk),
+        rows.append([cond, _f(mpp.get(cond), 2), which[cond], _f(d.pearson_all), _f(d.pearson_top), _f(d.morans_r), _f(d.topk),
                      _f(d.mse), _f(d.cov50), _f(d.cov90), _f(d.unc_spearman_within),
                      f"{_f(r.pearson_all)} / {_f(r.pearson_top)} / {_f(r.mse)}", _f(m.mse)])
     return _table(header, rows)
@@ -62,7 +62,7 @@ def expression_markdown(res: ExpressionBenchResult, section: str) -> list[str]:
 
 def _models_of(res: ExpressionBenchResult, section: str) -> dict[str, str]:
     """Which model pair read each condition (``default`` / ``coarse``, by the slide's µm/px, as the pipeline does)."""
-    return {c["condition"]: c.get("models", "default") for c in res.conditions if c["section"] == section}
+    return {c["condition"]: c["models"] for c in res.conditions if c["section"] == section}
 
 
 def zero_shot_markdown(res: ExpressionBenchResult, section: str, task: str) -> list[str]:
@@ -76,7 +76,7 @@ def zero_shot_markdown(res: ExpressionBenchResult, section: str, task: str) -> l
     rows = []
     for cond in dict.fromkeys(z["condition"]):
         zc = z[z["condition"] == cond].set_index("route")["auroc"]
-        rows.append([cond, which.get(cond, "default")] + [_f(zc.get(r, float("nan"))) for r in he])
+        rows.append([cond, which[cond]] + [_f(zc.get(r, float("nan"))) for r in he])
     ref = z[z["route"].isin(["measured", "marker", "chance"])].set_index("route")["auroc"]
     lines = _table(header, rows)
     spots = int(z["spots"].iloc[0])
@@ -188,12 +188,11 @@ def cross_patient_lead(path: str | Path, encoder: str, kind: str = "expression")
     expression`` JSON (``<out>.json``), of the model pair whose image encoder is ``encoder``, on the
     conditions that pair reads. ``kind``: ``expression`` (expression figures + zero-shot) or ``aligned``."""
     blob = json.loads(Path(path).read_text())
-    encoders = blob["info"]["expression_encoder"]
-    encoders = encoders if isinstance(encoders, dict) else {"default": encoders}
+    encoders = blob["info"]["expression_encoder"]  # {"default": encoder, "coarse": encoder}
     pair = next((k for k, v in encoders.items() if v == encoder), None)
     if pair is None:
         raise ValueError(f"{path}: no benchmarked model reads `{encoder}` features (benchmarked: {encoders})")
-    info, conds = blob["info"], [c for c in blob["conditions"] if c.get("models", "default") == pair]
+    info, conds = blob["info"], [c for c in blob["conditions"] if c["models"] == pair]
     if not conds:
         raise ValueError(f"{path}: no condition read by the {pair} models")
     expr = pd.DataFrame(blob["cross_patient"])
