@@ -16,7 +16,7 @@ to ``coarse_above_mpp`` µm/px (``spotwhisper bench expression``); a coarser sli
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anndata as ad
 import numpy as np
@@ -29,6 +29,7 @@ from .imagetext.aligned import AlignedImageModel
 from .io.inputs import SlideInput
 from .language import TextExpressionModel
 from .proteins import proteins_from_expression
+from .tiles.config import SpotTileConfig, TileConfig
 
 log = logging.getLogger(__name__)
 
@@ -155,22 +156,34 @@ def _load_coarse(cfg: PipelineConfig, text: TextExpressionModel | None) -> tuple
     return expression, aligned
 
 
-def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True) -> ad.AnnData:
-    """Spot AnnData with image features; a bare image becomes a grid of tiles."""
+def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True, geometry: SpotTileConfig | None = None
+                        ) -> ad.AnnData:
+    """Spot AnnData with image features; a bare image becomes a grid of tiles.
+
+    ``geometry`` is the tile geometry of the model that reads the features (its
+    :meth:`~spotwhisper.expression.pretrained.ExpressionModel.tile_config`): spot tiles of its trained side
+    and a ring at its trained pitch, whatever the slide's spot pitch; a grid of tiles that side. ``None``:
+    ``configs/tiles.yaml`` (tiles follow the slide's spot spacing)."""
     if inp.slide is None:
         raise FileNotFoundError(f"{inp.name}: no H&E image, so nothing can be inferred from it")
     enc = create_encoder(encoder)
+    tile_cfg = load_config(TileConfig, "tiles")
+    if geometry is not None:
+        tile_cfg = replace(tile_cfg, spot=geometry, grid=replace(tile_cfg.grid, tile_um=geometry.tile_um or tile_cfg.grid.tile_um))
     if inp.adata is None:
-        log.info("%s: no spots given, tiling a regular grid over the tissue", inp.name)
-        return extract_grid_features(inp.slide, enc, library_id=inp.name, progress=progress)
-    return extract_features(inp.adata, enc, slide=inp.slide, scale=inp.scale, progress=progress, copy=True)
+        log.info("%s: no spots given, tiling a regular grid of %.0f µm tiles over the tissue", inp.name, tile_cfg.grid.tile_um)
+        return extract_grid_features(inp.slide, enc, library_id=inp.name, tile_cfg=tile_cfg, progress=progress)
+    if geometry is not None:
+        log.info("%s: %.0f µm spot tiles and a ring at %.0f µm pitch, as the %s model was trained", inp.name,
+                 geometry.tile_um, geometry.ring_pitch_um or geometry.tile_um, encoder)
+    return extract_features(inp.adata, enc, slide=inp.slide, scale=inp.scale, tile_cfg=tile_cfg, progress=progress, copy=True)
 
 
 def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
     """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
     cfg = cfg or load_config(PipelineConfig, "pipeline")
     expression, aligned, which = models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)
-    spots = spots_with_features(inp, expression.encoder, progress)
+    spots = spots_with_features(inp, expression.encoder, progress, expression.tile_config())
     out = expression.predict(spots)
     proteins_from_expression(out)
     from .language import embed

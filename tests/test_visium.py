@@ -16,7 +16,9 @@ from PIL import Image
 from scipy import sparse
 
 from spotwhisper import keys
+from spotwhisper.io.technologies import SPACERANGER_SPOT_DIAMETER_UM
 from spotwhisper.io import open_source_slide, read_visium
+from spotwhisper.io.visium import is_spaceranger_folder, read_counts
 from spotwhisper.tiles import spot_layout
 from tests.conftest import synthetic_he
 
@@ -132,7 +134,7 @@ def write_visium(
     sf = {
         "tissue_hires_scalef": HIRES_SCALEF,
         "tissue_lowres_scalef": LOWRES_SCALEF,
-        "spot_diameter_fullres": 55 / MPP,
+        "spot_diameter_fullres": SPACERANGER_SPOT_DIAMETER_UM / MPP,  # Space Ranger: a theoretical 65 µm spot
         "fiducial_diameter_fullres": 80.0,
     }
     sf.update(scalefactors or {})
@@ -204,9 +206,13 @@ def test_mpp_sources(tmp_path):
     outs, _, _ = write_visium(tmp_path / "a")
     adata = _read(outs)
     sf = adata.uns[keys.SPATIAL]["a"]["scalefactors"]
-    assert sf[keys.MPP] == pytest.approx(MPP, rel=0.01)  # from the 100 µm spot spacing
+    assert sf[keys.MPP] == pytest.approx(MPP, rel=0.01)  # from Space Ranger's 65 µm spot diameter
     assert sf[keys.SPOT_SPACING] == pytest.approx(SPACING_FULL, rel=0.01)
-    assert adata.uns[keys.SPATIAL]["a"]["metadata"]["mpp_source"] == "spot_spacing"
+    assert adata.uns[keys.SPATIAL]["a"]["metadata"]["mpp_source"] == "spot_diameter"
+    no_diameter, _, _ = write_visium(tmp_path / "c", scalefactors={"spot_diameter_fullres": 0})
+    nd = _read(no_diameter).uns[keys.SPATIAL]["c"]
+    assert nd["metadata"]["mpp_source"] == "spot_spacing"  # from the 100 µm spot spacing
+    assert nd["scalefactors"][keys.MPP] == pytest.approx(MPP, rel=0.01)
     assert _read(outs, mpp=0.5).uns[keys.SPATIAL]["a"]["scalefactors"][keys.MPP] == 0.5
     outs2, _, _ = write_visium(tmp_path / "b", scalefactors={"microns_per_pixel": 0.61})
     a2 = _read(outs2, mpp=0.5)
@@ -257,6 +263,13 @@ def test_errors_name_the_file(tmp_path):
         read_visium(outs)
     (outs / "filtered_feature_bc_matrix.h5").unlink()
     with pytest.raises(FileNotFoundError, match="no counts found"):
+        read_counts(outs)
+
+    outs, _, _ = write_visium(tmp_path / "v")
+    pos = pd.read_csv(outs / "spatial" / "tissue_positions.csv")
+    pos.assign(in_tissue=0).to_csv(outs / "spatial" / "tissue_positions.csv", index=False)
+    (outs / "filtered_feature_bc_matrix.h5").unlink()
+    with pytest.raises(ValueError, match=r"tissue_positions\.csv: no spot is marked in tissue"):
         read_visium(outs)
 
     outs, _, _ = write_visium(tmp_path / "t")
@@ -270,6 +283,19 @@ def test_errors_name_the_file(tmp_path):
     pos.to_csv(outs / "spatial" / "tissue_positions.csv", index=False)
     with pytest.raises(ValueError, match="share no in-tissue barcode"):
         read_visium(outs)
+
+
+def test_he_only_folder_reads_spots_without_counts(tmp_path):
+    """A Space Ranger folder with spatial/ but no counts (what a user with an H&E slide has): every
+    in-tissue spot, no genes, µm/px from the scale factors, tiles from the hires PNG."""
+    outs, tissue, _ = write_visium(tmp_path / "he", marked_spot=12)
+    (outs / "filtered_feature_bc_matrix.h5").unlink()
+    assert is_spaceranger_folder(outs)
+    adata = _read(outs)
+    assert adata.n_vars == 0 and adata.n_obs == int((tissue["in_tissue"] == 1).sum())
+    assert adata.uns["visium_join"]["matrix_source"] == "none (H&E only)"
+    assert adata.uns[keys.SPATIAL]["he"]["scalefactors"][keys.MPP] == pytest.approx(MPP, rel=0.01)
+    np.testing.assert_allclose(_colour_at_spot(adata, 12), MARK, atol=3)
 
 
 def test_partial_join_is_reported(tmp_path):

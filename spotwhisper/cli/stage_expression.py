@@ -127,7 +127,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if inp.adata is None:
         raise ValueError(f"{args.slide}: an image without spots; run `spotwhisper features extract --grid` first "
                          "and predict on the .h5ad it writes")
-    adata = with_features(inp.adata, model.encoder, inp.slide, inp.scale, progress=not args.no_progress)
+    adata = with_features(inp.adata, model.encoder, inp.slide, inp.scale, progress=not args.no_progress,
+                          geometry=model.tile_config())
     out = model.predict(adata)
     path = write_h5ad(out, args.out or Path(f"{inp.name}_expression.h5ad"))
     Console().print(

@@ -118,7 +118,7 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
         raise UserError(f"{err}; to use its measured expression instead, pass --measured") from err
     model = expression_model_for(inp)
     log.info("%s: inferring expression from the H&E (pass --measured for measured expression)", inp.name)
-    return inp.name, model.predict(spots_with_features(inp, model.encoder))
+    return inp.name, model.predict(spots_with_features(inp, model.encoder, geometry=model.tile_config()))
 
 
 def _run_rosie(args: argparse.Namespace, cfg: ProteinsConfig) -> tuple[str, ad.AnnData]:

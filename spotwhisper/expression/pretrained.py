@@ -8,6 +8,7 @@ float16, standardisation buffers in float32) and ``model_card.md``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .. import keys
 from ..atomic import atomic_dir
 from ..config import from_dict, to_dict
 from ..setmodel import inputs_from_adata
+from ..tiles.config import SpotTileConfig
 from .config import ExpressionConfig
 from .model import DeepSpotNet, Ensemble, Prediction
 
@@ -33,6 +35,8 @@ ALEATORIC = "uncertainty_aleatoric"
 EPISTEMIC = "uncertainty_epistemic"
 MODEL_UNS = "expression_model"
 BUFFERS = ("feat_mean", "feat_std", "gene_mean", "gene_std", "ref_libsize", "projection")
+#: the records of ``config.yaml`` this class reads itself (anything else is kept in ``ExpressionModel.extra``)
+META_KEYS = ("config", "tile_um", "ring_pitch_um", "in_dim", "n_members", "metrics")
 #: warn when a slide's tiles differ from the training tiles by more than this factor (µm)
 TILE_MISMATCH = 1.25
 
@@ -41,9 +45,17 @@ class ExpressionModel:
     """An :class:`Ensemble` with its gene panel, config and the tile geometry it was trained on."""
 
     def __init__(self, ensemble: Ensemble, genes: list[str], cfg: ExpressionConfig, tile_um: float, in_dim: int,
-                 metrics: dict[str, Any] | None = None):
+                 metrics: dict[str, Any] | None = None, ring_pitch_um: float | None = None):
         self.ensemble, self.genes, self.cfg = ensemble, list(genes), cfg
         self.tile_um, self.in_dim, self.metrics = float(tile_um), int(in_dim), metrics or {}
+        #: spot pitch (µm) of the training slides, which the ring of neighbours was measured in
+        self.ring_pitch_um = float(ring_pitch_um or tile_um)
+        self.extra: dict[str, Any] = {}  #: other records saved beside the weights (``config.yaml``), e.g. familiarity
+
+    def tile_config(self, base: SpotTileConfig | None = None) -> SpotTileConfig:
+        """The spot-tile geometry the model was trained on (tile side and ring pitch in µm; sub-tile
+        grid and ring size from ``base``): every slide is read with it, whatever its spot pitch."""
+        return replace(base or SpotTileConfig(), tile_um=self.tile_um, ring_pitch_um=self.ring_pitch_um)
 
     @property
     def encoder(self) -> str:
@@ -57,8 +69,8 @@ class ExpressionModel:
             for k, v in self.ensemble.state_dict().items():
                 state[k] = v.float() if k in BUFFERS else v.half()
             save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
-            meta = {"config": to_dict(self.cfg), "tile_um": self.tile_um, "in_dim": self.in_dim,
-                    "n_members": len(self.ensemble.members), "metrics": self.metrics}
+            meta = {"config": to_dict(self.cfg), "tile_um": self.tile_um, "ring_pitch_um": self.ring_pitch_um,
+                    "in_dim": self.in_dim, "n_members": len(self.ensemble.members), "metrics": self.metrics, **self.extra}
             (tmp / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
             (tmp / "genes.txt").write_text("\n".join(self.genes) + "\n")
             if card:
@@ -83,7 +95,9 @@ class ExpressionModel:
             setattr(ens, b, state[b].float())
         ens.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         ens.eval()
-        return cls(ens, genes, cfg, meta["tile_um"], meta["in_dim"], meta.get("metrics"))
+        model = cls(ens, genes, cfg, meta["tile_um"], meta["in_dim"], meta.get("metrics"), meta.get("ring_pitch_um"))
+        model.extra = {k: v for k, v in meta.items() if k not in META_KEYS}
+        return model
 
     def predict_arrays(self, adata: ad.AnnData) -> Prediction:
         """Prediction for an AnnData holding this model's image features (``encoders.extract_features``)."""

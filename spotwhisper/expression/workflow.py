@@ -16,6 +16,7 @@ from ..encoders import create_encoder, extract_features
 from ..genes import load_panel
 from ..io import read_h5ad, read_her2st, sections_fingerprint, write_h5ad
 from ..io.slide import Slide
+from ..tiles.config import SpotTileConfig
 from ..tiles.views import section_views
 from .config import ExpressionConfig
 from .data import training_data
@@ -31,11 +32,12 @@ OOF_CODE = ("spotwhisper.expression", "spotwhisper.setmodel", "spotwhisper.genes
 
 
 def with_features(adata: ad.AnnData, encoder: str, slide: Slide | None = None, scale: float = 1.0,
-                  progress: bool = True) -> ad.AnnData:
-    """``adata`` with ``obsm["features_<encoder>"]`` (extracted, or read from the cache, when absent)."""
+                  progress: bool = True, geometry: SpotTileConfig | None = None) -> ad.AnnData:
+    """``adata`` with ``obsm["features_<encoder>"]`` (extracted, or read from the cache, when absent);
+    ``geometry`` the tiles of the model that reads them (:meth:`ExpressionModel.tile_config`)."""
     if f"{keys.FEATURES_PREFIX}{encoder}" in adata.obsm:
         return adata
-    return extract_features(adata, create_encoder(encoder), slide=slide, scale=scale, progress=progress)
+    return extract_features(adata, create_encoder(encoder), slide=slide, scale=scale, layout_cfg=geometry, progress=progress)
 
 
 def load_sections(data_dir: str | Path | None, cfg: ExpressionConfig, progress: bool = True

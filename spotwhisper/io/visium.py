@@ -31,7 +31,7 @@ from scipy import sparse
 from .. import keys
 from .slide import SUPPORTED, Slide, SlideError, open_slide
 from .spatial import attach_image, estimate_spacing_px
-from .technologies import ST, VISIUM, Technology
+from .technologies import SPACERANGER_SPOT_DIAMETER_UM, ST, VISIUM, Technology
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ PITCH_TOLERANCE = 0.25
 MPP_SOURCES = {
     "scalefactors": "microns_per_pixel of scalefactors_json.json",
     "user": "given (mpp= / --mpp)",
+    "spot_diameter": "spot_diameter_fullres of scalefactors_json.json (Space Ranger's 65 µm spot)",
     "spot_spacing": "estimated from the spot spacing, assuming Visium's 100 µm pitch; pass mpp= (--mpp) for other arrays",
     "unknown": "unknown",
 }
@@ -65,19 +66,28 @@ def _outs_folder(path: Path) -> Path:
         raise FileNotFoundError(f"{path}: no such Space Ranger output folder")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a folder; give the Space Ranger outs/ folder (or the one holding it)")
-    has_matrix = (path / MATRIX_H5).exists() or (path / MATRIX_DIR).is_dir()
-    if not has_matrix and (path / "outs").is_dir():
+    if not has_counts_matrix(path) and not (path / "spatial").is_dir() and (path / "outs").is_dir():
         return path / "outs"
     return path
 
 
+def has_counts_matrix(folder: Path) -> bool:
+    """Whether ``folder`` holds a Space Ranger counts matrix (``.h5`` or the mtx folder)."""
+    return (folder / MATRIX_H5).exists() or (folder / MATRIX_DIR).is_dir()
+
+
+def _has_positions(spatial_dir: Path) -> bool:
+    return any((spatial_dir / n).exists() for n in POSITION_FILES)
+
+
 def is_spaceranger_folder(path: str | Path) -> bool:
-    """True for a folder holding Space Ranger outputs (``spatial/`` beside the counts, or an ``outs/`` that does)."""
+    """True for a folder holding Space Ranger outputs: ``spatial/`` beside the counts, or an ``outs/``
+    that does, or — H&E only — ``spatial/`` with a spot-position table and no counts."""
     p = Path(path)
     if not p.is_dir():
         return False
     for d in (p, p / "outs"):
-        if (d / "spatial").is_dir() and ((d / MATRIX_H5).exists() or (d / MATRIX_DIR).is_dir()):
+        if (d / "spatial").is_dir() and (has_counts_matrix(d) or _has_positions(d / "spatial")):
             return True
     return False
 
@@ -252,6 +262,21 @@ def _join(counts: ad.AnnData, positions: pd.DataFrame, matrix_path: Path, positi
     return report
 
 
+def _positions_only(positions: pd.DataFrame, positions_path: Path) -> tuple[ad.AnnData, dict]:
+    """An H&E-only Space Ranger folder (no counts): the in-tissue spots as an AnnData with no genes
+    (``X`` ``(n, 0)``), and a join report that says so."""
+    in_tissue = positions.index[positions["in_tissue"].astype(int) == 1]
+    if len(in_tissue) == 0:
+        raise ValueError(f"{positions_path}: no spot is marked in tissue (in_tissue = 1)")
+    log.info("%s: no counts matrix beside the positions; reading the %d in-tissue spots as H&E only",
+             positions_path.parent.parent, len(in_tissue))
+    adata = ad.AnnData(X=sparse.csr_matrix((len(in_tissue), 0), dtype=np.float32), obs=pd.DataFrame(index=in_tissue))
+    report = {"n_count_barcodes": 0, "n_in_tissue_positions": len(in_tissue), "n_matched": len(in_tissue),
+              "counts_without_position": [], "counts_outside_tissue": [], "positions_without_counts": [],
+              "matrix_source": "none (H&E only)", "positions_source": str(positions_path)}
+    return adata, report
+
+
 def _technology(scalefactors: dict[str, float]) -> Technology:
     bin_um = scalefactors.get(BIN_SIZE_KEY)
     if bin_um:
@@ -265,7 +290,7 @@ def _pitch_technology(tech: Technology, spacing_px: float | None, mpp_full: floa
 
     Only a µm/px that does not itself come from the spot spacing can measure the pitch.
     """
-    if not (spacing_px and mpp_full) or mpp_source == "spot_spacing" or tech is not VISIUM:
+    if not (spacing_px and mpp_full) or mpp_source in ("spot_spacing", "spot_diameter") or tech is not VISIUM:
         return tech, None
     pitch = spacing_px * mpp_full
     for cand in (VISIUM, ST):
@@ -294,6 +319,9 @@ def _microns_per_pixel(
         if not mpp > 0:
             raise ValueError(f"microns per pixel must be positive, got {mpp}")
         return float(mpp), "user"
+    diameter = scalefactors.get(keys.SPOT_DIAMETER)
+    if diameter and tech is VISIUM and diameter > 0:
+        return SPACERANGER_SPOT_DIAMETER_UM / diameter, "spot_diameter"
     if spacing_px:
         return tech.spot_spacing_um / spacing_px, "spot_spacing"
     warnings.warn(f"{where}: microns per pixel unknown (no scale factor, no mpp, < 2 spots); pass mpp=", stacklevel=3)
@@ -343,11 +371,15 @@ def read_visium(
     spatial_dir = folder / "spatial"
     if not spatial_dir.is_dir():
         raise FileNotFoundError(f"{folder}: no spatial/ folder with spot positions (Space Ranger output expected)")
-    counts, matrix_path = read_counts(folder)
     positions, positions_path = read_positions(spatial_dir)
     scalefactors = read_scalefactors(spatial_dir)
-    join = _join(counts, positions, matrix_path, positions_path)
-    matched = join.pop("matched")
+    if has_counts_matrix(folder):
+        counts, matrix_path = read_counts(folder)
+        join = _join(counts, positions, matrix_path, positions_path)
+        matched = join.pop("matched")
+    else:
+        counts, join = _positions_only(positions, positions_path)
+        matched = counts.obs_names
 
     pos = positions.loc[matched]
     adata = counts[matched].copy()

@@ -12,7 +12,14 @@ class SpotTileConfig:
     tile_um: float | None = None  #: side of the spot tile (µm); None = the spot centre spacing
     subtile_grid: int = 3  #: the spot tile is cut into grid × grid sub-tiles
     neighbours: int = 6  #: number of nearest spots forming the ring
-    neighbour_radius: float = 1.6  #: ring radius limit, in spot spacings
+    neighbour_radius: float = 1.6  #: ring radius limit, in ring pitches
+    neighbour_min: float = 0.75  #: ring spots are at least this many ring pitches away (closer spots overlap the tile)
+    ring_pitch_um: float | None = None  #: the pitch (µm) the ring is measured in; None = the slide's spot spacing
+
+    @property
+    def follows_slide(self) -> bool:
+        """True when tiles and ring take the slide's own spot spacing (not a model's trained geometry)."""
+        return self.tile_um is None and self.ring_pitch_um is None
 
 
 @dataclass

@@ -61,13 +61,23 @@ class TileLayout:
         return np.asarray(out)
 
 
-def _ring(centres: np.ndarray, k: int, radius_px: float) -> np.ndarray:
-    """Indices of up to ``k`` nearest other tiles within ``radius_px``; ``-1`` pads."""
+#: nearest spots looked at per spot when the ring skips close ones (a 100 µm lattice has 18 spots within 1.75 pitches)
+RING_CANDIDATES = 48
+
+
+def _ring(centres: np.ndarray, k: int, radius_px: float, min_px: float = 0.0) -> np.ndarray:
+    """Indices ``(n, k)`` of up to ``k`` nearest other tiles at a distance in ``[min_px, radius_px]``; ``-1`` pads.
+
+    ``min_px`` skips spots closer than the ring a model was trained with (a Visium lattice read
+    with the tiles of a 200 µm ST array: its 100 µm neighbours overlap the spot's own tile)."""
     if k <= 0 or len(centres) < 2:
         return np.full((len(centres), max(k, 0)), -1, dtype=np.int64)
-    kk = min(k + 1, len(centres))
+    kk = min((RING_CANDIDATES if min_px > 0 else k) + 1, len(centres))
     dist, idx = cKDTree(centres).query(centres, k=kk, distance_upper_bound=radius_px)
-    idx = np.where(np.isfinite(dist), idx, -1)[:, 1:]
+    dist, idx = dist[:, 1:], idx[:, 1:]
+    ok = np.isfinite(dist) & (dist >= min_px)
+    order = np.argsort(~ok, axis=1, kind="stable")  # kept candidates first, nearest first
+    idx = np.where(np.take_along_axis(ok, order, 1), np.take_along_axis(idx, order, 1), -1)[:, :k]
     if idx.shape[1] < k:
         idx = np.hstack([idx, np.full((len(idx), k - idx.shape[1]), -1)])
     return idx.astype(np.int64)
@@ -83,7 +93,11 @@ def spot_layout(
     """Spot-centred tiles for the spots of ``adata`` on ``slide``.
 
     ``scale`` maps ``obsm["spatial"]`` to slide pixels (see ``io.open_source_slide``). The tile
-    side is ``cfg.tile_um`` µm, or the spot centre spacing when that is ``None``.
+    side is ``cfg.tile_um`` µm, or the spot centre spacing when that is ``None``; the ring holds
+    the ``cfg.neighbours`` nearest spots between ``neighbour_min`` and ``neighbour_radius`` ring
+    pitches away (``cfg.ring_pitch_um``, or the spot spacing). A model's own geometry
+    (:func:`model_tile_config`) makes every slide's tiles and ring the size it was trained on,
+    whatever the slide's spot pitch (ST 200 µm, Visium 100 µm, a spot table, bins).
     """
     cfg = cfg or SpotTileConfig()
     if slide.mpp is None:
@@ -106,7 +120,8 @@ def spot_layout(
             spacing = None
     spacing_px = float(spacing) * scale if spacing else estimate_spacing_px(centres)
     side_px = cfg.tile_um / slide.mpp if cfg.tile_um else spacing_px
-    neighbours = _ring(centres, cfg.neighbours, cfg.neighbour_radius * spacing_px)
+    pitch_px = cfg.ring_pitch_um / slide.mpp if cfg.ring_pitch_um else spacing_px
+    neighbours = _ring(centres, cfg.neighbours, cfg.neighbour_radius * pitch_px, cfg.neighbour_min * pitch_px)
     return TileLayout(centres, side_px, neighbours, slide.mpp, "spot", cfg.subtile_grid)
 
 
