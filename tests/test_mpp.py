@@ -48,13 +48,19 @@ def test_st_pitch_with_mpp(tmp_path, caplog):
     assert slide.mpp == pytest.approx(ST_MPP / scale, rel=1e-6)
 
 
-def test_without_mpp_the_log_says_it_assumed_visium(tmp_path, caplog):
+def test_without_mpp_the_log_says_where_it_came_from(tmp_path, caplog):
     outs, _, _ = write_visium(tmp_path / "v1")
     with caplog.at_level(logging.INFO, logger="spotwhisper.io.visium"):
         adata = _read(outs)
     assert adata.uns[keys.SPATIAL]["v1"]["scalefactors"][keys.MPP] == pytest.approx(MPP, rel=0.01)
+    assert "spot_diameter_fullres" in caplog.text and "65 µm" in caplog.text
+    outs, _, _ = write_visium(tmp_path / "v2", scalefactors={"spot_diameter_fullres": 0})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="spotwhisper.io.visium"):
+        adata = _read(outs)
+    assert adata.uns[keys.SPATIAL]["v2"]["scalefactors"][keys.MPP] == pytest.approx(MPP, rel=0.01)
     assert "assuming Visium's 100 µm pitch" in caplog.text and "--mpp" in caplog.text
-    assert adata.uns[keys.SPATIAL]["v1"]["metadata"][keys.TECHNOLOGY] == "Visium"
+    assert adata.uns[keys.SPATIAL]["v2"]["metadata"][keys.TECHNOLOGY] == "Visium"
 
 
 def test_pitch_that_matches_no_array_warns(tmp_path):
