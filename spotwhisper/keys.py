@@ -33,6 +33,7 @@ key                        contents
 ``obs["search_fused"]``    exported search result (UI): fused relevance per spot (log-odds); ``obs["search_region"]`` region id (0 = none)
 ``obs["search_score_<r>"]``  exported search result (UI): raw score of route ``r`` per spot
 ``uns["search"]``          exported search result (UI): ``query``, ``positive``, ``negative``, ``threshold``, ``routes``, ``n_regions``
+``uns["familiarity"]``     how familiar the slide is to the image models: ``share`` of spots within the training range, ``level``, ``sentence``, ``median_distance``, ``epistemic_median``, ``mpp``
 ``uns["pipeline"]``        models that processed the slide (``spotwhisper.pipeline``); ``image_models``: ``"default"`` or ``"coarse"``
 =========================  =====================================================================
 """
@@ -78,3 +79,4 @@ SEARCH_REGION = "search_region"  # obs[...]: region id, 0 = no region
 SEARCH_SCORE_PREFIX = "search_score_"  # obs["search_score_<route>"]: raw route score
 SEARCH_INFO = "search"  # uns[...]: the query, threshold and routes of an exported result
 PIPELINE = "pipeline"  # uns[...]: models that processed the slide; ["image_models"] = "default" | "coarse"
+FAMILIARITY = "familiarity"  # uns[...]: familiarity of the slide to the image models (spotwhisper.expression.familiarity)

@@ -185,6 +185,9 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
     expression, aligned, which = models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)
     spots = spots_with_features(inp, expression.encoder, progress, expression.tile_config())
     out = expression.predict(spots)
+    if expression.familiarity is not None:
+        out.uns[keys.FAMILIARITY] = familiarity_of(spots, out, expression, inp)
+        log.info("%s: %s", inp.name, out.uns[keys.FAMILIARITY]["sentence"])
     proteins_from_expression(out)
     from .language import embed
 
@@ -206,6 +209,24 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
         out.obs[keys.SECTION] = inp.name
     out.uns[keys.PIPELINE] = models.describe(which)
     return out
+
+
+def familiarity_of(spots: ad.AnnData, predicted: ad.AnnData, expression: ExpressionModel, inp: SlideInput) -> dict:
+    """``uns["familiarity"]`` of a slide (:func:`~spotwhisper.expression.familiarity.slide_familiarity`): its raw
+    spot-tile features against the expression model's training slides, with the median epistemic variance of
+    the inferred expression and the slide's µm/px beside the one the encoder reads at."""
+    from .encoders import get_spec
+    from .encoders.features import feature_key
+    from .expression.familiarity import FamiliarityConfig, slide_familiarity
+    from .expression.pretrained import EPISTEMIC
+
+    reference = expression.familiarity
+    assert reference is not None
+    epistemic = np.asarray(predicted.layers[EPISTEMIC]).mean(1) if EPISTEMIC in predicted.layers else None
+    return slide_familiarity(np.asarray(spots.obsm[feature_key(expression.encoder)]), reference,
+                             load_config(FamiliarityConfig, "familiarity"), epistemic=epistemic,
+                             mpp=inp.slide.mpp if inp.slide is not None else None,
+                             model_mpp=get_spec(expression.encoder).tile_mpp)
 
 
 def _has_counts(adata: ad.AnnData) -> bool:

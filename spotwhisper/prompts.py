@@ -43,8 +43,12 @@ class Vocabulary:
     templates: dict[str, list[str]]
 
     def lookup(self, text: str) -> Term | None:
-        """The term whose name or a synonym equals ``text`` (case- and punctuation-insensitive)."""
+        """The term whose name — else one of whose synonyms — equals ``text`` (case- and
+        punctuation-insensitive): a term's own name wins over another term's synonym."""
         key = normalize_text(text)
+        for term in self.terms.values():
+            if normalize_text(term.name) == key:
+                return term
         for term in self.terms.values():
             if any(normalize_text(n) == key for n in term.names):
                 return term

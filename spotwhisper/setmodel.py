@@ -10,6 +10,7 @@ into the other's stage.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,8 @@ from sklearn.utils.extmath import randomized_svd
 from torch import nn
 
 from . import keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +38,9 @@ class NetConfig:
     use_subtiles: bool = True
     use_neighbours: bool = True
     head: Literal["gaussian", "nb"] = "gaussian"  #: gaussian on log1p values, or negative binomial on counts
+    #: standardise every feature by the slide's own mean and std over its spot tiles before the model reads it
+    #: (test-time adaptation: another lab's stain and scanner move a slide's features as a whole)
+    slide_standardize: bool = False
 
 
 @dataclass
@@ -108,6 +114,23 @@ def feature_stats(x: SpotInputs, pca_dim: int) -> tuple[np.ndarray, np.ndarray, 
     return mean, std, comps.astype(np.float32)
 
 
+#: per-slide standardised features are clipped to ± this many of the slide's standard deviations
+SLIDE_Z_CLIP = 10.0
+#: fewer spot tiles than this make per-slide statistics unreliable (warned about, still applied)
+SLIDE_STATS_MIN_SPOTS = 30
+
+
+def slide_standardize(spot: np.ndarray, *others: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """``spot`` ``(n, d)`` and any arrays of the same features (``(..., d)``: sub-tiles, neighbours)
+    standardised by the mean and std of ``spot`` over the slide's ``n`` spot tiles, clipped to
+    ± :data:`SLIDE_Z_CLIP`. Features constant on the slide become 0."""
+    mean = spot.mean(0)
+    std = spot.std(0)
+    std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, np.inf)
+    z = lambda a: None if a is None else np.clip((a - mean) / std, -SLIDE_Z_CLIP, SLIDE_Z_CLIP).astype(np.float32)  # noqa: E731
+    return (z(spot), *(z(o) for o in others))
+
+
 class MissingFeaturesError(KeyError):
     """The AnnData holds no image features of the model's encoder."""
 
@@ -115,8 +138,15 @@ class MissingFeaturesError(KeyError):
         return str(self.args[0])
 
 
-def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True, use_neighbours: bool = True) -> SpotInputs:
-    """Spot, sub-tile and neighbour features of ``encoder`` stored by ``encoders.extract_features``."""
+def inputs_for(adata: ad.AnnData, encoder: str, net: NetConfig) -> SpotInputs:
+    """The inputs a set network configured by ``net`` reads (see :func:`inputs_from_adata`)."""
+    return inputs_from_adata(adata, encoder, net.use_subtiles, net.use_neighbours, net.slide_standardize)
+
+
+def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True, use_neighbours: bool = True,
+                      per_slide: bool = False) -> SpotInputs:
+    """Spot, sub-tile and neighbour features of ``encoder`` stored by ``encoders.extract_features``;
+    with ``per_slide`` standardised by the slide's own statistics (:func:`slide_standardize`)."""
     fkey, skey = f"{keys.FEATURES_PREFIX}{encoder}", f"{keys.FEATURES_PREFIX}{encoder}{keys.FEATURES_SUB_SUFFIX}"
     if fkey not in adata.obsm:
         have = [k for k in adata.obsm if k.startswith(keys.FEATURES_PREFIX)]
@@ -128,7 +158,13 @@ def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True
     if use_subtiles:
         if skey not in adata.obsm:
             raise MissingFeaturesError(f"no obsm[{skey!r}]: the model needs sub-tile features (do not use --no-subtiles)")
-        sub = torch.as_tensor(np.asarray(adata.obsm[skey], dtype=np.float32))
+        sub = np.asarray(adata.obsm[skey], dtype=np.float32)
+    if per_slide:
+        if len(spot) < SLIDE_STATS_MIN_SPOTS:
+            log.warning("%d spot tiles: too few for reliable per-slide feature statistics (%d or more)", len(spot),
+                        SLIDE_STATS_MIN_SPOTS)
+        spot, sub = slide_standardize(spot, sub)
+    sub = None if sub is None else torch.as_tensor(sub)
     neigh = mask = None
     if use_neighbours:
         ring = np.asarray(adata.uns[keys.FEATURES_UNS][encoder]["neighbours"], dtype=np.int64)

@@ -186,12 +186,12 @@ def expression_rows(section: str, cond: ShiftCondition, feats, truth: np.ndarray
                     levels: list[float]) -> tuple[list[dict], object]:
     """Metric rows (deepspot, ridge, mean) of one section under one condition by one model pair, and the prediction."""
     from ..expression.metrics import evaluate_prediction, uncertainty_figures
-    from ..setmodel import inputs_from_adata
+    from ..setmodel import inputs_for
 
     expr = models.expression
     coords = np.asarray(feats.obsm[keys.SPATIAL])
     pred = expr.predict_arrays(feats)
-    x = inputs_from_adata(feats, expr.encoder, expr.cfg.net.use_subtiles, expr.cfg.net.use_neighbours)
+    x = inputs_for(feats, expr.encoder, expr.cfg.net)
     base = {"section": section, "condition": cond.name, "n_spots": int(feats.n_obs)}
     var = pred.aleatoric + pred.epistemic
     rows = [{**base, "method": "deepspot", **evaluate_prediction(pred.mean, truth, coords),

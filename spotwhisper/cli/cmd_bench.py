@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .bench_foreign import FOREIGN_EPILOG, add_foreign_options, foreign_relevance, wants_foreign
 from .options import UserError, add_config, add_data_dir, command_group
 
 ZERO_SHOT_EPILOG = """\
@@ -98,6 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", default=None, help="output prefix (default from configs/bench/relevance.yaml)")
     add_config(r, "bench/relevance", "relevance benchmark settings")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_foreign_options(r)
+    r.epilog, r.formatter_class = FOREIGN_EPILOG, argparse.RawDescriptionHelpFormatter
     add_data_dir(r)
     r.set_defaults(func=relevance)
 
@@ -178,6 +181,8 @@ def zero_shot(args: argparse.Namespace) -> int:
 
 
 def relevance(args: argparse.Namespace) -> int:
+    if wants_foreign(args):
+        return foreign_relevance(args)
     import torch
     from rich.console import Console
 

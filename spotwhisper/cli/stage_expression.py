@@ -33,6 +33,22 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     add_data_dir(p)
     p.set_defaults(func=cmd_train)
 
+    fam = sub.add_parser(
+        "familiarity",
+        help="fit an expression model's familiarity reference (how far a slide's image features lie from its training slides')",
+        description="Read the image features of the model's training sections (from the feature cache or the "
+        "images, with the model's own tile geometry), fit the reference distribution and write familiarity.npz "
+        "into the model folder. `spotwhisper train expression` does this itself; this command adds it to an "
+        "existing model. Every slide the pipeline then reads gets uns['familiarity'] and one sentence saying "
+        "how sure its answers are.",
+    )
+    fam.add_argument("--model", default="expression-default",
+                     help="model folder, or the name of a shipped model (expression-default, expression-coarse)")
+    fam.add_argument("--sections", nargs="*", default=None, help="training sections (default: the model's own)")
+    fam.add_argument("--no-progress", action="store_true")
+    add_data_dir(fam)
+    fam.set_defaults(func=cmd_familiarity)
+
     panel = sub.add_parser(
         "panel",
         help="make the shared gene panel (HVGs + vocabulary and protein-proxy genes)",
@@ -88,6 +104,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         command += f" --cross-patient {args.cross_patient}"
     out = model.save_pretrained(args.out or DEFAULT_MODEL_DIR.parent / cfg.name, card=model_card(model, table, command, lead))
     console.print(f"saved model to {out}")
+    return 0
+
+
+def cmd_familiarity(args: argparse.Namespace) -> int:
+    from ..expression.pretrained import DEFAULT_MODEL_DIR, ExpressionModel
+    from ..expression.workflow import fit_familiarity
+
+    folder = Path(args.model)
+    if not folder.is_dir() and (DEFAULT_MODEL_DIR.parent / args.model).is_dir():
+        folder = DEFAULT_MODEL_DIR.parent / args.model
+    model = ExpressionModel.from_pretrained(folder)
+    ref = fit_familiarity(args.data_dir, model, args.sections, progress=not args.no_progress)
+    path = ref.save(folder)
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in ref.heldout_share.items())
+    Console().print(f"familiarity reference of {folder.name} ({model.encoder}, {len(ref.eigvals)} axes) → {path}\n"
+                    f"held-out training sections within range: {shares}")
     return 0
 
 

@@ -9,18 +9,17 @@ import numpy as np
 from scipy import sparse
 
 from ..genes import log1p_normalize, panel_matrix
-from ..setmodel import SpotInputs, inputs_from_adata
+from ..setmodel import NetConfig, SpotInputs, inputs_for
 from .train import TrainingData
 
 
-def training_data(adata: ad.AnnData, genes: Sequence[str], encoder: str, use_subtiles: bool, use_neighbours: bool,
-                  min_overlap: float) -> TrainingData:
+def training_data(adata: ad.AnnData, genes: Sequence[str], encoder: str, net: NetConfig, min_overlap: float) -> TrainingData:
     """Inputs plus log1p(CP10k) targets, raw counts and library sizes of the panel ``genes``."""
     log1p_normalize(adata)
     y, _ = panel_matrix(adata, genes, min_overlap=min_overlap)
     counts, _ = panel_matrix(adata, genes, layer=None, min_overlap=min_overlap)
     lib = np.asarray(adata.X.sum(axis=1)).ravel() if sparse.issparse(adata.X) else adata.X.sum(axis=1)
-    return TrainingData(inputs_from_adata(adata, encoder, use_subtiles, use_neighbours), y, counts, lib.astype(np.float32))
+    return TrainingData(inputs_for(adata, encoder, net), y, counts, lib.astype(np.float32))
 
 
 def concat_training(parts: Sequence[TrainingData]) -> TrainingData:

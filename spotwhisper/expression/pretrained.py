@@ -21,9 +21,10 @@ from safetensors.torch import load_file, save_file
 from .. import keys
 from ..atomic import atomic_dir
 from ..config import from_dict, to_dict
-from ..setmodel import inputs_from_adata
+from ..setmodel import inputs_for
 from ..tiles.config import SpotTileConfig
 from .config import ExpressionConfig
+from .familiarity import FeatureReference
 from .model import DeepSpotNet, Ensemble, Prediction
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class ExpressionModel:
         self.tile_um, self.in_dim, self.metrics = float(tile_um), int(in_dim), metrics or {}
         #: spot pitch (µm) of the training slides, which the ring of neighbours was measured in
         self.ring_pitch_um = float(ring_pitch_um or tile_um)
-        self.extra: dict[str, Any] = {}  #: other records saved beside the weights (``config.yaml``), e.g. familiarity
+        self.extra: dict[str, Any] = {}  #: other records saved beside the weights (``config.yaml``)
+        #: the training slides' feature distribution (``familiarity.npz``), when the model folder has one
+        self.familiarity: FeatureReference | None = None
 
     def tile_config(self, base: SpotTileConfig | None = None) -> SpotTileConfig:
         """The spot-tile geometry the model was trained on (tile side and ring pitch in µm; sub-tile
@@ -75,6 +78,8 @@ class ExpressionModel:
             (tmp / "genes.txt").write_text("\n".join(self.genes) + "\n")
             if card:
                 (tmp / "model_card.md").write_text(card)
+            if self.familiarity is not None:
+                self.familiarity.save(tmp)
         return dest
 
     @classmethod
@@ -97,11 +102,12 @@ class ExpressionModel:
         ens.eval()
         model = cls(ens, genes, cfg, meta["tile_um"], meta["in_dim"], meta.get("metrics"), meta.get("ring_pitch_um"))
         model.extra = {k: v for k, v in meta.items() if k not in META_KEYS}
+        model.familiarity = FeatureReference.load(src)
         return model
 
     def predict_arrays(self, adata: ad.AnnData) -> Prediction:
         """Prediction for an AnnData holding this model's image features (``encoders.extract_features``)."""
-        x = inputs_from_adata(adata, self.encoder, self.cfg.net.use_subtiles, self.cfg.net.use_neighbours)
+        x = inputs_for(adata, self.encoder, self.cfg.net)
         if x.spot.shape[1] != self.in_dim:
             raise ValueError(f"features have {x.spot.shape[1]} dimensions; the model expects {self.in_dim} ({self.encoder})")
         info = adata.uns.get(keys.FEATURES_UNS, {}).get(self.encoder, {})

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import keys
 from ..cache import cache_dir, cache_key, code_fingerprint
-from ..config import to_dict
+from ..config import load_config, to_dict
 from ..encoders import create_encoder, extract_features
 from ..genes import load_panel
 from ..io import read_h5ad, read_her2st, sections_fingerprint, write_h5ad
@@ -21,6 +21,7 @@ from ..tiles.views import section_views
 from .config import ExpressionConfig
 from .data import training_data
 from .evaluate import loso_evaluate, out_of_fold, summarize, training_set
+from .familiarity import FamiliarityConfig, FeatureReference
 from .pretrained import ExpressionModel, prediction_to_anndata
 from .train import TrainingData, fit_ensemble
 
@@ -52,16 +53,14 @@ def load_sections(data_dir: str | Path | None, cfg: ExpressionConfig, progress: 
         if not adata.uns[keys.SPATIAL][section]["metadata"].get(keys.SOURCE_IMAGE):
             raise FileNotFoundError(f"section {section} has no H&E image; image → expression training needs one")
         feats = extract_features(adata.copy(), encoder, progress=progress)
-        parts[section] = training_data(feats, genes, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours,
-                                       cfg.min_panel_overlap)
+        parts[section] = training_data(feats, genes, cfg.encoder, cfg.net, cfg.min_panel_overlap)
         coords[section] = np.asarray(adata.obsm[keys.SPATIAL])
         tile_um = float(feats.uns[keys.FEATURES_UNS][cfg.encoder]["tile_um"])
         augmented[section] = []
         for name, view, scale in section_views(data_dir, section, cfg.augment):
             log.info("%s: augmented copy %s (%s)", section, name, view.spec())
             copy = extract_features(adata.copy(), encoder, slide=view, scale=scale, progress=progress)
-            augmented[section].append(training_data(copy, genes, cfg.encoder, cfg.net.use_subtiles,
-                                                    cfg.net.use_neighbours, cfg.min_panel_overlap))
+            augmented[section].append(training_data(copy, genes, cfg.encoder, cfg.net, cfg.min_panel_overlap))
     log.info("training data: %d sections, %d spots (+%d augmented copies each), %d genes", len(parts),
              sum(len(p.inputs) for p in parts.values()), cfg.augment.n_copies, len(genes))
     return parts, coords, genes, tile_um, augmented
@@ -75,7 +74,24 @@ def train_expression(data_dir: str | Path | None, cfg: ExpressionConfig, evaluat
     ens = fit_ensemble(training_set(parts, parts, augmented), cfg, progress=progress)
     metrics = summarize(table).round(4).to_dict(orient="index") if table is not None else {}
     in_dim = next(iter(parts.values())).inputs.spot.shape[1]
-    return ExpressionModel(ens, genes, cfg, tile_um, in_dim, metrics), table
+    model = ExpressionModel(ens, genes, cfg, tile_um, in_dim, metrics)
+    model.familiarity = fit_familiarity(data_dir, model, progress=progress)
+    return model, table
+
+
+def fit_familiarity(data_dir: str | Path | None, model: ExpressionModel, sections: list[str] | None = None,
+                    cfg: FamiliarityConfig | None = None, progress: bool = True) -> FeatureReference:
+    """The familiarity reference of ``model`` (:mod:`.familiarity`): raw spot-tile features of its
+    training sections (default ``model.cfg.sections``; originals, not augmented copies), read with
+    its own tile geometry from the feature cache or the images."""
+    cfg = cfg or load_config(FamiliarityConfig, "familiarity")
+    encoder = create_encoder(model.encoder)
+    feats = {}
+    for section in sections or model.cfg.sections:
+        adata = read_her2st(data_dir, section)
+        out = extract_features(adata, encoder, layout_cfg=model.tile_config(), progress=progress)
+        feats[section] = np.asarray(out.obsm[f"{keys.FEATURES_PREFIX}{model.encoder}"])
+    return FeatureReference.fit(model.encoder, feats, cfg)
 
 
 def oof_cache_dir() -> Path:

@@ -28,7 +28,7 @@ from .. import keys
 from ..atomic import atomic_dir
 from ..config import from_dict, load_config, to_dict
 from ..language import TextExpressionModel
-from ..setmodel import NetConfig, SetTrunk, SpotInputs, feature_stats, inputs_from_adata
+from ..setmodel import NetConfig, SetTrunk, SpotInputs, feature_stats, inputs_for
 from ..tiles.config import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class AlignedImageModel:
     def embed(self, adata: ad.AnnData, store: bool = True) -> np.ndarray:
         """Spot embeddings ``(n, D)`` from the image features in ``adata``; with ``store`` they go to
         ``obsm["image_text_emb_aligned"]`` and the model record to ``uns["embedding_models"]``."""
-        x = inputs_from_adata(adata, self.encoder, self.cfg.net.use_subtiles, self.cfg.net.use_neighbours)
+        x = inputs_for(adata, self.encoder, self.cfg.net)
         if x.spot.shape[1] != self.head.feat_mean.shape[0]:
             raise ValueError(f"features have {x.spot.shape[1]} dimensions; the aligned head expects {self.head.feat_mean.shape[0]}")
         emb = self.head.embed(x)

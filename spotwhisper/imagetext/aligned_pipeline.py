@@ -14,7 +14,7 @@ from ..config import to_dict
 from ..encoders import create_encoder, extract_features
 from ..io import read_her2st, sections_fingerprint
 from ..language import TextExpressionModel
-from ..setmodel import SpotInputs, inputs_from_adata
+from ..setmodel import SpotInputs, inputs_for
 from ..tiles.views import section_views
 from .aligned import AlignedConfig, AlignedImageModel, fit_aligned
 
@@ -37,12 +37,12 @@ def paired_sections(data_dir: str | Path | None, cfg: AlignedConfig, text_model:
     for s in cfg.sections:
         adata = read_her2st(data_dir, s)
         feats = extract_features(adata.copy(), encoder, progress=progress)
-        x = inputs_from_adata(feats, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours)
+        x = inputs_for(feats, cfg.encoder, cfg.net)
         out[s] = (x, text_model.encode_expression(adata))
         copies[s] = []
         for _, view, scale in section_views(data_dir, s, cfg.augment):
             v = extract_features(adata.copy(), encoder, slide=view, scale=scale, progress=progress)
-            copies[s].append(inputs_from_adata(v, cfg.encoder, cfg.net.use_subtiles, cfg.net.use_neighbours))
+            copies[s].append(inputs_for(v, cfg.encoder, cfg.net))
     return out, copies
 
 

@@ -26,6 +26,21 @@ class RelevanceConfig:
 
 
 @dataclass
+class CandidateConfig:
+    """Low-confidence candidates: on a slide unlike the training slides (its familiarity level in
+    ``levels``), a query for a concept the models learned (a vocabulary term or synonym, a protein
+    marker or a gene) that finds no region at the threshold is answered with the best-ranked areas,
+    marked as low confidence — not with a confident "nothing here" that the calibration, chosen on
+    the training slides, cannot back there. Concepts the models never learned still come back empty."""
+
+    levels: list[str] = field(default_factory=lambda: ["unusual", "foreign"])  #: familiarity levels that get candidates
+    top_fraction: float = 0.10  #: candidate spots are among the slide's best-ranked share …
+    margin: float = 2.0  #: … and within this many log-odds of its best spot
+    max_regions: int = 20  #: at most this many candidate areas are kept (strongest first)
+    listed: int = 3  #: … and this many described in the answer
+
+
+@dataclass
 class SearchConfig:
     """Route weights, relevance, region rule and limits."""
 
@@ -33,6 +48,7 @@ class SearchConfig:
         default_factory=lambda: {"transcriptome": 1.0, "image": 0.5, "protein": 0.75, "measured": 0.0, "plip": 0.5, "conch": 0.5}
     )  #: fused = weighted mean of the routes' relevance; 0 switches a route off
     relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
     min_region_spots: int = 2  #: smaller connected groups are not reported as regions
     link: float = 1.5  #: spots within this many spot spacings join one region
     top_spots: int = 12  #: best spots listed per query

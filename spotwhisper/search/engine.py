@@ -38,7 +38,7 @@ from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots, illegible_words, readable_fraction
-from ..prompts import load_vocabulary
+from ..prompts import load_vocabulary, normalize_text
 from .attribution import gene_attributions
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
@@ -156,6 +156,17 @@ class SearchEngine:
                               "(unusual words); it was scored, but a match is unlikely to mean much.")
         return None, None
 
+    def _reading_notes(self, parsed: ParsedQuery) -> list[str]:
+        """A note for each part of the query that is a synonym of a vocabulary term: it is answered as
+        that term (its name and synonyms ensembled), so synonyms give the same map."""
+        out = []
+        for part in (parsed.positive, parsed.negative):
+            term = self.vocabulary.lookup(part) if part else None
+            if term is not None and normalize_text(term.name) != normalize_text(part):
+                out.append(f"'{part}' is read as the vocabulary term '{term.name}' (with its synonyms "
+                           f"{', '.join(repr(n) for n in term.names[1:4])}…): they give the same map.")
+        return out
+
     def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
                threshold: float | None = None, explain: bool = True) -> SearchResult:
         """Score ``slides`` (default: all) for ``query``; regions per slide; slides ranked best first.
@@ -184,7 +195,8 @@ class SearchEngine:
         caveats = [c for _, _, c, _ in scored.values() if c]
         if not routes and not caveats:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
-        notes = ([f"Note: {badly}"] if badly else []) + list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
+        notes = ([f"Note: {badly}"] if badly else []) + self._reading_notes(parsed)
+        notes += list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
         if prefilter_note:
             notes.append(prefilter_note)
         if parsed.markers and "protein" not in routes and not caveats:
@@ -209,6 +221,8 @@ class SearchEngine:
             fused = fuse(h.calibrated, weights) if answered else np.full(h.adata.n_obs, np.nan)
             hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused, caveat=h.caveat)
             hits.regions = [] if h.caveat else self.regions(h.adata, fused, threshold)
+            if not hits.regions and not h.caveat and self._wants_candidates(h.adata, base.query):
+                hits.candidates = self.candidates(h.adata, fused)
             if explain and hits.regions:
                 self.explain_hits(hits, base.query)
             result.append(hits)
@@ -223,6 +237,30 @@ class SearchEngine:
         spacing = spot_spacing(adata)
         mpp = float(sf.get(keys.MPP, 1.0))
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
+
+    def _wants_candidates(self, adata: ad.AnnData, parsed: ParsedQuery) -> bool:
+        """Low-confidence candidates replace "nothing here" only on a slide whose familiarity level is one of
+        ``cfg.candidates.levels``, for a plain (not contrast) query of a concept the models learned."""
+        level = dict(adata.uns.get(keys.FAMILIARITY, {}) or {}).get("level", "familiar")
+        return level in self.cfg.candidates.levels and not parsed.negative and self.knows(parsed)
+
+    def knows(self, parsed: ParsedQuery) -> bool:
+        """Whether the query names a concept the models learned: a vocabulary term or synonym (as whole
+        words), a protein marker of the panel or a gene symbol of the inferred panel."""
+        from .scoring import named_genes
+
+        if parsed.terms or parsed.markers or self.vocabulary.lookup(parsed.positive) is not None:
+            return True
+        return bool(named_genes(parsed.positive, self.text.genes))
+
+    def candidates(self, adata: ad.AnnData, fused: np.ndarray) -> list[Region]:
+        """The best-ranked areas of a slide (``cfg.candidates``: spots among its top ``top_fraction`` and within
+        ``margin`` of its best spot, joined like regions), strongest first — shown as low-confidence candidates."""
+        c = self.cfg.candidates
+        if not np.isfinite(fused).any():
+            return []
+        level = max(float(np.nanquantile(fused, 1 - c.top_fraction)), float(np.nanmax(fused)) - c.margin)
+        return self.regions(adata, fused, level)[: c.max_regions]
 
     def explain_hits(self, hits: SlideHits, parsed: ParsedQuery) -> None:
         """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""

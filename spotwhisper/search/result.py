@@ -33,6 +33,18 @@ class SlideHits:
     explanation: Explanation | None = None
     attributions: pd.DataFrame | None = None
     caveat: str | None = None
+    #: low-confidence candidate areas (no region at the threshold on a slide unlike the training slides)
+    candidates: list[Region] = field(default_factory=list)
+
+    @property
+    def familiarity(self) -> dict:
+        """How familiar the slide is to the image models (``uns["familiarity"]``; empty when not measured)."""
+        return dict(self.adata.uns.get(keys.FAMILIARITY, {}) or {})
+
+    @property
+    def confidence(self) -> str:
+        """``"calibrated"`` on a slide like the training slides (or not measured), else ``"low"``."""
+        return "low" if self.familiarity.get("level", "familiar") != "familiar" else "calibrated"
 
     @property
     def found(self) -> bool:
@@ -51,7 +63,7 @@ class SlideHits:
             return max(r.mean_score for r in self.regions)
         return self.best_spot
 
-    def no_region_reason(self, threshold: float, query: str | None = None) -> str:
+    def no_region_reason(self, threshold: float, query: str | None = None, listed: int = 3) -> str:
         """"no region of <slide> matches '<query>'" with the best spot's relevance (or the caveat)."""
         if self.caveat:
             return self.caveat
@@ -60,8 +72,15 @@ class SlideHits:
             return f"no region of {self.slide}{what} (no spot could be scored)"
         n_hot = int(np.nansum(self.fused >= threshold))
         tail = (f"; {n_hot} isolated spot(s) reach the threshold but no group of adjacent spots does" if n_hot else "")
-        return (f"no region of {self.slide}{what}: best spot {self.best_spot:.2f} "
-                f"(threshold {threshold:g}){tail}")
+        head = "no confident region" if self.candidates else "no region"
+        out = f"{head} of {self.slide}{what}: best spot {self.best_spot:.2f} (threshold {threshold:g}){tail}"
+        if self.candidates:
+            parts = [f"candidate {r.id}: {r.n_spots} spots, mean score {r.mean_score:.2f}" for r in self.candidates[:listed]]
+            sentence = self.familiarity.get("sentence") or "this slide is unlike the slides the models learned from"
+            out += (f". {sentence[0].upper()}{sentence[1:]}, so the {len(self.candidates)} best-ranked area(s) are "
+                    f"shown as low-confidence candidates, not findings — {'; '.join(parts)}"
+                    + (f"; {len(self.candidates) - listed} more" if len(self.candidates) > listed else ""))
+        return out
 
     def top_spots(self, n: int = 12) -> pd.DataFrame:
         order = np.argsort(-np.nan_to_num(self.fused, nan=-np.inf))[:n]
@@ -142,6 +161,8 @@ class SearchResult:
                          + "; ".join(parts) + ".")
             if hits.explanation is not None:
                 lines.append(f"  why (region 1 vs rest of slide): {hits.explanation.sentence(5)}.")
+            if hits.confidence == "low":
+                lines.append(f"  {hits.slide}: {hits.familiarity.get('sentence', '')}.")
         missing = self.without_regions()
         if len(self.slides) > 1:
             lines.append(f"No region matches {self.what()} on {len(missing)} of {len(self.slides)} slides: {', '.join(missing)}."
