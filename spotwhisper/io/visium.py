@@ -12,7 +12,9 @@ Tiles are cut from the best image there is: the full-resolution image (``fullres
 found beside the outputs whose size matches the scale factors), else the hires PNG, else lowres.
 
 Spots are joined on barcode; what does not join is reported in ``uns["visium_join"]`` and a
-warning — never dropped silently.
+warning — never dropped silently. A folder without counts (``spatial/`` only: what a user with an
+H&E slide and its spot positions has) is read with ``require_counts=False``: every in-tissue
+position becomes a spot, with an empty expression matrix ``(n_spots, 0)``.
 """
 
 from __future__ import annotations
@@ -71,15 +73,25 @@ def _outs_folder(path: Path) -> Path:
     return path
 
 
-def is_spaceranger_folder(path: str | Path) -> bool:
-    """True for a folder holding Space Ranger outputs (``spatial/`` beside the counts, or an ``outs/`` that does)."""
+def is_spaceranger_folder(path: str | Path, require_counts: bool = True) -> bool:
+    """True for a folder holding Space Ranger outputs (``spatial/`` beside the counts, or an ``outs/``
+    that does); with ``require_counts=False`` a ``spatial/`` holding a spot position file is enough."""
     p = Path(path)
     if not p.is_dir():
         return False
     for d in (p, p / "outs"):
-        if (d / "spatial").is_dir() and ((d / MATRIX_H5).exists() or (d / MATRIX_DIR).is_dir()):
+        if not (d / "spatial").is_dir():
+            continue
+        if (d / MATRIX_H5).exists() or (d / MATRIX_DIR).is_dir():
+            return True
+        if not require_counts and any((d / "spatial" / n).exists() for n in POSITION_FILES):
             return True
     return False
+
+
+def has_counts(folder: Path) -> bool:
+    """Whether a Space Ranger output folder holds a feature-barcode matrix (h5 or mtx folder)."""
+    return (folder / MATRIX_H5).exists() or (folder / MATRIX_DIR).is_dir()
 
 
 def read_counts(folder: Path) -> tuple[ad.AnnData, Path]:
@@ -219,6 +231,18 @@ def find_fullres_image(folder: Path, scalefactors: dict[str, float]) -> Path | N
     return matches[0] if matches else None
 
 
+def _positions_only(positions: pd.DataFrame, positions_path: Path) -> tuple[ad.AnnData, dict]:
+    """No counts: every in-tissue position is a spot, with an empty ``(n, 0)`` expression matrix."""
+    in_tissue = positions.index[positions["in_tissue"].astype(int) == 1]
+    if len(in_tissue) == 0:
+        raise ValueError(f"{positions_path}: no position is marked in_tissue = 1, so there are no spots to read")
+    empty = ad.AnnData(X=sparse.csr_matrix((len(in_tissue), 0), dtype=np.float32), obs=pd.DataFrame(index=in_tissue))
+    report = {"n_count_barcodes": 0, "n_in_tissue_positions": len(in_tissue), "n_matched": len(in_tissue),
+              "counts_without_position": [], "counts_outside_tissue": [], "positions_without_counts": [],
+              "matrix_source": "none (positions only)", "positions_source": str(positions_path), "matched": in_tissue}
+    return empty, report
+
+
 def _join(counts: ad.AnnData, positions: pd.DataFrame, matrix_path: Path, positions_path: Path) -> dict:
     """Barcodes shared by the counts and the in-tissue positions, plus what did not join."""
     bc = counts.obs_names
@@ -308,6 +332,7 @@ def read_visium(
     mpp: float | None = None,
     hires_max_side: int = 2000,
     patient: str | None = None,
+    require_counts: bool = True,
 ) -> ad.AnnData:
     """Read one Space Ranger output folder (``outs/`` or the folder holding it).
 
@@ -332,6 +357,9 @@ def read_visium(
         Longer side (px) of the display image made when there is no hires PNG.
     patient
         ``obs["patient"]``; default: the library id.
+    require_counts
+        With ``False``, a folder without counts (``spatial/`` only) is read too: every in-tissue
+        position is a spot and ``X`` is empty, ``(n_spots, 0)``.
 
     Returns
     -------
@@ -343,10 +371,13 @@ def read_visium(
     spatial_dir = folder / "spatial"
     if not spatial_dir.is_dir():
         raise FileNotFoundError(f"{folder}: no spatial/ folder with spot positions (Space Ranger output expected)")
-    counts, matrix_path = read_counts(folder)
     positions, positions_path = read_positions(spatial_dir)
+    if require_counts or has_counts(folder):
+        counts, matrix_path = read_counts(folder)
+        join = _join(counts, positions, matrix_path, positions_path)
+    else:
+        counts, join = _positions_only(positions, positions_path)
     scalefactors = read_scalefactors(spatial_dir)
-    join = _join(counts, positions, matrix_path, positions_path)
     matched = join.pop("matched")
 
     pos = positions.loc[matched]
