@@ -81,9 +81,7 @@ def grid_spots(slide, library_id: str) -> ad.AnnData:
     cfg = load_config(TileConfig, "tiles")
     thumb = slide.get_thumbnail(cfg.tissue.thumbnail_max_side)
     tissue = TissueMask(mask=tissue_mask_from_rgb(thumb, cfg.tissue), scale=thumb.shape[1] / slide.dimensions[0])
-    layout = grid_layout(slide, tissue, cfg.grid, cfg.qc.min_tissue_fraction, cfg.spot.subtile_grid)
-    if not len(layout):
-        raise ValueError(f"{slide.path}: no tissue found (no grid tile passes the tissue QC); is it an H&E image?")
+    layout = grid_layout(slide, tissue, cfg.grid, cfg.qc.min_tissue_fraction, cfg.spot.subtile_grid)  # no tissue: an error
     return grid_anndata(slide, layout, library_id, layout.side_px * (1 - cfg.grid.overlap), thumb)
 
 

@@ -29,6 +29,9 @@ from ..search.result import SearchResult, SlideHits
 from .loaded import pipeline_models, text_model
 from .reading import slide_input, slide_id
 
+#: where :func:`search` writes by default (the UI's export uses it too): obs["search_fused"], uns["search"] …
+DEFAULT_KEY = keys.SEARCH_INFO
+
 
 def infer(adata: ad.AnnData, *, models: Models | None = None, copy: bool = False, progress: bool = True) -> ad.AnnData | None:
     """Run the pipeline on the slide of ``adata`` (from :func:`spotwhisper.read`): image features →
@@ -67,16 +70,16 @@ def engine_for(adata: ad.AnnData | Mapping[str, ad.AnnData], models: Models | No
     return SearchEngine(slides, text_model=text_model(models))
 
 
-def search(adata: ad.AnnData, query: str | None = None, *, like=None, key_added: str = "search",
+def search(adata: ad.AnnData, query: str | None = None, *, like=None, key_added: str = DEFAULT_KEY,
            weights: dict[str, float] | None = None, threshold: float | None = None, explain: bool = True,
            engine: SearchEngine | None = None) -> SearchResult:
     """Search one processed slide (:func:`infer`) for a free-text ``query`` — or, with ``like``, for spots
     like an example — and write the answer into ``adata``.
 
-    ``like``: spots of this slide — indices, a boolean mask, obs names, a region id of an earlier search
-    written under ``key_added`` (``like=1``), ``{"box": (x0, y0, x1, y1)}`` in full-resolution px, a GeoJSON
-    dict or file (QuPath annotations, SpotWhisper regions) — or ``(other_adata, spec)`` for an example on
-    another slide. Routes, weights and threshold: ``configs/search.yaml`` (``like`` for examples).
+    ``like``: spots of this slide — indices, a boolean mask, obs names, a region id of an earlier text
+    search written under ``"search"`` (``like=1``; ``like=("other_key", 1)`` for another key),
+    ``{"box": (x0, y0, x1, y1)}`` in full-resolution px, a GeoJSON dict or file (QuPath annotations,
+    SpotWhisper regions) — or ``(other_adata, spec)`` for an example on another slide. Routes, weights and threshold: ``configs/search.yaml`` (``like`` for examples).
 
     Writes, with ``K = key_added``: ``obs["K_fused"]`` fused relevance (log-odds; threshold in
     ``uns["K"]["threshold"]``), ``obs["K_region"]`` region id (0 = none), ``obs["K_score_<route>"]``
@@ -93,8 +96,11 @@ def search(adata: ad.AnnData, query: str | None = None, *, like=None, key_added:
         result = engine.search(query, slides=[name], weights=weights, threshold=threshold, explain=explain)
     else:
         source, spec = like if isinstance(like, tuple) and len(like) == 2 and isinstance(like[0], ad.AnnData) else (adata, like)
+        key = DEFAULT_KEY
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+            key, spec = spec
         source_name = slide_id(source)
-        spots, label = example_spots(source, spec, source_name, key_added)
+        spots, label = example_spots(source, spec, source_name, key)
         engine = engine or engine_for({name: adata, source_name: source})
         result = engine.search_like(Example(source_name, spots, label), slides=[name], weights=weights,
                                     threshold=threshold, explain=explain)
@@ -102,7 +108,7 @@ def search(adata: ad.AnnData, query: str | None = None, *, like=None, key_added:
     return result
 
 
-def write_search(adata: ad.AnnData, result: SearchResult, slide: str | None = None, key_added: str = "search") -> ad.AnnData:
+def write_search(adata: ad.AnnData, result: SearchResult, slide: str | None = None, key_added: str = DEFAULT_KEY) -> ad.AnnData:
     """Write ``result``'s answer on ``slide`` (default: ``adata``'s) into ``adata`` under ``key_added``
     (keys: :func:`search`); columns of an earlier result under the same key are replaced. Returns ``adata``."""
     name = slide or slide_id(adata)
