@@ -64,18 +64,26 @@ def build_from_spot_table(args: argparse.Namespace) -> int:
         raise UserError(f"--spots {spots}: no such spot table (a CSV with columns x, y in full-resolution px)")
     if args.slides or args.from_h5ad:
         raise UserError("--image/--spots index one slide: leave out the SLIDE arguments and --from-h5ad")
-    check_name(args.collection, "collection")
     name = check_name(args.name or image.stem, "slide (--name, default the image's file name)")
+    mode = "overwrite" if args.overwrite else "add" if args.add else "create"
     import spotwhisper as sw
+    from spotwhisper.api.reading import MPP_HINT
     from spotwhisper.ui.upload_mpp import read_spot_xy, resolve_mpp
 
+    from ..collection.build import check_target
+    from ..index import load_index_config, resolve_index_dir
+
+    check_target(args.collection, resolve_index_dir(args.index_dir), mode, load_index_config())  # before any work
     choice = resolve_mpp(image, read_spot_xy(spots) if spots is not None else None, args.mpp)
-    if choice.value is None:
-        raise UserError(f"{image}: µm per pixel unknown (the file does not say and no spot pitch tells it); pass --mpp")
+    try:  # the spot table is checked first (its errors name the file), then the µm/px
+        adata = sw.read(image, spots=spots, mpp=choice.value, name=name)
+    except ValueError as err:
+        if choice.value is None and MPP_HINT in str(err):
+            raise UserError(f"{image}: µm per pixel unknown (the file does not say and the spot table gives no "
+                            "pitch: at least 7 spots on a square or hexagonal lattice); pass --mpp") from err
+        raise
     print(f"{image.name}: {choice.sentence()}")
-    adata = sw.read(image, spots=spots, mpp=choice.value, name=name)
     sw.tl.infer(adata, progress=not args.no_progress)
-    mode = "overwrite" if args.overwrite else "add" if args.add else "create"
     if mode == "add":
         coll = sw.Collection.open(args.collection, args.index_dir).add(adata)
     else:
