@@ -203,7 +203,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 if not done and view.shown is None and view.comparison is None:
                     yield (out, view, gr.skip(), *[gr.skip()] * 9)
                     continue
-                yield (out, view, gr.update(value=view.slide), *render(sess, eng, view))
+                yield (out, view, gr.update(choices=eng.slide_names(), value=view.slide), *render(sess, eng, view))
         except Exception as err:  # the UI must answer, whatever broke underneath
             log.exception("chat failed")
             out = history + [{"role": "assistant", "content": f"Something went wrong: {public_text(str(err))}"}]
@@ -266,7 +266,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             text, view = h.run_like(eng, view, cfg)
         except (KeyError, ValueError) as err:
             text = f"Could not search by example: {public_text(str(err))}"
-        return (list(history or []) + [{"role": "assistant", "content": text}], view, gr.update(value=view.slide),
+        return (list(history or []) + [{"role": "assistant", "content": text}], view, gr.update(choices=eng.slide_names(), value=view.slide),
                 *render(sess, eng, view))
 
     def on_upload(image, spots, name, mpp, keep, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
