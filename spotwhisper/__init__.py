@@ -2,7 +2,7 @@
 
 ``import spotwhisper as sw`` gives the Python API in the scanpy manner (:mod:`spotwhisper.api`):
 ``sw.read``, ``sw.tl.infer`` / ``sw.tl.search`` / ``sw.tl.compare``, ``sw.pl.search`` / ``sw.pl.proteins``
-and ``sw.Collection``. They are imported on first use, so ``import spotwhisper`` stays cheap (no
+``sw.Collection`` and ``sw.write_spatialdata``. They are imported on first use, so ``import spotwhisper`` stays cheap (no
 torch, scanpy or faiss until a function needs them).
 """
 
@@ -16,9 +16,10 @@ _LAZY = {
     "tl": ("spotwhisper.api.tl", None),
     "pl": ("spotwhisper.api.pl", None),
     "Collection": ("spotwhisper.api.collection", "Collection"),
+    "write_spatialdata": ("spotwhisper.api.spatialdata_io", "write_spatialdata"),
 }
 
-__all__ = ["Collection", "__version__", "pl", "read", "tl"]
+__all__ = ["Collection", "__version__", "pl", "read", "tl", "write_spatialdata"]
 
 
 def __getattr__(name: str):
