@@ -4,7 +4,6 @@ by another process under a running server (real HTTP) shows up at the next reque
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ from spotwhisper import keys
 from tests.conftest import ROOT
 
 gradio_client = pytest.importorskip("gradio_client")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.test_ui_sessions import _free_port  # noqa: E402 - after the skip
 
 
 @pytest.fixture(scope="module")
