@@ -69,7 +69,7 @@ def test_live_collection_follows_commits(slide_files, tmp_path):
 
 
 def test_a_collection_added_under_a_running_server(slide_files, tmp_path):
-    """``serve --wait`` on a collection that does not exist yet; another process builds it, then adds a slide."""
+    """``serve --wait`` on a collection that does not exist yet; another process builds it, then a slide is added."""
     from spotwhisper.collection import LiveCollection
     from spotwhisper.search.engine import SearchEngine
     from spotwhisper.ui.app import launch
@@ -94,8 +94,10 @@ def test_a_collection_added_under_a_running_server(slide_files, tmp_path):
         time.sleep(0.3)
         first = chat_slides()
         assert "C2" in first and "C2b" not in first
-        _cli("index", "build", "--collection", "later", "--index-dir", str(index_dir), "--add",
-             "--from-h5ad", str(slide_files["C2b"]))
+        from spotwhisper.collection import index_slides  # (in this process: the server only reads the disk)
+        from spotwhisper.io import read_h5ad
+
+        index_slides([read_h5ad(slide_files["C2b"])], "later", index_dir, mode="add")
         time.sleep(0.3)
         second = chat_slides()
         assert "2 slide(s)" in second and "C2b" in second
