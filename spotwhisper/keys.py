@@ -33,8 +33,15 @@ key                        contents
 ``obs["search_fused"]``    exported search result (UI): fused relevance per spot (log-odds); ``obs["search_region"]`` region id (0 = none)
 ``obs["search_score_<r>"]``  exported search result (UI): raw score of route ``r`` per spot
 ``uns["search"]``          exported search result (UI): ``query``, ``positive``, ``negative``, ``threshold``, ``routes``, ``n_regions``
-``uns["familiarity"]``     how familiar the slide is to the image models: ``share`` of spots within the training range, ``level``, ``sentence``, ``median_distance``, ``epistemic_median``, ``mpp``
+``uns["familiarity"]``     how familiar the slide is to the image models: ``distance_ratio`` (feature distance vs held-out training slides), ``level``, ``sentence``, ``share``, ``epistemic_median``, ``mpp``
 ``uns["pipeline"]``        models that processed the slide (``spotwhisper.pipeline``); ``image_models``: ``"default"`` or ``"coarse"``
+``obsm["image_vec"]``      pooled image vector per spot for search by example, ``(n, 128)`` float32, L2-normalised
+                           (:mod:`spotwhisper.encoders.pooled`); ``uns["image_vec"]``: ``encoder``, ``dim``, ``seed``
+``obs["<K>_fused"]`` …     a search written into AnnData under ``key_added=K`` (``spotwhisper.tl.search``; the UI
+                           export uses ``K="search"``): ``obs["<K>_fused"]`` fused relevance (log-odds),
+                           ``obs["<K>_region"]`` region id (0 = none), ``obs["<K>_score_<r>"]`` raw score and
+                           ``obs["<K>_relevance_<r>"]`` relevance of route ``r``; ``uns["<K>"]`` the query,
+                           threshold, routes, regions and explanation
 =========================  =====================================================================
 """
 
@@ -80,3 +87,7 @@ SEARCH_SCORE_PREFIX = "search_score_"  # obs["search_score_<route>"]: raw route 
 SEARCH_INFO = "search"  # uns[...]: the query, threshold and routes of an exported result
 PIPELINE = "pipeline"  # uns[...]: models that processed the slide; ["image_models"] = "default" | "coarse"
 FAMILIARITY = "familiarity"  # uns[...]: familiarity of the slide to the image models (spotwhisper.expression.familiarity)
+IMAGE_VEC = "image_vec"  # obsm[...]: pooled image vector per spot (search by example); uns[...]: how it was made
+SEARCH_RELEVANCE_PREFIX = "search_relevance_"  # obs["search_relevance_<route>"]: relevance of route <route>
+#: suffixes of the obs columns a search writes under ``key_added`` K: obs[K + suffix]
+FUSED_SUFFIX, REGION_SUFFIX, SCORE_SUFFIX, RELEVANCE_SUFFIX = "_fused", "_region", "_score_", "_relevance_"

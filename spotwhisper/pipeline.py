@@ -16,6 +16,7 @@ to ``coarse_above_mpp`` µm/px (``spotwhisper bench expression``); a coarser sli
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import anndata as ad
@@ -49,6 +50,8 @@ class PipelineConfig:
     image_text_models: list[str] = field(default_factory=list)  #: "plip" / "conch" (weights in configs/imagetext.yaml)
     embed_measured: bool = True  #: also embed measured counts when the slide has them
     keep_features: bool = False  #: keep image features in the output (large)
+    image_vec_dim: int = 128  #: dimensions of obsm["image_vec"], the pooled image vector for search by example (0 = none)
+    image_vec_seed: int = 0  #: seed of its fixed random projection (one seed = comparable vectors)
 
 
 @dataclass
@@ -202,6 +205,8 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
         out.obsm[TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
         out.uns.setdefault(keys.EMBEDDING_MODELS, {})[TEXT_EMB_MEASURED] = {
             **out.uns[keys.EMBEDDING_MODELS][keys.TEXT_EMB]}
+    if cfg.image_vec_dim:
+        add_image_vectors(out, expression.encoder, cfg.image_vec_dim, cfg.image_vec_seed)
     if not cfg.keep_features:
         for k in [k for k in out.obsm if k.startswith(keys.FEATURES_PREFIX)]:
             del out.obsm[k]
@@ -227,6 +232,31 @@ def familiarity_of(spots: ad.AnnData, predicted: ad.AnnData, expression: Express
                              load_config(FamiliarityConfig, "familiarity"), epistemic=epistemic,
                              mpp=inp.slide.mpp if inp.slide is not None else None,
                              model_mpp=get_spec(expression.encoder).tile_mpp)
+
+
+def add_image_vectors(adata: ad.AnnData, encoder: str, dim: int, seed: int = 0) -> None:
+    """``obsm["image_vec"]`` ``(n, dim)`` from ``obsm["features_<encoder>"]`` (and its sub-tiles) —
+    :func:`spotwhisper.encoders.pooled.pooled_image_vectors` — recorded in ``uns["image_vec"]`` and
+    ``uns["embedding_models"]``. Vectors of one ``(encoder, dim, seed)`` are comparable across slides."""
+    from .encoders import feature_key, subtile_key
+    from .encoders.pooled import pooled_image_vectors
+
+    key = feature_key(encoder)
+    if key not in adata.obsm:
+        raise KeyError(f"no obsm[{key!r}] to pool into obsm[{keys.IMAGE_VEC!r}] (obsm: {sorted(adata.obsm)})")
+    sub = adata.obsm.get(subtile_key(encoder))
+    adata.obsm[keys.IMAGE_VEC] = pooled_image_vectors(np.asarray(adata.obsm[key]), sub, dim, seed)
+    adata.uns[keys.IMAGE_VEC] = {"encoder": encoder, "dim": int(dim), "seed": int(seed), "subtiles": sub is not None}
+    # one route name and version for every encoder (as the aligned route, whose two heads share a space), so a
+    # collection may hold slides of both image model pairs; search compares image vectors of one encoder only
+    adata.uns.setdefault(keys.EMBEDDING_MODELS, {})[keys.IMAGE_VEC] = {"name": keys.IMAGE_VEC, "version": f"rp{dim}s{seed}",
+                                                                       "dim": int(dim)}
+
+
+def image_space(adata: ad.AnnData) -> str | None:
+    """The encoder whose features made ``obsm["image_vec"]`` (vectors of different encoders are not comparable)."""
+    info = adata.uns.get(keys.IMAGE_VEC)
+    return str(info["encoder"]) if isinstance(info, Mapping) and "encoder" in info else None
 
 
 def _has_counts(adata: ad.AnnData) -> bool:

@@ -171,8 +171,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
 
     def on_tick(known, history, view, request: gr.Request):
         sess, eng = session(request)
-        names = eng.slide_names()
-        done = (build_status is None or build_status().finished) and not pending()
+        names = eng.slide_names()  # a followed collection (serve) picks up new commits here
+        done = (build_status is None or build_status().finished) and not pending() and not live
         chat, view = with_opening(history, view)
         shown = render(sess, eng, view) if chat is not None else [gr.skip()] * 9
         timer = gr.Timer(value=1.0 if pending() else 3.0, active=not done)  # every second until the first answer
@@ -203,7 +203,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 if not done and view.shown is None and view.comparison is None:
                     yield (out, view, gr.skip(), *[gr.skip()] * 9)
                     continue
-                yield (out, view, gr.update(value=view.slide), *render(sess, eng, view))
+                yield (out, view, gr.update(choices=eng.slide_names(), value=view.slide), *render(sess, eng, view))
         except Exception as err:  # the UI must answer, whatever broke underneath
             log.exception("chat failed")
             out = history + [{"role": "assistant", "content": f"Something went wrong: {public_text(str(err))}"}]
@@ -259,6 +259,15 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             return (history, view, *[gr.skip()] * 9)
         text, view = h.run_explain(eng, view, cfg, int(region), slide)
         return (list(history or []) + [{"role": "assistant", "content": text}], view, *render(sess, eng, view))
+
+    def on_like(history, view, request: gr.Request):
+        sess, eng = session(request)
+        try:
+            text, view = h.run_like(eng, view, cfg)
+        except (KeyError, ValueError) as err:
+            text = f"Could not search by example: {public_text(str(err))}"
+        return (list(history or []) + [{"role": "assistant", "content": text}], view, gr.update(choices=eng.slide_names(), value=view.slide),
+                *render(sess, eng, view))
 
     def on_upload(image, spots, name, mpp, keep, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
         sess, eng = session(request)
@@ -346,6 +355,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 Path(file).unlink(missing_ok=True)
         return view, text, *render(sess, eng, view)
 
+    live = getattr(engine, "live", None) is not None  # serve follows its collection: keep the picker fresh
     names = engine.slide_names()
     start_view = h.new_view(engine, cfg)
     opening_chat = opening()[0] or (waiting if callable(answered) else [])
@@ -358,7 +368,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         known = gr.State(names)
         gr.Markdown(f"## {cfg.title} — search H&E slides with free text")
         status = gr.Markdown(build_line(), elem_id="build-status")
-        timer = gr.Timer(1.0 if callable(answered) else 3.0, active=build_status is not None or callable(answered))
+        timer = gr.Timer(1.0 if callable(answered) else 3.0, active=build_status is not None or callable(answered) or live)
         with gr.Row():
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(value=opening_chat, elem_id="chat", height=520, label="chat")
@@ -388,6 +398,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                                         elem_id="evidence",
                                         interactive=False, max_height=300)
                 regions = gr.Dataframe(label="regions", elem_id="regions", interactive=False, max_height=200)
+                like = gr.Button("find more like this (the region in focus, on every slide)", elem_id="find-like")
         an, up, ex = annotations_box(), upload_box(), export_box()
 
         shown = [viewer, second_box, viewer2, caption, gallery, evidence, regions, routes, thr]
@@ -404,6 +415,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         picker2.input(on_second, [picker2, state], [state, *shown], **on_map)
         viewer.region(on_region, [chatbot, state], [chatbot, state, *shown], **on_map)
         viewer2.region(on_region, [chatbot, state], [chatbot, state, *shown], **on_map)
+        like.click(on_like, [chatbot, state], [chatbot, state, picker, *shown], api_name="like", **on_map)
         an.keep.click(on_keep, [an.label, state], [state, an.status, *shown], **on_map)
         an.save.click(on_save, [state], [an.files, an.status])
         an.file.upload(on_load_annotations, [an.file, state], [state, an.status, *shown], **on_map)

@@ -175,23 +175,14 @@ def add_to_collection(engine, adata: ad.AnnData) -> str:
 
 # -- exports -------------------------------------------------------------------------------
 def scored_anndata(result: SearchResult, slide: str) -> ad.AnnData:
-    """A copy of ``slide``'s AnnData with the result's scores in ``obs`` and the query in ``uns``."""
+    """A copy of ``slide``'s AnnData with the result's scores in ``obs`` and the query in ``uns``
+    (:func:`spotwhisper.api.tl.write_search`, key ``"search"``: what ``sw.tl.search`` writes)."""
+    from spotwhisper.api.tl import write_search
+
     hits = next((h for h in result.slides if h.slide == slide), None)
     if hits is None:
         raise KeyError(f"slide {slide!r} is not in this result (slides: {', '.join(h.slide for h in result.slides)})")
-    out = hits.adata.copy()
-    region = np.zeros(out.n_obs, dtype=np.int64)
-    for r in hits.regions:
-        region[r.spots] = r.id
-    out.obs[keys.SEARCH_FUSED] = hits.fused
-    out.obs[keys.SEARCH_REGION] = region
-    for route, scores in hits.routes.items():
-        out.obs[keys.SEARCH_SCORE_PREFIX + route] = scores
-    q = result.query
-    out.uns[keys.SEARCH_INFO] = {"query": q.text, "positive": q.positive, "negative": q.negative or "",
-                           "threshold": float(result.threshold), "routes": list(result.routes),
-                           "n_regions": len(hits.regions)}
-    return out
+    return write_search(hits.adata.copy(), result, slide, key_added=keys.SEARCH_INFO)
 
 
 def export_result(result: SearchResult, slide: str, folder: Path) -> list[Path]:

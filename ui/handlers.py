@@ -21,6 +21,7 @@ from spotwhisper.search.compare import Comparison, compare_queries
 
 from .annotations import from_geojson, from_regions
 from spotwhisper.search.engine import SearchEngine, SearchResult, SlideHits
+from spotwhisper.search.example import Example
 from spotwhisper.search.explain import Explanation
 
 from .config import UIConfig
@@ -84,13 +85,14 @@ def first_answer(engine: SearchEngine, cfg: UIConfig, answered) -> tuple[list[di
 
 
 # -- re-fusing and thresholds (no new search) ------------------------------------------------
-def group_weights(engine: SearchEngine, groups: list[str], route_groups: dict[str, list[str]]) -> dict[str, float]:
-    """Search weights with every route of an unselected group set to 0 (others as configured)."""
+def group_weights(engine: SearchEngine, groups: list[str], route_groups: dict[str, list[str]],
+                  like: bool = False) -> dict[str, float]:
+    """Search weights (``like``: of search by example) with every route of an unselected group set to 0."""
     unknown = [g for g in groups if g not in route_groups]
     if unknown:
         raise ValueError(f"unknown route group(s) {unknown}; known: {list(route_groups)}")
     off = {r for g, routes in route_groups.items() if g not in groups for r in routes}
-    return {r: (0.0 if r in off else w) for r, w in engine.cfg.weights.items()}
+    return {r: (0.0 if r in off else w) for r, w in (engine.cfg.like.weights if like else engine.cfg.weights).items()}
 
 
 def used_groups(result: SearchResult | None, route_groups: dict[str, list[str]]) -> list[str]:
@@ -116,7 +118,7 @@ def update_view(engine: SearchEngine, view: View, cfg: UIConfig, *, threshold: f
         return view
     if not view.groups:
         return replace(view, shown=None, message=NO_ROUTE)
-    weights = group_weights(engine, view.groups, cfg.route_groups)
+    weights = group_weights(engine, view.groups, cfg.route_groups, like=view.base.example is not None)
     try:
         view.shown = engine.reweight(view.base, weights, view.threshold, explain)
     except ValueError as err:  # none of the ticked routes answered this query
@@ -149,8 +151,27 @@ def explain_all(engine: SearchEngine, view: View) -> View:
     if view.shown is not None:
         for hits in view.shown.slides:
             if hits.regions and hits.explanation is None:
-                engine.explain_hits(hits, view.shown.query)
+                engine.explain_hits(hits, view.shown.query, view.shown.example)
     return view
+
+
+def run_like(engine: SearchEngine, view: View, cfg: UIConfig, region: int | None = None,
+             slide: str | None = None) -> tuple[str, View]:
+    """"Find more like this": region ``region`` (default: the one in focus) as the example, searched on
+    every slide (:meth:`SearchEngine.search_like`); the view stays on the example's slide."""
+    hits = view.hits(slide) if view.comparison is None else None
+    if hits is None or not hits.regions:
+        return "Search first and click a region: its spots are then the example to find more of.", view
+    rid = region or view.focus or 1
+    reg = next((r for r in hits.regions if r.id == rid), None)
+    if reg is None:
+        return f"{hits.slide} has no region {rid} at this threshold.", view
+    base = engine.search_like(Example(hits.slide, reg.spots, f"{hits.slide} region {rid}"), threshold=view.threshold,
+                              explain=False)
+    view = replace(view, base=base, comparison=None, groups=list(cfg.route_groups), slide=hits.slide)
+    view = update_view(engine, view, cfg)
+    view.groups = used_groups(view.shown, cfg.route_groups) or view.groups
+    return describe_result(view, cfg), view
 
 
 def run_contrast(engine: SearchEngine, view: View, positive: str, negative: str, cfg: UIConfig) -> tuple[str, View]:
@@ -243,7 +264,7 @@ def run_explain(engine: SearchEngine, view: View, cfg: UIConfig, region: int | N
     if reg is None:
         return f"{hits.slide} has {len(hits.regions)} region(s) at this threshold; there is no region {rid}.", view
     if rid == 1 and hits.explanation is None:
-        engine.explain_hits(hits, view.shown.query)
+        engine.explain_hits(hits, view.shown.query, view.shown.example)
     expl = hits.explanation if rid == 1 else engine.explain(hits.slide, reg.spots)
     view = replace(view, focus=rid, explained=None if rid == 1 else expl, slide=hits.slide)
     text = (f"Region {rid} on {hits.slide} ({reg.n_spots} spots, {reg.area_um2 / 1e6:.2f} mm², "

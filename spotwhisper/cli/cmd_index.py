@@ -49,8 +49,54 @@ def _models(values: list[str] | None, routes: dict[str, str], adatas) -> dict:
 # Run the pipeline on the slides, then hand the AnnData to spotwhisper.index.build_from_anndata
 # (same keyword arguments as _cmd_build below uses).
 # ---------------------------------------------------------------------------------------------
+def build_from_spot_table(args: argparse.Namespace) -> int:
+    """``--image IMG --spots CSV``: the image with a table of spot centres (read as the UI's upload reads it:
+    :func:`spotwhisper.io.inputs.load_spot_table`; µm/px from the file, ``--mpp``, else the spot pitch),
+    run through the pipeline and indexed into the collection."""
+    from ..names import check_name
+
+    if not args.image:
+        raise UserError("--spots goes with --image IMG (the image the spot centres are on)")
+    image, spots = Path(args.image), Path(args.spots) if args.spots else None
+    if not image.is_file():
+        raise UserError(f"--image {image}: no such image file")
+    if spots is not None and not spots.is_file():
+        raise UserError(f"--spots {spots}: no such spot table (a CSV with columns x, y in full-resolution px)")
+    if args.slides or args.from_h5ad:
+        raise UserError("--image/--spots index one slide: leave out the SLIDE arguments and --from-h5ad")
+    name = check_name(args.name or image.stem, "slide (--name, default the image's file name)")
+    mode = "overwrite" if args.overwrite else "add" if args.add else "create"
+    import spotwhisper as sw
+    from spotwhisper.api.reading import MPP_HINT
+    from spotwhisper.ui.upload_mpp import read_spot_xy, resolve_mpp
+
+    from ..collection.build import check_target
+    from ..index import load_index_config, resolve_index_dir
+
+    check_target(args.collection, resolve_index_dir(args.index_dir), mode, load_index_config())  # before any work
+    choice = resolve_mpp(image, read_spot_xy(spots) if spots is not None else None, args.mpp)
+    try:  # the spot table is checked first (its errors name the file), then the µm/px
+        adata = sw.read(image, spots=spots, mpp=choice.value, name=name)
+    except ValueError as err:
+        if choice.value is None and MPP_HINT in str(err):
+            raise UserError(f"{image}: µm per pixel unknown (the file does not say and the spot table gives no "
+                            "pitch: at least 7 spots on a square or hexagonal lattice); pass --mpp") from err
+        raise
+    print(f"{image.name}: {choice.sentence()}")
+    sw.tl.infer(adata, progress=not args.no_progress)
+    if mode == "add":
+        coll = sw.Collection.open(args.collection, args.index_dir).add(adata)
+    else:
+        coll = sw.Collection.build(args.collection, [adata], args.index_dir, overwrite=mode == "overwrite")
+    index = coll.index
+    print(f"collection {coll.name!r}: {len(index.slides())} slides, {len(index)} vectors, routes {', '.join(index.routes())}")
+    return 0
+
+
 def build_from_pipeline(args: argparse.Namespace) -> int:
     """Build a collection from slides (``args.slides``): run every stage, then index and store them."""
+    if args.image or args.spots:
+        return build_from_spot_table(args)
     if not args.slides:
         raise UserError("name the slides to index (her2st sections like C2, .h5ad files or images), or use --from-h5ad")
     mode = "overwrite" if args.overwrite else "add" if args.add else "create"
@@ -74,7 +120,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from ..index.from_anndata import resolve_routes
     from ..io import read_h5ad
 
-    if not args.from_h5ad:
+    if not args.from_h5ad or args.image or args.spots:
         return build_from_pipeline(args)
     cfg = load_index_config(args.config)
     missing = [p for p in args.from_h5ad if not Path(p).is_file()]
@@ -199,6 +245,12 @@ def register(subparsers) -> None:
                    help="slides to run the pipeline on: her2st sections (C2), .h5ad files with spots, or images")
     p.add_argument("--data-dir", default=None, help="folder holding her2st/ (default: $SPOTWHISPER_DATA_DIR)")
     add_mpp(p)
+    p.add_argument("--image", default=None, metavar="IMG",
+                   help="an H&E image to index as one slide; with --spots its spot centres, else a grid of tiles")
+    p.add_argument("--spots", default=None, metavar="CSV",
+                   help="with --image: CSV of spot centres, columns x, y (full-resolution px) and optionally barcode/id "
+                   "(the table the UI's upload reads); µm/px from the image, --mpp, else the spot pitch")
+    p.add_argument("--name", default=None, help="slide id of --image (default: its file name)")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="run the pipeline in this process (local) or as Ray Data batch jobs (ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray instance (--engine ray)")

@@ -10,6 +10,7 @@ opens them; it does not answer queries (:mod:`spotwhisper.search` does, over an 
 * :mod:`.publish` — commit staged slides into a collection all at once (both engines), recover after a kill
 * :mod:`.store` — the slide files beside the indexes
 * :mod:`.opened` — :func:`open_collection`: indexes + slide files + the model check
+* :mod:`.watch` — :class:`LiveCollection`: an opened collection that follows its manifest (``serve``)
 * :mod:`.config` — :class:`CollectionConfig` (``configs/collection.yaml``)
 """
 
@@ -36,10 +37,12 @@ from .staging import (
     staging_folder,
 )
 from .store import SLIDES, SlideStore
+from .watch import LiveCollection
 
 __all__ = [
     "SLIDES",
     "CollectionConfig",
+    "LiveCollection",
     "OpenedCollection",
     "SlideStore",
     "SlidesFailedError",

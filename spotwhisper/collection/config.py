@@ -16,6 +16,7 @@ class CollectionConfig:
     keep_staging: bool = False  #: keep staged slides after a successful commit
     commit_batch_slides: int = 256  #: slides read into the driver per index step
     key_configs: list[str] = field(default_factory=list)  #: configs hashed into a staged slide's key
+    watch_interval_s: float = 1.0  #: readers that follow a collection (serve) check its manifest at most this often
 
     def __post_init__(self) -> None:
         if self.commit_batch_slides < 1:

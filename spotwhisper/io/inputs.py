@@ -37,7 +37,7 @@ def load_input(
     require_image: bool = True,
 ) -> SlideInput:
     """Open ``spec``: a her2st section id (``"C2"``), an ``.h5ad`` with ``uns["spatial"]``, a Space
-    Ranger output folder or an image.
+    Ranger output folder (with or without counts) or an image.
 
     ``mpp`` (µm per pixel) overrides what the files say; for a Space Ranger folder it is µm per
     full-resolution pixel (see :func:`~spotwhisper.io.visium.read_visium`, e.g. 200 µm ST arrays).
@@ -45,8 +45,8 @@ def load_input(
     """
     text = str(spec)
     path = Path(text)
-    if path.is_dir() and is_spaceranger_folder(path):
-        adata = read_visium(path, mpp=mpp)
+    if path.is_dir() and is_spaceranger_folder(path, require_counts=False):
+        adata = read_visium(path, mpp=mpp, require_counts=False)
         name = str(adata.obs[keys.SECTION].iloc[0])
         mpp = None  # read_visium applied it to full-resolution pixels (the source image may be the hires PNG)
     elif path.suffix.lower() == ".h5ad":

@@ -80,14 +80,14 @@ def _has_positions(spatial_dir: Path) -> bool:
     return any((spatial_dir / n).exists() for n in POSITION_FILES)
 
 
-def is_spaceranger_folder(path: str | Path) -> bool:
+def is_spaceranger_folder(path: str | Path, require_counts: bool = False) -> bool:
     """True for a folder holding Space Ranger outputs: ``spatial/`` beside the counts, or an ``outs/``
-    that does, or — H&E only — ``spatial/`` with a spot-position table and no counts."""
+    that does, or — H&E only, unless ``require_counts`` — ``spatial/`` with a spot-position table."""
     p = Path(path)
     if not p.is_dir():
         return False
     for d in (p, p / "outs"):
-        if (d / "spatial").is_dir() and (has_counts_matrix(d) or _has_positions(d / "spatial")):
+        if (d / "spatial").is_dir() and (has_counts_matrix(d) or (not require_counts and _has_positions(d / "spatial"))):
             return True
     return False
 
@@ -336,6 +336,7 @@ def read_visium(
     mpp: float | None = None,
     hires_max_side: int = 2000,
     patient: str | None = None,
+    require_counts: bool = False,
 ) -> ad.AnnData:
     """Read one Space Ranger output folder (``outs/`` or the folder holding it).
 
@@ -358,6 +359,9 @@ def read_visium(
         The µm/px used and its source are logged and kept in ``uns["spatial"][lib]["metadata"]["mpp_source"]``.
     hires_max_side
         Longer side (px) of the display image made when there is no hires PNG.
+    require_counts
+        Refuse a folder without a counts matrix (by default such an H&E-only folder is read: every
+        in-tissue position is a spot and ``X`` is empty, ``(n_spots, 0)``).
     patient
         ``obs["patient"]``; default: the library id.
 
@@ -373,7 +377,7 @@ def read_visium(
         raise FileNotFoundError(f"{folder}: no spatial/ folder with spot positions (Space Ranger output expected)")
     positions, positions_path = read_positions(spatial_dir)
     scalefactors = read_scalefactors(spatial_dir)
-    if has_counts_matrix(folder):
+    if require_counts or has_counts_matrix(folder):
         counts, matrix_path = read_counts(folder)
         join = _join(counts, positions, matrix_path, positions_path)
         matched = join.pop("matched")

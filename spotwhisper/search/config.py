@@ -41,6 +41,17 @@ class CandidateConfig:
 
 
 @dataclass
+class LikeConfig:
+    """Search by example (:mod:`spotwhisper.search.example`): route weights and the hit level's bounds."""
+
+    #: fused = weighted mean of the example routes' relevance (0 switches one off)
+    weights: dict[str, float] = field(default_factory=lambda: {"image_vec": 1.0, "transcriptome": 1.0, "image": 1.0})
+    hit_quantile: float = 0.9  #: one-spot example: the example slide's cosine quantile that sits at the threshold
+    min_hit_quantile: float = 0.5  #: the hit level is never below this quantile of the example slide's cosines
+    nearest: int = 20  #: spots the FAISS index lists as the nearest to an example (CLI, API)
+
+
+@dataclass
 class SearchConfig:
     """Route weights, relevance, region rule and limits."""
 
@@ -57,6 +68,7 @@ class SearchConfig:
     max_slide_cache: int = 16  #: slides kept in memory by the engine
     prefilter_slides: int = 32  #: a collection with more slides is first narrowed to this many by FAISS (0 = never)
     prefilter_k: int = 2000  #: spots the FAISS text route returns for that narrowing
+    like: LikeConfig = field(default_factory=LikeConfig)  #: search by example
 
     @property
     def threshold(self) -> float:

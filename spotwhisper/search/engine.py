@@ -30,9 +30,10 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from .. import keys
-from ..collection import OpenedCollection, SlideStore, open_collection
+from ..collection import LiveCollection, OpenedCollection, SlideStore, open_collection
 from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
@@ -40,15 +41,19 @@ from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots, illegible_words, readable_fraction
 from ..prompts import load_vocabulary, normalize_text
 from .attribution import gene_attributions
+from .candidates import candidate_regions, wants_candidates
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
 from .fusion import fuse
 from .query import ParsedQuery, parse_query
 from .regions import Region, find_regions
 from .result import SearchResult, SlideHits
-from .scoring import CLIP_ROUTES, EMBEDDING_ROUTES, QueryScorer
+from .example import Example, ExampleQuery, like_scores, prototypes
+from .scoring import CLIP_ROUTES, EMBEDDING_ROUTES, EXAMPLE_ROUTES, QueryScorer
 
-__all__ = ["CLIP_ROUTES", "EMBEDDING_ROUTES", "SearchEngine", "SearchResult", "SlideHits", "open_engine"]
+__all__ = ["CLIP_ROUTES", "EMBEDDING_ROUTES", "EXAMPLE_ROUTES", "SearchEngine", "SearchResult", "SlideHits", "open_engine"]
+#: what the relevance of a search by example is (``SearchResult.unit``)
+LIKE_UNIT = "relevance (log-odds vs the example's slide)"
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +68,17 @@ class SearchEngine:
 
     def __init__(self, slides: dict[str, ad.AnnData] | None = None, text_model: TextExpressionModel | None = None,
                  cfg: SearchConfig | None = None, image_text_models: dict | None = None, store: SlideStore | None = None,
-                 index: CollectionIndex | None = None):
+                 index: CollectionIndex | None = None, live: LiveCollection | None = None):
         from ..config import load_config
 
         self.cfg = cfg or load_config(SearchConfig, "search")
         self.text = text_model or TextExpressionModel.from_pretrained()
         self.image_text = image_text_models or {}
         self._slides = dict(slides or {})
-        self.store = store
-        self.index = index  #: the collection's CollectionIndex: FAISS narrows large collections (prefilter_*)
+        #: (slide files, FAISS indexes) of the collection, swapped together when ``live`` sees a new commit
+        self._source: tuple[SlideStore | None, CollectionIndex | None] = (store, index)
+        self.live = live  #: a collection followed while it changes (``serve``): new slides and rebuilds are seen
+        self._live_version = -1
         self._inputs: OrderedDict[tuple[str, int], tuple[ad.AnnData, np.ndarray]] = OrderedDict()
         self._inputs_lock = threading.Lock()
         self.vocabulary = load_vocabulary()
@@ -83,10 +90,49 @@ class SearchEngine:
         its slide files, its FAISS indexes and the text model its text route was checked against."""
         return cls(store=collection.store, text_model=collection.text_model, index=collection.index, **kwargs)
 
+    @classmethod
+    def following(cls, live: LiveCollection, **kwargs) -> SearchEngine:
+        """A search engine over the latest committed state of ``live`` (none while it does not exist):
+        slides added, removed or rebuilt while it serves are seen at the next :meth:`slide_names` or search."""
+        engine = cls(text_model=kwargs.pop("text_model", None) or live.text_model, live=live, **kwargs)
+        live.text_model = live.text_model or engine.text
+        engine.sync()
+        return engine
+
+    @property
+    def store(self) -> SlideStore | None:
+        """The collection's slide files (None: slides in memory only)."""
+        return self._source[0]
+
+    @store.setter
+    def store(self, value: SlideStore | None) -> None:
+        self._source = (value, self._source[1])
+
+    @property
+    def index(self) -> CollectionIndex | None:
+        """The collection's CollectionIndex: FAISS narrows large collections (prefilter_*) and lists nearest spots."""
+        return self._source[1]
+
+    @index.setter
+    def index(self, value: CollectionIndex | None) -> None:
+        self._source = (self._source[0], value)
+
+    def sync(self, force: bool = False) -> bool:
+        """Take the latest committed state of the followed collection (``live``); True when it changed.
+        Called where a request starts (:meth:`slide_names`, :meth:`search`), never in the middle of one."""
+        if self.live is None:
+            return False
+        opened = self.live.current(force)
+        if opened is None or self.live.version == self._live_version:
+            return False
+        self._source, self._live_version = (opened.store, opened.index), self.live.version
+        return True
+
     # -- slides ---------------------------------------------------------------------------
     def slide_names(self) -> list[str]:
         """Slides held in memory, then the collection's: those its manifest lists and that have a
         slide file (a file the manifest does not list yet — an add in progress — is not searched)."""
+        self.sync()
         names = list(self._slides)
         if self.store is not None:
             names += [s for s in self.store.slides() if s not in self._slides and self._listed(s)]
@@ -177,6 +223,7 @@ class SearchEngine:
         with a note. Both raise an :class:`UnreadableQueryWarning`.
         """
         parsed = parse_query(query, self.cfg.max_query_chars, self.vocabulary)
+        self.sync()
         weights = {**self.cfg.weights, **(weights or {})}
         threshold = self.cfg.threshold if threshold is None else threshold
         names, prefilter_note = (slides, None) if slides else self._candidate_slides(parsed)
@@ -212,6 +259,8 @@ class SearchEngine:
         if not base.readable:
             return SearchResult(base.query, base.slides, [], list(base.notes), threshold, base.unit,
                                 base.false_region_rate, readable=False, message=base.message)
+        if base.example is not None:  # an example's routes keep their own weights unless these name them
+            weights = {**self.cfg.like.weights, **{r: w for r, w in weights.items() if r in self.cfg.like.weights}}
         used = sorted({r for h in base.slides for r in h.calibrated if weights.get(r, 0) > 0})
         if not used and not any(h.caveat for h in base.slides):
             raise ValueError(f"none of the selected routes answered this query (it was answered by {', '.join(base.routes)})")
@@ -221,13 +270,84 @@ class SearchEngine:
             fused = fuse(h.calibrated, weights) if answered else np.full(h.adata.n_obs, np.nan)
             hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused, caveat=h.caveat)
             hits.regions = [] if h.caveat else self.regions(h.adata, fused, threshold)
-            if not hits.regions and not h.caveat and self._wants_candidates(h.adata, base.query):
-                hits.candidates = self.candidates(h.adata, fused)
+            if not hits.regions and not h.caveat and wants_candidates(h.adata, base.query, self.cfg.candidates,
+                                                                       self.vocabulary, self.text.genes):
+                hits.candidates = candidate_regions(fused, self.cfg.candidates,
+                                                    lambda level, a=h.adata, f=fused: self.regions(a, f, level))
             if explain and hits.regions:
-                self.explain_hits(hits, base.query)
+                self.explain_hits(hits, base.query, base.example)
             result.append(hits)
         result.sort(key=lambda s: -s.best)
-        return SearchResult(base.query, result, used, list(base.notes), threshold, base.unit, base.false_region_rate)
+        return SearchResult(base.query, result, used, list(base.notes), threshold, base.unit, base.false_region_rate,
+                            example=base.example)
+
+    # -- search by example ------------------------------------------------------------------------
+    def search_like(self, example: Example, slides: list[str] | None = None, weights: dict[str, float] | None = None,
+                    threshold: float | None = None, explain: bool = True) -> SearchResult:
+        """Spots like ``example`` (spots of one slide) on ``slides`` (default: all; a collection larger than
+        ``prefilter_slides`` is narrowed by FAISS), as regions with explanations — :mod:`.example`.
+
+        Routes and weights: ``configs/search.yaml`` ``like`` (``weights`` overrides them); relevance is
+        calibrated on the example's slide, so a slide's answer does not depend on the others searched."""
+        self.sync()
+        weights = {**self.cfg.like.weights, **(weights or {})}
+        threshold = self.cfg.threshold if threshold is None else threshold
+        protos = prototypes(self.slide(example.slide), example, EXAMPLE_ROUTES, weights, self.cfg)
+        if not protos:
+            raise ValueError(f"{example.slide} holds none of the vectors search by example compares "
+                             f"({', '.join(EXAMPLE_ROUTES.values())}); process it with the current pipeline")
+        query = ExampleQuery(example, protos)
+        names, note = (slides, None) if slides else self._like_candidates(query)
+        data = {n: self.slide(n) for n in names}
+        scored = {n: like_scores(a, protos, self.cfg) for n, a in data.items()}
+        routes = sorted({r for raw, _, _ in scored.values() for r in raw})
+        notes = [f"Search by example: {len(example.spots)} spot(s) of {example.label}; a spot matches when it is at "
+                 "least as alike to them as they are to each other (relevance calibrated on the example's slide)."]
+        notes += list(dict.fromkeys(n for *_, ns in scored.values() for n in ns)) + ([note] if note else [])
+        text = f"like {example.label}"
+        hits = [SlideHits(n, data[n], raw, rel, np.full(data[n].n_obs, np.nan)) for n, (raw, rel, _) in scored.items()]
+        base = SearchResult(ParsedQuery(text, text), hits, routes, notes, threshold, LIKE_UNIT, None, example=query)
+        return self.reweight(base, weights, threshold, explain)
+
+    def _index_route(self, key: str) -> str | None:
+        """The collection's FAISS route holding obsm ``key`` (``configs/index.yaml`` routes), or None."""
+        if self.index is None:
+            return None
+        from ..index import load_index_config
+
+        return next((r for r, k in load_index_config().routes.items() if k == key and r in self.index.routes()), None)
+
+    def nearest_spots(self, query: ExampleQuery, k: int | None = None) -> tuple[str | None, pd.DataFrame | None]:
+        """``(route, table)``: the ``k`` spots of the collection nearest the example by FAISS (slide, spot, x,
+        y, cosine), in the first indexed example route (the image vector first), best first; ``(None, None)``
+        without an index. Image-vector hits on slides of another image encoder are left out."""
+        for route, proto in query.prototypes.items():
+            name = self._index_route(proto.key)
+            if name is None:
+                continue
+            k = min(k or self.cfg.like.nearest, len(self.index))
+            found = self.index.search(name, proto.vector[None], k=k).hits
+            if proto.space is not None:
+                from ..pipeline import image_space
+
+                same = {s for s in found["slide"].unique() if image_space(self.slide(s)) == proto.space}
+                found = found[found["slide"].isin(same)]
+            return name, found[["rank", "score", "slide", "spot", "x", "y"]].reset_index(drop=True)
+        return None, None
+
+    def _like_candidates(self, query: ExampleQuery) -> tuple[list[str], str | None]:
+        """Every slide, or — in a collection of more than ``cfg.prefilter_slides`` slides — the slides holding
+        the ``cfg.prefilter_k`` spots FAISS finds nearest the example (its slide and in-memory slides kept)."""
+        names, n = self.slide_names(), self.cfg.prefilter_slides
+        if self.index is None or not n or len(names) <= n:
+            return names, None
+        route, found = self.nearest_spots(query, self.cfg.prefilter_k)
+        if found is None:
+            return names, None
+        best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
+        keep = list(dict.fromkeys([query.example.slide, *[s for s in best if s in set(names)][:n], *self._slides]))
+        return keep, (f"FAISS (route {route}) narrowed the search to {len(keep)} of {len(names)} slides, those holding "
+                      f"the {self.cfg.prefilter_k} spots nearest the example; the others were not scored.")
 
     def regions(self, adata: ad.AnnData, fused: np.ndarray, threshold: float) -> list[Region]:
         """Connected regions of spots with ``fused >= threshold`` on one slide."""
@@ -238,35 +358,14 @@ class SearchEngine:
         mpp = float(sf.get(keys.MPP, 1.0))
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
 
-    def _wants_candidates(self, adata: ad.AnnData, parsed: ParsedQuery) -> bool:
-        """Low-confidence candidates replace "nothing here" only on a slide whose familiarity level is one of
-        ``cfg.candidates.levels``, for a plain (not contrast) query of a concept the models learned."""
-        level = dict(adata.uns.get(keys.FAMILIARITY, {}) or {}).get("level", "familiar")
-        return level in self.cfg.candidates.levels and not parsed.negative and self.knows(parsed)
-
-    def knows(self, parsed: ParsedQuery) -> bool:
-        """Whether the query names a concept the models learned: a vocabulary term or synonym (as whole
-        words), a protein marker of the panel or a gene symbol of the inferred panel."""
-        from .scoring import named_genes
-
-        if parsed.terms or parsed.markers or self.vocabulary.lookup(parsed.positive) is not None:
-            return True
-        return bool(named_genes(parsed.positive, self.text.genes))
-
-    def candidates(self, adata: ad.AnnData, fused: np.ndarray) -> list[Region]:
-        """The best-ranked areas of a slide (``cfg.candidates``: spots among its top ``top_fraction`` and within
-        ``margin`` of its best spot, joined like regions), strongest first — shown as low-confidence candidates."""
-        c = self.cfg.candidates
-        if not np.isfinite(fused).any():
-            return []
-        level = max(float(np.nanquantile(fused, 1 - c.top_fraction)), float(np.nanmax(fused)) - c.margin)
-        return self.regions(adata, fused, level)[: c.max_regions]
-
-    def explain_hits(self, hits: SlideHits, parsed: ParsedQuery) -> None:
-        """Explain the strongest region of ``hits`` (region vs rest; gene attributions), in place."""
+    def explain_hits(self, hits: SlideHits, parsed: ParsedQuery, example: ExampleQuery | None = None) -> None:
+        """Explain the strongest region of ``hits`` (region vs rest; gene attributions towards the query, or
+        towards an example's transcriptome prototype), in place."""
         hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
-        if keys.TEXT_EMB in hits.adata.obsm:
-            q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]
+        q = example.vector("transcriptome") if example is not None else None
+        if keys.TEXT_EMB in hits.adata.obsm and (example is None or q is not None):
+            if q is None:
+                q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]
             hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
                                                   inputs=self._text_inputs(hits.slide, hits.adata))
 

@@ -127,6 +127,7 @@ class SearchResult:
     false_region_rate: float | None = None
     readable: bool = True
     message: str | None = None  #: why nothing was scored (an unreadable query)
+    example: object | None = None  #: a search by example: its :class:`~.example.ExampleQuery` (None for text)
 
     @property
     def found(self) -> bool:

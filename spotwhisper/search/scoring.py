@@ -29,6 +29,9 @@ EMBEDDING_ROUTES = {
     "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned",
     "measured": "text_emb_measured",
 }
+#: routes of search by example (``search --like``): route → obsm key of the spot vectors an example is
+#: compared in (its own spaces; ``image_vec`` is the pooled image vector, ``keys.IMAGE_VEC``)
+EXAMPLE_ROUTES = {"image_vec": keys.IMAGE_VEC, "transcriptome": keys.TEXT_EMB, "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned"}
 #: image–text models in their own spaces
 CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
 _GENE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")

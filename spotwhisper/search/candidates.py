@@ -1,0 +1,54 @@
+"""Low-confidence candidates: what a slide unlike the training slides gets instead of a confident
+"nothing here" for a concept the models learned.
+
+The absolute relevance threshold was chosen on slides like the training slides; on a slide whose
+familiarity (``uns["familiarity"]``, :mod:`spotwhisper.expression.familiarity`) is ``unusual`` or
+``foreign`` a present concept often stays below it while its ranking still carries signal. There a
+query for a concept the models learned — a vocabulary term or synonym, a protein marker, a gene of
+the inferred panel — that finds no region is answered with the slide's best-ranked areas, marked
+as low-confidence candidates (``SlideHits.candidates``), never as regions. A concept the models never
+learned (another organ's cell type, nonsense) still comes back empty: its ranking means nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anndata as ad
+import numpy as np
+
+from .. import keys
+from ..prompts import Vocabulary
+from .config import CandidateConfig
+from .query import ParsedQuery
+from .regions import Region
+
+
+def knows(parsed: ParsedQuery, vocabulary: Vocabulary, genes: Sequence[str]) -> bool:
+    """Whether the query names a concept the models learned: a vocabulary term or synonym (as whole
+    words), a protein marker of the panel, or a gene symbol of ``genes`` (the text model's panel)."""
+    import pandas as pd
+
+    from .scoring import named_genes
+
+    if parsed.terms or parsed.markers or vocabulary.lookup(parsed.positive) is not None:
+        return True
+    return bool(named_genes(parsed.positive, pd.Index(list(genes))))
+
+
+def wants_candidates(adata: ad.AnnData, parsed: ParsedQuery, cfg: CandidateConfig, vocabulary: Vocabulary,
+                     genes: Sequence[str]) -> bool:
+    """Candidates replace "nothing here" only on a slide whose familiarity level is one of ``cfg.levels``,
+    for a plain (not contrast) query of a concept the models learned (:func:`knows`)."""
+    level = dict(adata.uns.get(keys.FAMILIARITY, {}) or {}).get("level", "familiar")
+    return level in cfg.levels and not parsed.negative and knows(parsed, vocabulary, genes)
+
+
+def candidate_regions(fused: np.ndarray, cfg: CandidateConfig, regions_at: Callable[[float], list[Region]]) -> list[Region]:
+    """The best-ranked areas of a slide: spots among its top ``cfg.top_fraction`` of fused relevance ``(n,)`` and
+    within ``cfg.margin`` log-odds of its best spot, joined like regions by ``regions_at(level)``; strongest first,
+    at most ``cfg.max_regions``."""
+    if not np.isfinite(fused).any():
+        return []
+    level = max(float(np.nanquantile(fused, 1 - cfg.top_fraction)), float(np.nanmax(fused)) - cfg.margin)
+    return regions_at(level)[: cfg.max_regions]
