@@ -85,13 +85,23 @@ def viewer_payload(registry: ViewerRegistry, session: str, owner: str | None, en
             for r in comp.legend()]}
     elif hits is not None and not view.message:
         scale_bar = score_scale(view.shown, view.threshold)
-        # no region at this threshold: an empty overlay (the answer says so), as in the CLI's overlays
-        shown = hits.fused if hits.regions else np.full(len(coords), np.nan)
+        # no region at this threshold: an empty overlay (the answer says so), as in the CLI's overlays —
+        # on a slide unlike the training slides, its low-confidence candidates instead, outlined as such
+        marked = hits.regions or hits.candidates
+        shown = np.full(len(coords), np.nan)
+        if marked:
+            keep = np.zeros(len(coords), dtype=bool)
+            keep[np.concatenate([np.asarray(r.spots) for r in marked])] = True
+            shown = np.where(keep, hits.fused, np.nan) if not hits.regions else hits.fused
         layer = heat_layer(coords, shown, tile, scale_bar["min"], scale_bar["max"], view.threshold)
         out["layer"] = {"url": registry.add_layer(token, layer), **layer.box()}
         out["scale"] = scale_bar
-        share = {r.id: tissue_share(hits, r) for r in hits.regions}
-        out["regions"] = region_marks(hits.regions, scale, share)
+        share = {r.id: tissue_share(hits, r) for r in marked}
+        out["regions"] = region_marks(marked, scale, share)
+        out["confidence"] = hits.confidence
+        if hits.familiarity.get("sentence") and hits.confidence == "low" and not out["message"]:
+            out["message"], out["info"] = f"{hits.slide}: {hits.familiarity['sentence']}" + (
+                "; the outlines are low-confidence candidates, not findings" if not hits.regions and marked else ""), True
     out["annotations"] = [annotation_mark(a, scale) for a in view.annotations if a.get("slide") == slide]
     return out
 

@@ -44,6 +44,7 @@ def foreign_relevance(args: argparse.Namespace) -> int:
 
     from ..bench.foreign import ForeignBenchConfig, one_section_config, run_foreign, write_foreign_report
     from ..config import load_config
+    from ..datadir import resolve_data_dir
     from ..search.config import SearchConfig
 
     if args.visium is not None:
@@ -59,7 +60,8 @@ def foreign_relevance(args: argparse.Namespace) -> int:
     if args.out:
         cfg.out = args.out
     try:
-        rows = run_foreign(cfg, args.data_dir, progress=not args.no_progress)
+        data_dir = resolve_data_dir(args.data_dir) if args.visium is None else args.data_dir
+        rows = run_foreign(cfg, data_dir, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from err
     parts = ["spotwhisper", "bench", "relevance"]

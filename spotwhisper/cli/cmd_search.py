@@ -78,7 +78,8 @@ def write_slide_files(hits, result, query: str, out_dir: Path, ome_tiff: bool = 
     name = stem.name
     written = [save_png(render_hits(hits, result.threshold, legend=score_label(result)), stem.with_name(name + ".png")),
                write_csv(hits.spot_table(), stem.with_name(name + ".csv")),
-               write_geojson(hits.regions, query, stem.with_name(name + ".geojson"), slide=hits.slide)]
+               write_geojson(hits.regions or hits.candidates, query if hits.regions else f"{query} (low-confidence candidates)",
+                             stem.with_name(name + ".geojson"), slide=hits.slide)]
     if ome_tiff:
         from ..proteins import export_panel
 
@@ -148,6 +149,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         report.append({"slide": hits.slide, "found": hits.found, "best_spot": round(hits.best_spot, 3),
                        "spots_at_threshold": int((hits.fused >= result.threshold).sum()),
                        "regions": regions_table(hits.regions),
+                       "candidates": regions_table(hits.candidates), "confidence": hits.confidence,
+                       "familiarity": {k: v for k, v in hits.familiarity.items() if not isinstance(v, dict)} or None,
                        "no_region": None if hits.found else hits.no_region_reason(result.threshold, result.query.text),
                        "why": hits.explanation.sentence(6) if hits.explanation else None})
     route, near_spots = nearest if nearest is not None else (None, None)

@@ -33,6 +33,7 @@ from ..index import load_index_config, resolve_index_dir, weights_fingerprint
 from ..io import sections_fingerprint, write_h5ad
 from ..io.her2st import list_sections
 from ..io.inputs import IMAGE_SUFFIXES, SECTION_RE, load_input
+from ..io.visium import is_spaceranger_folder
 from ..names import check_name, safe_name
 from ..pipeline import Models, PipelineConfig, process_slide
 from .config import CollectionConfig
@@ -151,8 +152,12 @@ def spec_identity(spec: str, data_dir: str | Path | None) -> str:
             raise FileNotFoundError(f"{spec}: no such her2st section in {resolve_data_dir(data_dir)} "
                                     f"(sections: {', '.join(known) or 'none'}), and no file of that name")
         return f"her2st:{spec}:{sections_fingerprint(data_dir, [spec])}"
+    if path.is_dir() and is_spaceranger_folder(path):
+        check_name(path.name if path.name != "outs" else path.parent.name, f"slide (Space Ranger folder {path})")
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return ":".join(["spaceranger", *(f"{p.relative_to(path)}={file_fingerprint(p)}" for p in files)])
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such file (and not a her2st section id like C2)")
+        raise FileNotFoundError(f"{spec}: no such file or Space Ranger folder (and not a her2st section id like C2)")
     suffix = path.suffix.lower()
     if suffix != ".h5ad" and suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{spec}: not a her2st section id, an .h5ad or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -18,20 +18,44 @@ import anndata as ad
 import numpy as np
 
 from .. import keys
-from ..prompts import Vocabulary
+from ..prompts import Vocabulary, normalize_text
 from .config import CandidateConfig
 from .query import ParsedQuery
 from .regions import Region
 
 
-def knows(parsed: ParsedQuery, vocabulary: Vocabulary, genes: Sequence[str]) -> bool:
-    """Whether the query names a concept the models learned: a vocabulary term or synonym (as whole
-    words), a protein marker of the panel, or a gene symbol of ``genes`` (the text model's panel)."""
+#: words that carry no concept ("cells next to the tumour" is about cells and a tumour)
+FILLER = frozenset("a an the of in at on to with and or next near around within from by high low rich region regions "
+                   "area areas".split())
+
+
+def term_coverage(text: str, vocabulary: Vocabulary) -> float:
+    """Share of the content words of ``text`` that belong to a vocabulary term's name or synonym found in it
+    as whole words ("gastric foveolar epithelium": 1 of 3, only "epithelium" is a learned concept)."""
+    words = [w for w in normalize_text(text).split() if w not in FILLER]
+    if not words:
+        return 0.0
+    covered: set[int] = set()
+    for term in vocabulary.find_in(text):
+        for name in map(normalize_text, term.names):
+            n = name.split()
+            for i in range(len(words) - len(n) + 1):
+                if words[i:i + len(n)] == n:
+                    covered.update(range(i, i + len(n)))
+    return len(covered) / len(words)
+
+
+def knows(parsed: ParsedQuery, vocabulary: Vocabulary, genes: Sequence[str], min_coverage: float = 0.5) -> bool:
+    """Whether the query names a concept the models learned: a vocabulary term or synonym (exactly, or
+    covering at least ``min_coverage`` of its content words), a protein marker of the panel, or a gene
+    symbol of ``genes`` (the text model's panel)."""
     import pandas as pd
 
     from .scoring import named_genes
 
-    if parsed.terms or parsed.markers or vocabulary.lookup(parsed.positive) is not None:
+    if parsed.markers or vocabulary.lookup(parsed.positive) is not None:
+        return True
+    if term_coverage(parsed.positive, vocabulary) >= min_coverage:
         return True
     return bool(named_genes(parsed.positive, pd.Index(list(genes))))
 
@@ -41,7 +65,7 @@ def wants_candidates(adata: ad.AnnData, parsed: ParsedQuery, cfg: CandidateConfi
     """Candidates replace "nothing here" only on a slide whose familiarity level is one of ``cfg.levels``,
     for a plain (not contrast) query of a concept the models learned (:func:`knows`)."""
     level = dict(adata.uns.get(keys.FAMILIARITY, {}) or {}).get("level", "familiar")
-    return level in cfg.levels and not parsed.negative and knows(parsed, vocabulary, genes)
+    return level in cfg.levels and not parsed.negative and knows(parsed, vocabulary, genes, cfg.min_coverage)
 
 
 def candidate_regions(fused: np.ndarray, cfg: CandidateConfig, regions_at: Callable[[float], list[Region]]) -> list[Region]:
@@ -52,3 +76,15 @@ def candidate_regions(fused: np.ndarray, cfg: CandidateConfig, regions_at: Calla
         return []
     level = max(float(np.nanquantile(fused, 1 - cfg.top_fraction)), float(np.nanmax(fused)) - cfg.margin)
     return regions_at(level)[: cfg.max_regions]
+
+
+def unlearned_note(parsed: ParsedQuery, slides: Sequence[ad.AnnData], cfg: CandidateConfig, vocabulary: Vocabulary,
+                   genes: Sequence[str]) -> str | None:
+    """The note for a query of a concept the models never learned, searched on a slide unlike the training
+    slides: "no region" there means the models cannot tell, not that the concept is absent."""
+    unfamiliar = [a for a in slides if dict(a.uns.get(keys.FAMILIARITY, {}) or {}).get("level", "familiar") in cfg.levels]
+    if not unfamiliar or parsed.negative or knows(parsed, vocabulary, genes, cfg.min_coverage):
+        return None
+    return (f"'{parsed.positive}' names no concept the models learned (a vocabulary term, protein marker or gene); on "
+            f"{len(unfamiliar)} slide(s) unlike the training slides, 'no region' for it means the models cannot tell, "
+            "not that it is absent.")

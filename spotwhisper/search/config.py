@@ -38,6 +38,7 @@ class CandidateConfig:
     margin: float = 2.0  #: … and within this many log-odds of its best spot
     max_regions: int = 20  #: at most this many candidate areas are kept (strongest first)
     listed: int = 3  #: … and this many described in the answer
+    min_coverage: float = 0.5  #: a query is a learned concept when vocabulary names cover this share of its words
 
 
 @dataclass

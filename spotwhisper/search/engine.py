@@ -41,7 +41,7 @@ from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots, illegible_words, readable_fraction
 from ..prompts import load_vocabulary, normalize_text
 from .attribution import gene_attributions
-from .candidates import candidate_regions, wants_candidates
+from .candidates import candidate_regions, unlearned_note, wants_candidates
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
 from .fusion import fuse
@@ -243,6 +243,8 @@ class SearchEngine:
         if not routes and not caveats:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
         notes = ([f"Note: {badly}"] if badly else []) + self._reading_notes(parsed)
+        unlearned = unlearned_note(parsed, list(data.values()), self.cfg.candidates, self.vocabulary, self.text.genes)
+        notes += [unlearned] if unlearned else []
         notes += list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
         if prefilter_note:
             notes.append(prefilter_note)

@@ -95,7 +95,7 @@ def render_overlay(
 
 
 def draw_colour_bar(img: Image.Image, vmin: float, vmax: float, threshold: float | None, label: str,
-                    cmap: str = "inferno") -> Image.Image:
+                    cmap: str = "inferno", outline_key: str = "region (numbered)") -> Image.Image:
     """A colour-bar inset (bottom-left): the colour map from ``vmin`` to ``vmax`` with the threshold
     marked, ``label`` above it and a key to the region outlines → a new RGB image."""
     from ..tiles.preview import legend_font
@@ -127,7 +127,7 @@ def draw_colour_bar(img: Image.Image, vmin: float, vmax: float, threshold: float
                 ty + fpx + 2), tl, fill=(0, 110, 125, 255), font=font)
     ky = ty + 2 * fpx + 6
     d.rectangle([x0 + pad, ky, x0 + pad + 2 * fpx, ky + fpx - 2], outline=OUTLINE_COLOUR, width=2)
-    d.text((x0 + 3 * pad + 2 * fpx, ky - 2), "region (numbered)", fill=(20, 20, 20, 255), font=font)
+    d.text((x0 + 3 * pad + 2 * fpx, ky - 2), outline_key, fill=(20, 20, 20, 255), font=font)
     return Image.alpha_composite(out, layer).convert("RGB")
 
 
@@ -203,26 +203,33 @@ def render_hits(hits, threshold: float, scores: np.ndarray | None = None, margin
 
     Colours are absolute — ``threshold − span[0]`` … ``threshold + span[1]`` in the scores' units, the
     same on every slide — and a slide without a region (or answered by a caveat) gets an empty
-    overlay: the slide alone, with its region-free answer in words beside it."""
+    overlay: the slide alone, with its region-free answer in words beside it — or, on a slide unlike the training
+    slides, its low-confidence candidates outlined (``hits.candidates``)."""
     from .. import keys
     from ..io.spatial import spot_spacing
 
     img, scale = display_image(hits.adata)
     coords = np.asarray(hits.adata.obsm[keys.SPATIAL], dtype=float)
     values = hits.fused if scores is None else scores
-    if not hits.regions:
+    shown = hits.regions or getattr(hits, "candidates", [])  # a slide without regions shows its low-confidence candidates
+    if not shown:
         values = np.full(len(coords), np.nan)
+    elif not hits.regions:
+        keep = np.zeros(len(coords), dtype=bool)
+        keep[np.concatenate([np.asarray(r.spots) for r in shown])] = True
+        values = np.where(keep, values, np.nan)
     vmin, vmax = colour_range(threshold, span)
     kwargs.setdefault("vmin", vmin)
     kwargs.setdefault("vmax", vmax)
     box, size = frame(hits.adata, img.shape[:2], scale, max_side, margin)
     crop = img[box[1]:box[3], box[0]:box[2]]  # draw only what is shown
     out = render_overlay(crop, scale, coords, values, spot_spacing(hits.adata), threshold=threshold,
-                         regions=hits.regions, offset=(box[0], box[1]), **kwargs)
+                         regions=shown, offset=(box[0], box[1]), **kwargs)
     out = out if out.size == size else out.resize(size, Image.BILINEAR)
     if legend:
         finite = np.asarray(values, dtype=float)[np.isfinite(values)]
         lo = kwargs.get("vmin", float(finite.min()) if len(finite) else 0.0)
         hi = kwargs.get("vmax", float(finite.max()) if len(finite) else 1.0)
-        out = draw_colour_bar(out, lo, hi, threshold, legend, kwargs.get("cmap", "inferno"))
+        key = "region (numbered)" if hits.regions or not shown else "low-confidence candidate (numbered)"
+        out = draw_colour_bar(out, lo, hi, threshold, legend, kwargs.get("cmap", "inferno"), key)
     return out
