@@ -38,7 +38,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,20 +302,33 @@ def read_spot_labels(path: str | Path, column: str | None = None) -> pd.Series:
     return labels.replace("", np.nan)
 
 
-def labels_task(labels: Sequence[str], name: str = "labels", min_class_spots: int = 5) -> TaskConfig:
+def labels_task(labels: Sequence[str], name: str = "labels", min_class_spots: int = 5,
+                queries: Mapping[str, str] | None = None) -> TaskConfig:
     """A task whose classes are the label values themselves (query = the label text; a vocabulary term
-    brings its synonyms, marker genes and proteins)."""
+    brings its synonyms, marker genes and proteins); ``queries`` maps label values onto the query of
+    their class (several values may share one class, e.g. ``TLS`` and ``T_agg`` → "tertiary lymphoid
+    structures"), the other values stay classes of their own."""
     values = sorted({str(v) for v in labels if isinstance(v, str) and v})
     if not values:
         raise ValueError("no labels: every spot's label is empty")
-    return TaskConfig(name=name, classes=[ClassSpec(name=v) for v in values], min_class_spots=min_class_spots,
-                      description="Classes = the label values of the labels CSV; each class queried by its own name.")
+    queries = dict(queries or {})
+    missing = sorted(set(queries) - set(values))
+    if missing:
+        raise ValueError(f"class map names label values {missing} that no spot carries (labels: {values})")
+    mapped = {q: [v for v in values if queries.get(v) == q] for q in dict.fromkeys(queries.values())}
+    classes = [ClassSpec(name=q, query=q, match=m) for q, m in mapped.items()]
+    classes += [ClassSpec(name=v) for v in values if v not in queries]
+    return TaskConfig(name=name, classes=classes, min_class_spots=min_class_spots,
+                      description="Classes = the label values of the labels CSV (mapped onto queries where a class map "
+                      "says so); each class queried by its own name.")
 
 
 def visium_sample(folder: str | Path, labels_csv: str | Path, task: TaskConfig | None = None,
-                  label_column: str | None = None, mpp: float | None = None) -> tuple[Sample, TaskConfig]:
-    """A user's Space Ranger folder (:func:`spotwhisper.io.read_visium`) with spot labels from a CSV
-    (barcode, label) → one sample and its task (``task``, else :func:`labels_task` of the labels)."""
+                  label_column: str | None = None, mpp: float | None = None,
+                  queries: Mapping[str, str] | None = None) -> tuple[Sample, TaskConfig]:
+    """A user's Space Ranger folder (:func:`spotwhisper.io.read_visium`; counts optional: an H&E-only folder
+    is scored by its H&E routes) with spot labels from a CSV (barcode, label) → one sample and its task
+    (``task``, else :func:`labels_task` of the labels, with the class map ``queries``)."""
     from ..io import read_visium
 
     adata = read_visium(folder, mpp=mpp)
@@ -328,7 +341,7 @@ def visium_sample(folder: str | Path, labels_csv: str | Path, task: TaskConfig |
     if (~matched).any():
         log.info("%d of %d spots have no label in %s (left out of the evaluation)", int((~matched).sum()), len(matched), labels_csv)
     adata.obs["label"] = labels.reindex(barcodes.to_numpy()).to_numpy()
-    task = task or labels_task(adata.obs["label"].dropna().tolist(), name=f"{Path(str(folder)).name} labels")
+    task = task or labels_task(adata.obs["label"].dropna().tolist(), name=f"{Path(str(folder)).name} labels", queries=queries)
     task.labels.source, task.labels.key = "obs", "label"
     name = str(adata.obs[keys.SECTION].iloc[0])
     return make_sample(name, adata, task, None), task

@@ -40,6 +40,9 @@ PLIP / CONCH columns need their weights (none can be downloaded here):
 Your own labelled Space Ranger folder (labels.csv: barcode,label; classes = the label values,
 each queried by its own name, unless --task-config gives the classes):
   spotwhisper bench zero-shot --visium outs/ --labels labels.csv [--label-column region] [--mpp 0.26]
+  H&E-only folders (spatial/ without counts) are scored by their H&E routes; map label values onto queries:
+  spotwhisper bench zero-shot --visium ../shared/data/ccrcc/b_1 --labels ../shared/data/ccrcc/b_1/labels.csv \
+      --label-column TLS_2_cat --class "TLS=tertiary lymphoid structures"
 
 Your own labelled data (e.g. SpotWhisperer's lung samples as .h5ad; the YAML format is documented
 in spotwhisper/bench/tasks.py, and configs/bench/*.yaml are examples):
@@ -72,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --labels: the label column (default: the only non-barcode column, else 'label')")
     p.add_argument("--mpp", type=float, default=None,
                    help="with --visium: µm per full-resolution pixel when the scale factors do not say")
+    p.add_argument("--class", dest="classes", action="append", default=[], metavar="LABEL=QUERY",
+                   help="with --labels: a label value and the query of its class (repeat; several values may share a "
+                   "class; other values stay classes queried by their own text)")
     p.add_argument("--routes", nargs="+", default=None, help="only these routes (default: each scope's routes)")
     p.add_argument("--sections", nargs="+", default=None, help="only these her2st sections (quick checks)")
     p.add_argument("--out", default=None, help="output prefix (default from configs/bench/harness.yaml: benchmarks/results/zero_shot)")
@@ -116,6 +122,7 @@ def _command(args: argparse.Namespace) -> str:
                         ("--mpp", args.mpp)):
         if value is not None:
             parts += [flag, str(value)]
+    parts += [x for c in getattr(args, "classes", []) for x in ("--class", c)]
     for flag, value in (("--h5ad", args.h5ad), ("--routes", args.routes), ("--sections", args.sections)):
         if value:
             parts += [flag, *map(str, value)]
@@ -152,8 +159,9 @@ def zero_shot(args: argparse.Namespace) -> int:
         from ..bench.tasks import visium_sample
 
         try:
+            queries = dict(c.partition("=")[::2] for c in args.classes)
             sample, task = visium_sample(args.visium, args.labels, load_task(args.task_config) if args.task_config else None,
-                                         args.label_column, args.mpp)
+                                         args.label_column, args.mpp, {k.strip(): v.strip() for k, v in queries.items()})
         except (FileNotFoundError, ValueError) as err:
             raise UserError(str(err)) from err
         samples, tasks = [sample], [task]
