@@ -1,0 +1,144 @@
+"""Many clients at once: the tokenizer race of issue 25 (row 4), and 20 browsers × 5 queries on the real server.
+
+Fast tokenizers keep padding/truncation state per call, so one used from two threads at once can
+hand a batch back unpadded ("Unable to create tensor …"); every use must go through the
+encoder's ``_tok_lock``. On the server, 20 raw clients (own cookie, own session hash) ask 5
+questions each, all at once: every answer must succeed, quote its own question and no other
+client's, and the pictures it names must be that client's files (fetchable with its cookie only).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.security_support import RawClient, outputs, running_app
+
+#: one distinct word per client, added to its questions: an answer showing another's word is a mix-up
+WORDS = ["lobe", "edge", "margin", "core", "rim", "nest", "sheet", "cluster", "focus", "patch", "field", "zone",
+         "band", "island", "strand", "cord", "ring", "streak", "layer", "pocket"]
+TERMS = ["tumour", "stroma", "immune infiltrate", "adipose tissue", "fibrous stroma"]
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    from spotwhisper.language import TextExpressionModel
+
+    return TextExpressionModel.from_pretrained()
+
+
+def test_illegible_words_waits_for_the_tokenizer_lock(text_model):
+    from spotwhisper.language.transcriptome_zeroshot import illegible_words
+
+    done = threading.Event()
+    enc = text_model.text_encoder
+    with enc._tok_lock:  # another thread is tokenizing a padded batch
+        worker = threading.Thread(target=lambda: (illegible_words(text_model, "tertiary lymphoid structures"),
+                                                  done.set()))
+        worker.start()
+        assert not done.wait(0.5), "illegible_words used the tokenizer without its lock"
+    assert done.wait(20)
+    worker.join()
+
+
+def test_image_text_models_tokenize_under_their_lock(tmp_path):
+    """PLIP/CONCH text towers (when a collection has them) embed one batch at a time, whatever the threads."""
+    from spotwhisper.encoders.clip_models import load_plip
+    from tests.test_clip_models import build_tiny_plip
+
+    model = load_plip(str(build_tiny_plip(tmp_path / "plip")))
+    done = threading.Event()
+    with model._text_lock:
+        worker = threading.Thread(target=lambda: (model.encode_text(["invasive carcinoma"]), done.set()))
+        worker.start()
+        assert not done.wait(0.5), "encode_text used the tokenizer without its lock"
+    assert done.wait(20)
+    worker.join()
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        for k in range(20):
+            try:
+                model.encode_text(["in" * (1 + (i + k) % 7), "carcinoma and stroma " * (1 + k % 4)])
+            except Exception as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(f"{type(err).__name__}: {err}"[:160])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+def test_threads_checking_and_embedding_queries_never_fail(text_model):
+    """8 threads: word checks (the search's readability test) interleaved with padded batch embeddings."""
+    from spotwhisper.language.transcriptome_zeroshot import illegible_words
+
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        rng = random.Random(i)
+        for k in range(30):
+            q = f"{rng.choice(TERMS)} {WORDS[i]} {k}"
+            try:
+                illegible_words(text_model, q + " near the invasive front of the carcinoma")
+                text_model.text_encoder.encode([q, q + " x", "a longer sentence that needs padding " * (1 + k % 3)])
+            except Exception as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(f"{type(err).__name__}: {err}"[:160])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+def test_twenty_clients_five_queries_each(mini_collection, tmp_path):
+    from spotwhisper.search.engine import open_engine
+    from spotwhisper.ui.chat import message_text
+
+    index_dir, name = mini_collection
+    with running_app(open_engine(name, index_dir=index_dir), tmp_path / "data", gallery_tiles=2) as srv:
+        clients = [RawClient(srv["port"]) for _ in WORDS]
+        answers: dict[int, list[tuple[str, dict]]] = {i: [] for i in range(len(clients))}
+        barrier = threading.Barrier(len(clients))
+        failures: list[str] = []
+
+        def user(i: int) -> None:
+            barrier.wait()
+            for k in range(5):
+                query = f"{TERMS[(i + k) % len(TERMS)]} {WORDS[i]}"
+                try:
+                    answers[i].append((query, clients[i].call("chat", [f"show me {query}", [], None], timeout=300)))
+                except Exception as err:  # noqa: BLE001 - a broken connection is a failed answer too
+                    failures.append(f"client {i}: {type(err).__name__}: {err}")
+
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, failures[:3]
+        store = srv["store"]
+        for i, done in answers.items():
+            assert len(done) == 5
+            own = store.get(clients[i].session)
+            for query, msg in done:
+                assert msg.get("success"), (i, query, msg)
+                text = message_text(outputs(msg)[0][-1]["content"])
+                assert f"'{query}'" in text, (i, query, text[:200])
+                assert "could not" not in text and "went wrong" not in text, text[:200]
+                assert not [w for j, w in enumerate(WORDS) if j != i and f" {w}'" in text]  # no one else's question
+                for tile in outputs(msg)[7]:
+                    path = Path(tile["image"]["path"])
+                    assert own.outbox in path.parents  # this client's folder only
+        # pictures of the last answers: the owner fetches them, a neighbour cannot
+        for i in (0, 7, 19):
+            path = outputs(answers[i][-1][1])[7][0]["image"]["path"]
+            assert clients[i].fetch(path)[0] == 200
+            assert clients[(i + 1) % len(clients)].fetch(path)[0] == 403
