@@ -134,9 +134,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ..collection import SlideStore
     from ..index import CollectionIndex, load_index_config
 
     info = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config)).info()
+    info["damaged_slides"] = SlideStore(info["folder"]).check(info["slides"])  # listed, file missing or unreadable
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         print()
@@ -148,6 +150,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"  {info['n_slides']} slides in {info['n_shards']} shard(s), {info['n_vectors']} vectors: "
         f"{', '.join(info['slides'])}"
     )
+    if info["damaged_slides"]:
+        print(f"  {len(info['damaged_slides'])} damaged (not searched): "
+              + "; ".join(f"{s}: {p}" for s, p in info["damaged_slides"].items()))
     for route, r in info["routes"].items():
         print(
             f"  route {route}: model {r['model']}, {r['factory']}, {r['n_vectors']} vectors, "

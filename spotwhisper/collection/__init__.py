@@ -35,11 +35,12 @@ from .staging import (
     stage_slide,
     staging_folder,
 )
-from .store import SLIDES, SlideStore
+from .store import SLIDES, DamagedSlideError, SlideStore
 
 __all__ = [
     "SLIDES",
     "CollectionConfig",
+    "DamagedSlideError",
     "OpenedCollection",
     "SlideStore",
     "SlidesFailedError",
