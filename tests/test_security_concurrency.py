@@ -142,3 +142,40 @@ def test_twenty_clients_five_queries_each(mini_collection, tmp_path):
             path = outputs(answers[i][-1][1])[7][0]["image"]["path"]
             assert clients[i].fetch(path)[0] == 200
             assert clients[(i + 1) % len(clients)].fetch(path)[0] == 403
+
+
+def test_streamed_answers_reach_the_client_as_sent():
+    """Answers in steps go out as edit lists against the step before; applied by the client they must give
+    what the server sent. Gradio's own diff garbles lists of lists that shrink at two levels (region outlines
+    on a map with fewer regions) — wrong outlines in a browser, IndexError in gradio_client."""
+    import copy
+
+    import gradio.utils
+    from gradio_client.utils import apply_diff
+
+    from spotwhisper.ui.diffs import stream_diff
+
+    old = {"regions": [{"id": 1, "polygons": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}, {"id": 2, "polygons": [[[5, 5]]]}],
+           "data": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}
+    new = {"regions": [{"id": 1, "polygons": [[[0, 0], [2, 0]]]}], "data": [[1, 2], [4, 5]]}
+    rng = random.Random(0)
+
+    def rand(depth: int):
+        if depth == 0 or rng.random() < 0.2:
+            return rng.choice([rng.randint(0, 3), "ab"[: rng.randint(0, 2)], None])
+        if rng.random() < 0.6:
+            return [rand(depth - 1) for _ in range(rng.randint(0, 4))]
+        return {k: rand(depth - 1) for k in rng.sample("abcd", rng.randint(0, 3))}
+
+    pairs = [(old, new)] + [(rand(4), rand(4)) for _ in range(300)]
+    for a, b in pairs:
+        assert apply_diff(copy.deepcopy(a), stream_diff(a, b)) == b
+    from spotwhisper.ui import diffs
+
+    gradio_diff = diffs.replaced or gradio.utils.diff  # Gradio's own, whether or not an app installed ours
+    assert gradio_diff is not stream_diff
+    try:
+        got = apply_diff(copy.deepcopy(old), gradio_diff(old, new))
+    except IndexError:
+        got = "IndexError"
+    assert got != new  # the cause: why the app replaces it

@@ -36,6 +36,7 @@ from spotwhisper.search.engine import SearchEngine
 
 from . import handlers as h
 from .access import FileAccessMiddleware, request_ids
+from .diffs import install_stream_diff
 from .annotations import save_geojson
 from .chat import message_text, respond_stream
 from .config import UIConfig, load_ui_config
@@ -87,6 +88,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
     ``build_status()`` (a :class:`~spotwhisper.collection.progressive.BuildStatus`) is shown while
     slides are still added."""
     cfg = cfg or load_ui_config()
+    install_stream_diff()  # answers in steps reach the browser as sent (Gradio's own diff garbles nested lists)
     store = store or SessionStore(cfg)
     registry = registry or ViewerRegistry()
     os.environ["GRADIO_TEMP_DIR"] = str(store.gradio_dir)  # read by every component made below

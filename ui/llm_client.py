@@ -184,7 +184,7 @@ class ChatClient:
         if self.cfg.api_key:
             headers["Authorization"] = f"Bearer {self.cfg.api_key}"
         req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        late = f"the language model took longer than {self.cfg.total_timeout_s:g} s (llm.total_timeout_s)"
+        late = f"it took longer than {self.cfg.total_timeout_s:g} s (llm.total_timeout_s)"
         left = min(self.cfg.total_timeout_s, (deadline if deadline is not None else math.inf) - time.monotonic())
         if left <= 0:
             raise LLMError(late)
