@@ -30,18 +30,40 @@ def text_model():
     return TextExpressionModel.from_pretrained()
 
 
+def _waits_for(lock, call) -> None:
+    """``call()`` in another thread must wait while this thread holds ``lock``, and finish once it is released."""
+    done = threading.Event()
+    with lock:  # another thread is tokenizing a padded batch
+        worker = threading.Thread(target=lambda: (call(), done.set()))
+        worker.start()
+        assert not done.wait(0.5), "the tokenizer was used without its lock"
+    assert done.wait(20)
+    worker.join()
+
+
+def _never_fail(call, rounds: int, n_threads: int = 8) -> None:
+    """``call(thread, round)`` from ``n_threads`` threads at once, ``rounds`` times each: no exception."""
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        for k in range(rounds):
+            try:
+                call(i, k)
+            except Exception as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(f"{type(err).__name__}: {err}"[:160])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
 def test_illegible_words_waits_for_the_tokenizer_lock(text_model):
     from spotwhisper.language.transcriptome_zeroshot import illegible_words
 
-    done = threading.Event()
-    enc = text_model.text_encoder
-    with enc._tok_lock:  # another thread is tokenizing a padded batch
-        worker = threading.Thread(target=lambda: (illegible_words(text_model, "tertiary lymphoid structures"),
-                                                  done.set()))
-        worker.start()
-        assert not done.wait(0.5), "illegible_words used the tokenizer without its lock"
-    assert done.wait(20)
-    worker.join()
+    _waits_for(text_model.text_encoder._tok_lock, lambda: illegible_words(text_model, "tertiary lymphoid structures"))
 
 
 def test_image_text_models_tokenize_under_their_lock(tmp_path):
@@ -50,52 +72,20 @@ def test_image_text_models_tokenize_under_their_lock(tmp_path):
     from tests.test_clip_models import build_tiny_plip
 
     model = load_plip(str(build_tiny_plip(tmp_path / "plip")))
-    done = threading.Event()
-    with model._text_lock:
-        worker = threading.Thread(target=lambda: (model.encode_text(["invasive carcinoma"]), done.set()))
-        worker.start()
-        assert not done.wait(0.5), "encode_text used the tokenizer without its lock"
-    assert done.wait(20)
-    worker.join()
-    errors: list[str] = []
-
-    def run(i: int) -> None:
-        for k in range(20):
-            try:
-                model.encode_text(["in" * (1 + (i + k) % 7), "carcinoma and stroma " * (1 + k % 4)])
-            except Exception as err:  # noqa: BLE001 - collected for the assertion
-                errors.append(f"{type(err).__name__}: {err}"[:160])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
+    _waits_for(model._text_lock, lambda: model.encode_text(["invasive carcinoma"]))
+    _never_fail(lambda i, k: model.encode_text(["in" * (1 + (i + k) % 7), "carcinoma and stroma " * (1 + k % 4)]), 20)
 
 
 def test_threads_checking_and_embedding_queries_never_fail(text_model):
     """8 threads: word checks (the search's readability test) interleaved with padded batch embeddings."""
     from spotwhisper.language.transcriptome_zeroshot import illegible_words
 
-    errors: list[str] = []
+    def check_and_embed(i: int, k: int) -> None:
+        q = f"{TERMS[(i + k) % len(TERMS)]} {WORDS[i]} {k}"
+        illegible_words(text_model, q + " near the invasive front of the carcinoma")
+        text_model.text_encoder.encode([q, q + " x", "a longer sentence that needs padding " * (1 + k % 3)])
 
-    def run(i: int) -> None:
-        rng = random.Random(i)
-        for k in range(30):
-            q = f"{rng.choice(TERMS)} {WORDS[i]} {k}"
-            try:
-                illegible_words(text_model, q + " near the invasive front of the carcinoma")
-                text_model.text_encoder.encode([q, q + " x", "a longer sentence that needs padding " * (1 + k % 3)])
-            except Exception as err:  # noqa: BLE001 - collected for the assertion
-                errors.append(f"{type(err).__name__}: {err}"[:160])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
+    _never_fail(check_and_embed, 30)
 
 
 def test_twenty_clients_five_queries_each(mini_collection, tmp_path):
