@@ -153,6 +153,19 @@ def _upload(client: RawClient, files: list[tuple[str, bytes]], mpp: float | None
     return outputs(done)[UPLOAD_STATUS]
 
 
+def test_the_same_upload_may_be_sent_again(server):
+    """When µm/px is asked for, the user clicks again with the same files: the session's copy is used."""
+    a = RawClient(server["port"])
+    st, paths = a.upload("again.png", _png_bytes(300, 400))
+    assert st == 200
+    for _ in range(2):
+        done = a.call("upload", [file_data(paths[0]), None, "", None, False, None])
+        assert "µm per pixel unknown" in outputs(done)[UPLOAD_STATUS], done
+    assert not Path(paths[0]).exists()  # Gradio's copy went; the session folder holds the upload
+    sess = server["store"].get(a.session)
+    assert [p.name for p in (sess.folder / "uploads").rglob("*.png")] == ["again.png"]
+
+
 def test_tiled_tiff_bomb_is_refused_from_its_header(server, tmp_path):
     """Attack 5: an 80 KB TIFF claiming 100,000² px (10 Gpx, ~30 GB to inflate) is refused from its header,
     within a few CPU seconds and without memory growth."""

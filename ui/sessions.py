@@ -77,6 +77,7 @@ class Session:
     seen: float = field(default_factory=time.time)
     files: set[str] = field(default_factory=set)  #: served paths (absolute)
     slots: dict[str, list[str]] = field(default_factory=dict)  #: what each output shows now (older copies are deleted)
+    taken: dict[str, Path] = field(default_factory=dict)  #: upload path Gradio gave → the session's copy of it
 
     def engine(self, shared: SearchEngine) -> SearchEngine:
         """The engine this session searches: ``shared`` plus the session's own slides."""
@@ -262,14 +263,18 @@ class SessionStore:
         """Copy the files ``sess``'s browser uploaded at ``paths`` into the session folder
         (``uploads/<stamp>/``, :func:`~spotwhisper.ui.files.keep_upload`) → the copies; Gradio's copies
         are deleted. :class:`~spotwhisper.ui.received.UploadClaimError` for a file the browser did not
-        upload (nothing touched), :class:`QuotaError` beyond ``data_max_mb``."""
-        sent = self.claim_uploads(sess.owner, paths)
+        upload (nothing touched), :class:`QuotaError` beyond ``data_max_mb``. A path this session took
+        before gives its copy again (the same files sent once more, e.g. with the µm/px asked for)."""
+        keys = [str(canonical(p)) for p in paths]
+        new = [k for k in dict.fromkeys(keys) if not (k in sess.taken and sess.taken[k].is_file())]
+        sent = self.claim_uploads(sess.owner, new)
         try:
             self.reserve(sum(p.stat().st_size for p in sent), "the upload")
-            return [keep_upload(p, sess.folder) for p in sent]
+            sess.taken.update({str(p): keep_upload(p, sess.folder) for p in sent})
         finally:
             for p in sent:
                 self.release_upload(p)
+        return [sess.taken[k] for k in keys]
 
     def release_upload(self, path: Path) -> None:
         """Delete Gradio's copy of a claimed upload (unless another browser's unused upload is the same file)."""
