@@ -6,6 +6,10 @@
 * :mod:`spotwhisper.ui.chat` — intent routing without a language model; OpenAI-compatible endpoint with tools
 * :mod:`spotwhisper.ui.display` — overlay, top tiles, gene/protein and region tables
 * :mod:`spotwhisper.ui.files` — per-session uploads and exports (CSV, .h5ad, GeoJSON for QuPath)
+* :mod:`spotwhisper.ui.sessions`, :mod:`spotwhisper.ui.access`, :mod:`spotwhisper.ui.received` — sessions and files
+  kept apart per browser (client cookie): who may fetch a file, act on a session, use an upload
+* :mod:`spotwhisper.ui.guard` — every callback: input text cleaned, errors told without server paths
+* :mod:`spotwhisper.ui.upload_budget` — the CPU an upload would cost, from its header, before decoding
 * :mod:`spotwhisper.ui.config` — :class:`~spotwhisper.ui.config.UIConfig` from ``configs/ui.yaml``
 
 Importing this package does not import Gradio; :mod:`spotwhisper.ui.app` does.

@@ -36,6 +36,7 @@ from spotwhisper.search.engine import SearchEngine
 
 from . import handlers as h
 from .access import FileAccessMiddleware, request_ids
+from .diffs import install_stream_diff
 from .annotations import save_geojson
 from .chat import message_text, respond_stream
 from .config import UIConfig, load_ui_config
@@ -44,16 +45,17 @@ from .files import (
     add_to_collection,
     export_proteins,
     export_result,
-    keep_upload,
     models_sentence,
-    prepare_upload,
     process_upload,
-    public_text,
+    public_error,
+    upload_input,
 )
+from .guard import guarded
 from .panels import annotations_box, export_box, upload_box
+from .received import UploadClaimError
 from .screen import region_at, viewer_payload
 from .sessions import QuotaError, Session, SessionAccessError, SessionStore
-from .upload_mpp import ASK, read_spot_xy, resolve_mpp
+from .upload_mpp import ASK
 from .viewer import ViewerRegistry, viewer_component, viewer_css
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
     ``build_status()`` (a :class:`~spotwhisper.collection.progressive.BuildStatus`) is shown while
     slides are still added."""
     cfg = cfg or load_ui_config()
+    install_stream_diff()  # answers in steps reach the browser as sent (Gradio's own diff garbles nested lists)
     store = store or SessionStore(cfg)
     registry = registry or ViewerRegistry()
     os.environ["GRADIO_TEMP_DIR"] = str(store.gradio_dir)  # read by every component made below
@@ -123,7 +126,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             second = (viewer_payload(registry, sess.id, sess.owner, eng, view, "second", view.second)
                       if view.second else {"key": "second", "dzi": None})
         except (KeyError, ValueError, SlideError, FileNotFoundError) as err:
-            main, second = {"key": "main", "dzi": None, "message": public_text(str(err))}, {"key": "second"}
+            main, second = {"key": "main", "dzi": None, "message": public_error(err)}, {"key": "second"}
         preparing = view.slide is None and build_status is not None
         if preparing:
             main["message"], main["info"] = f"Preparing the first slide — {build_status().line()}.", True
@@ -135,7 +138,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 served = store.serve_all(sess, [(t, f"tile-{i + 1}") for i, (t, _) in enumerate(tiles)], slot="tiles")
                 gallery = [(p, c) for p, (_, c) in zip(served, tiles)]
             except (FileNotFoundError, SlideError, KeyError, ValueError) as err:
-                caption += f" (tiles unavailable: {public_text(str(err))})"
+                caption += f" (tiles unavailable: {public_error(err)})"
         expl = (view.explained or hits.explanation) if hits is not None else None
         table = (comparison_table(view.comparison, cfg.table_rows // 2) if view.comparison is not None
                  else evidence_table(expl, cfg.table_rows))
@@ -165,9 +168,9 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 *render(sess, eng, view))
 
     def on_unload(request: gr.Request):
-        sid = request_ids(request)[0]
-        store.close(sid)
-        registry.drop_session(sid)
+        sid, owner = request_ids(request)
+        if store.close(sid, owner):  # only the session's own browser closes it
+            registry.drop_session(sid)
 
     def on_tick(known, history, view, request: gr.Request):
         sess, eng = session(request)
@@ -206,15 +209,15 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 yield (out, view, gr.update(choices=eng.slide_names(), value=view.slide), *render(sess, eng, view))
         except Exception as err:  # the UI must answer, whatever broke underneath
             log.exception("chat failed")
-            out = history + [{"role": "assistant", "content": f"Something went wrong: {public_text(str(err))}"}]
+            out = history + [{"role": "assistant", "content": f"Something went wrong: {public_error(err)}"}]
             yield (out, view, gr.skip(), *render(sess, eng, view))
 
     def on_view_change(view, request, **change):
         sess, eng = session(request)
         try:
             view = h.update_view(eng, view, cfg, **change)
-        except ValueError as err:
-            gr.Warning(public_text(str(err)))
+        except (ValueError, KeyError) as err:  # KeyError: a damaged slide file (named, not its path)
+            gr.Warning(public_error(err))
         return (view, *render(sess, eng, view))
 
     def on_threshold(value, view, request: gr.Request):
@@ -230,8 +233,8 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
                 _, view = h.run_compare(eng, view, view.comparison.query_a, view.comparison.query_b, cfg)
             elif view.base is not None and (view.hits() is None or (view.second and view.hits(view.second) is None)):
                 _, view = h.run_search(eng, view, view.base.query.text, cfg)
-        except ValueError as err:
-            gr.Warning(public_text(str(err)))
+        except (ValueError, KeyError) as err:  # KeyError: a damaged slide file (named, not its path)
+            gr.Warning(public_error(err))
         return view
 
     def on_slide(slide, view, request: gr.Request):
@@ -271,32 +274,26 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
 
     def on_upload(image, spots, name, mpp, keep, view, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio injects it
         sess, eng = session(request)
+
+        def said(text: str) -> tuple:
+            return (text, view, gr.update(), *render(sess, eng, view))
+
         if not image:
-            return ("Choose an image file first.", view, gr.update(), *render(sess, eng, view))
-        sent = [Path(image)] + ([Path(spots)] if spots else [])
+            return said("Choose an image file first.")
+        try:  # only files this browser uploaded (any other path is refused and left alone), into the session folder
+            kept = store.take_uploads(sess, [image] + ([spots] if spots else []))
+        except (UploadClaimError, QuotaError, FileNotFoundError) as err:
+            return said(public_error(err))
         try:
-            store.reserve(sum(p.stat().st_size for p in sent if p.is_file()), "the upload")
-            kept = [keep_upload(p, sess.folder) for p in sent]
-        except (QuotaError, FileNotFoundError) as err:
-            return (public_text(str(err)), view, gr.update(), *render(sess, eng, view))
-        finally:
-            for p in sent:  # Gradio's copy: the session folder holds the upload now
-                if store.guards(p):
-                    p.unlink(missing_ok=True)
-        try:
-            choice = resolve_mpp(kept[0], read_spot_xy(kept[1]) if spots else None, float(mpp) if mpp else None)
-            if choice.value is None:
-                return (ASK, view, gr.update(), *render(sess, eng, view))
             slide_name = unique_name(name or Path(image).stem, eng.slide_names())
-            inp = prepare_upload(kept[0], kept[1] if spots else None, slide_name, choice.value,
-                                 cfg.max_image_pixels, cfg.max_tiled_pixels)
+            inp, choice = upload_input(kept, slide_name, float(mpp) if mpp else None, cfg)
+            if inp is None:
+                return said(ASK)
             progress(0.0, desc="loading models")
             adata, _ = process_upload(inp, models.get(), sess.folder)
         except (ValueError, FileNotFoundError, KeyError, SlideError, MemoryError) as err:
-            msg = public_text(str(err.args[0] if err.args else err))
-            status = (f"Could not process the upload: {msg}\n\nNothing is lost: the file stays in this session's "
-                      "folder until the session ends.")
-            return (status, view, gr.update(), *render(sess, eng, view))
+            return said(f"Could not process the upload: {public_error(err)}\n\nNothing is lost: the file stays in "
+                        "this session's folder until the session ends.")
         sess.slides[slide_name] = adata
         eng = sess.engine(engine)
         view = replace(view, slide=slide_name, focus=1, explained=None, base=None, shown=None, comparison=None)
@@ -308,7 +305,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             try:
                 status += add_to_collection(engine, adata) + "."
             except (ValueError, KeyError, FileNotFoundError, OSError) as err:
-                status += f"It was not added to the collection: {public_text(str(err))}. Later: {later}."
+                status += f"It was not added to the collection: {public_error(err)}. Later: {later}."
         else:
             status += f"To add it to a collection on disk: {later}."
         picker = gr.update(choices=eng.slide_names(), value=slide_name)
@@ -324,7 +321,7 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
             paths = [*export_result(view.shown, hits.slide, sess.folder),
                      export_proteins(hits, view.shown.query.text, sess.folder)]
         except (QuotaError, KeyError, ValueError) as err:
-            return None, public_text(str(err))
+            return None, public_error(err)
         served = store.serve_all(sess, [(p, p.name) for p in paths], slot="exports")
         return served, (f"Exported '{view.shown.query.text}' ({hits.slide}): CSV, .h5ad, GeoJSON (QuPath) and the "
                         "virtual proteins as an OME-TIFF on the H&E grid (50 named channels; QuPath, napari).")
@@ -347,15 +344,23 @@ def build_app(engine: SearchEngine, cfg: UIConfig | None = None, example: str | 
         if not file:
             return view, "Choose a GeoJSON file.", *render(sess, eng, view)
         try:
-            text, view = h.load_annotations(view, Path(file).read_bytes(), eng.slide_names())
+            path = store.claim_uploads(sess.owner, [file])[0]
+        except UploadClaimError as err:
+            return view, public_error(err), *render(sess, eng, view)
+        try:
+            text, view = h.load_annotations(view, path.read_bytes(), eng.slide_names())
         except (ValueError, OSError) as err:
-            text = f"Could not load it: {public_text(str(err))}"
+            text = f"Could not load it: {public_error(err)}"
         finally:
-            if store.guards(file):
-                Path(file).unlink(missing_ok=True)
+            store.release_upload(path)
         return view, text, *render(sess, eng, view)
 
     live = getattr(engine, "live", None) is not None  # serve follows its collection: keep the picker fresh
+    # every callback: lone surrogates cleaned from what the browser sent, unexpected errors told publicly
+    (on_load, on_unload, on_tick, on_post, on_answer, on_threshold, on_routes, on_slide, on_second, on_region,
+     on_like, on_upload, on_export, on_keep, on_save, on_load_annotations) = map(guarded, (
+        on_load, on_unload, on_tick, on_post, on_answer, on_threshold, on_routes, on_slide, on_second, on_region,
+        on_like, on_upload, on_export, on_keep, on_save, on_load_annotations))
     names = engine.slide_names()
     start_view = h.new_view(engine, cfg)
     opening_chat = opening()[0] or (waiting if callable(answered) else [])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +30,7 @@ from spotwhisper.search.query import CONTRAST_SPLIT
 from . import handlers as h
 from .config import UIConfig
 from .display import evidence_table, regions_frame
+from .files import public_error
 from .llm_client import ChatClient, LLMError
 
 IntentKind = Literal["empty", "help", "search", "compare", "contrast", "explain", "slides"]
@@ -117,7 +119,12 @@ def rule_reply(engine: SearchEngine, view: h.View, message: str, cfg: UIConfig) 
             return h.run_contrast(engine, view, intent.query, intent.negative, cfg)
         return h.run_search(engine, view, intent.query, cfg)
     except (ValueError, KeyError) as err:  # QueryError is a ValueError
-        return f"I could not do that: {err.args[0] if err.args else err}", view
+        return could_not(err), view
+
+
+def could_not(err: Exception) -> str:
+    """The chat's answer when an action fails: the error's sentence without server paths."""
+    return f"I could not do that: {public_error(err)}"
 
 
 def working_line(engine: SearchEngine, view: h.View, message: str, cfg: UIConfig) -> str:
@@ -152,7 +159,7 @@ def respond_stream(engine: SearchEngine, view: h.View, message: str, history: li
     try:
         text, view = h.run_search(engine, view, intent.query, cfg, explain=False)
     except (ValueError, KeyError) as err:
-        yield f"I could not do that: {err.args[0] if err.args else err}", view, True
+        yield could_not(err), view, True
         return
     hits = view.hits()
     if hits is not None and hits.regions:
@@ -210,6 +217,8 @@ def run_tool(engine: SearchEngine, view: h.View, name: str, arguments: str | dic
     """Execute one tool call → ``(JSON result for the model, new view)``; errors become ``{"error": …}``."""
     try:
         args = json.loads(arguments or "{}") if isinstance(arguments, str) else dict(arguments or {})
+        if not isinstance(args, dict):
+            raise TypeError(f"the arguments of {name!r} are not a JSON object")
         if name == "search":
             query = str(args.get("query", ""))
             if args.get("scope") == "collection":
@@ -221,32 +230,50 @@ def run_tool(engine: SearchEngine, view: h.View, name: str, arguments: str | dic
         else:
             return json.dumps({"error": f"unknown tool {name!r}; tools: search, explain"}), view
     except (ValueError, KeyError, TypeError) as err:
-        return json.dumps({"error": str(err.args[0] if err.args else err)}), view
+        return json.dumps({"error": public_error(err)}), view
     return _tool_payload(view, text, cfg), view
+
+
+def _shown(content, limit: int) -> str:
+    """The model's answer as shown in the chat: plain text, at most ``limit`` characters."""
+    text = message_text(content).strip() or "(the language model sent an empty answer)"
+    return text if len(text) <= limit else text[:limit] + f"… (cut at {limit:,} characters, llm.max_answer_chars)"
 
 
 def llm_reply(engine: SearchEngine, view: h.View, message: str, history: list[dict], cfg: UIConfig,
               client: ChatClient | None = None) -> tuple[str, h.View]:
-    """Answer with the language model, letting it call ``search`` / ``explain`` (``cfg.llm.max_tool_rounds``)."""
-    client = client or ChatClient(cfg.llm)
+    """Answer with the language model, letting it call ``search`` / ``explain``: at most
+    ``llm.max_tool_rounds`` rounds and ``llm.max_tool_calls`` tool calls in all (calls beyond it get an
+    error back instead of running), the whole answer within ``llm.total_timeout_s``."""
+    limits = cfg.llm
+    client = client or ChatClient(limits)
+    deadline = time.monotonic() + limits.total_timeout_s
     msgs = [{"role": "system", "content": SYSTEM_PROMPT + "\n\nCurrent state:\n" + context_text(engine, view, cfg)}]
-    msgs += [{"role": m["role"], "content": message_text(m.get("content"))} for m in history[-cfg.llm.history_turns:]
+    msgs += [{"role": m["role"], "content": message_text(m.get("content"))} for m in history[-limits.history_turns:]
              if m.get("role") in ("user", "assistant")]
     msgs.append({"role": "user", "content": message})
-    last_tool = ""
-    for _ in range(cfg.llm.max_tool_rounds + 1):
-        reply = client.complete(msgs, TOOLS)
+    last_tool, ran, refused = "", 0, 0
+    for _ in range(limits.max_tool_rounds + 1):
+        reply = client.complete(msgs, TOOLS, deadline)
         calls = reply.get("tool_calls") or []
         if not calls:
-            return str(reply.get("content") or "").strip() or "(the language model sent an empty answer)", view
+            return _shown(reply.get("content"), limits.max_answer_chars), view
         msgs.append({"role": "assistant", "content": reply.get("content") or "", "tool_calls": calls})
         for call in calls:
-            fn = call.get("function", {})
-            result, view = run_tool(engine, view, fn.get("name", ""), fn.get("arguments", "{}"), cfg)
-            msgs.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": result})
-            last_tool = json.loads(result).get("answer", "")
+            fn = call.get("function") or {}
+            if ran >= limits.max_tool_calls or time.monotonic() >= deadline:
+                refused += 1
+                result = json.dumps({"error": f"no more tool calls for this message (at most {limits.max_tool_calls}); "
+                                              "answer with the results you have"})
+            else:
+                ran += 1
+                result, view = run_tool(engine, view, str(fn.get("name", "")), fn.get("arguments", "{}"), cfg)
+                last_tool = json.loads(result).get("answer", "") or last_tool
+            msgs.append({"role": "tool", "tool_call_id": str(call.get("id", "")), "content": result})
+    why = (f"asked for more than {limits.max_tool_calls} tool calls (only {ran} ran)" if refused
+           else f"did not answer within {limits.max_tool_rounds} tool rounds")
     return (last_tool or "The language model kept calling tools without answering.") + \
-        f"\n(The language model did not answer within {cfg.llm.max_tool_rounds} tool rounds.)", view
+        f"\n(The language model {why}.)", view
 
 
 def message_text(content) -> str:

@@ -30,14 +30,39 @@ class LLMConfig:
     base_url: str | None = None  #: e.g. http://127.0.0.1:8000/v1; None = no language model
     model: str | None = None  #: model name the endpoint serves
     api_key: str | None = None  #: better set through $SPOTWHISPER_LLM_API_KEY
-    timeout_s: float = 60.0  #: seconds per request
+    timeout_s: float = 60.0  #: seconds the endpoint may stay silent (connect, or between two reads)
+    total_timeout_s: float = 120.0  #: seconds one chat answer may take, every request and tool call included
+    max_reply_kb: int = 1024  #: largest endpoint answer read (KB); a larger one is cut off and refused
     max_tool_rounds: int = 4  #: model turns that may call tools before it must answer
+    max_tool_calls: int = 8  #: tool calls (searches, explanations) run for one chat message, all rounds together
+    max_answer_chars: int = 8000  #: longest answer of the model shown in the chat (longer ones are cut)
     temperature: float = 0.2
     history_turns: int = 6  #: earlier chat messages sent along
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "total_timeout_s", "max_reply_kb", "max_tool_calls", "max_answer_chars"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"configs/ui.yaml: llm.{name} must be > 0, got {getattr(self, name)}")
 
     @property
     def enabled(self) -> bool:
         return bool(self.base_url and self.model)
+
+
+@dataclass
+class UploadBudget:
+    """The work one upload may cost, estimated from the image header before a pixel is decoded
+    (:mod:`spotwhisper.ui.upload_budget`): pixels decoded for the overview and the tiles, and the
+    tiles run through the image models (the spots, or a grid over the whole image)."""
+
+    max_cpu_s: float = 900.0  #: an upload estimated to need more CPU seconds is refused
+    cpu_s_per_tile: float = 0.3  #: image models per tile (spot tile + 3 × 3 sub-tiles, EfficientNet-Lite0, 1 thread)
+    decode_mpx_per_s: float = 30.0  #: Mpx decoded per CPU second (deflate/JPEG tiles, PIL, tiffslide)
+
+    def __post_init__(self) -> None:
+        for name in ("max_cpu_s", "cpu_s_per_tile", "decode_mpx_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"configs/ui.yaml: upload_budget.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -76,6 +101,11 @@ class UIConfig:
     #: header before anything is decoded (her2st H&E: ~92 Mpx)
     max_image_pixels: int = 150_000_000
     max_tiled_pixels: int = 20_000_000_000  #: largest tiled (pyramidal) TIFF / whole-slide image, read by region
+    upload_budget: UploadBudget = field(default_factory=UploadBudget)
+    #: uploads one browser (client cookie) may hold (MB): raw uploads not used yet plus its sessions' folders
+    client_upload_mb: int = 4096
+    upload_unused_ttl_s: float = 900.0  #: a raw upload no upload event has used within this is deleted
+    max_request_kb: int = 1024  #: largest event request (JSON) read to check whose session it names
     concurrency_limit: int = 4  #: chat and view events of different sessions run at once (threads; ~2 × cores)
     upload_concurrency: int = 1  #: slide uploads processed at once (each runs the whole pipeline)
     torch_threads: int = 1  #: torch threads per request (requests already run in parallel)
@@ -83,11 +113,11 @@ class UIConfig:
 
     def __post_init__(self) -> None:
         for name in ("data_max_mb", "max_upload_mb", "max_image_pixels", "max_tiled_pixels", "concurrency_limit",
-                     "upload_concurrency", "torch_threads"):
+                     "upload_concurrency", "torch_threads", "client_upload_mb", "max_request_kb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"configs/ui.yaml: {name} must be >= 1, got {getattr(self, name)}")
-        if self.session_ttl_s <= 0 or self.cleanup_interval_s <= 0:
-            raise ValueError("configs/ui.yaml: session_ttl_s and cleanup_interval_s must be > 0")
+        if self.session_ttl_s <= 0 or self.cleanup_interval_s <= 0 or self.upload_unused_ttl_s <= 0:
+            raise ValueError("configs/ui.yaml: session_ttl_s, cleanup_interval_s and upload_unused_ttl_s must be > 0")
 
     def data_root(self) -> Path:
         """The server's data folder: ``$SPOTWHISPER_UI_DATA_DIR``, else ``data_dir``, else ``<cache root>/ui``."""

@@ -28,11 +28,15 @@ from PIL import Image
 from spotwhisper import keys
 from spotwhisper.atomic import atomic_file
 from spotwhisper.io import SlideError, open_slide, write_h5ad
-from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table
+from spotwhisper.io.inputs import IMAGE_SUFFIXES, SlideInput, load_spot_table, read_spot_table
 from spotwhisper.io.slide import TIFF_SUFFIXES
 from spotwhisper.names import safe_name, slug, unique_path
 from spotwhisper.search.engine import SearchResult
 from spotwhisper.search.export import write_csv, write_geojson
+
+from .config import UIConfig, UploadBudget
+from .upload_budget import check_upload_work
+from .upload_mpp import MppChoice, resolve_mpp
 
 SPOT_TABLE_SUFFIXES = {".csv"}
 #: an absolute path (POSIX or home-relative) inside a message: its folders are dropped before users see it
@@ -43,6 +47,12 @@ def public_text(text: str) -> str:
     """``text`` with every absolute server path reduced to its file name (``/srv/…/x.png`` → ``x.png``):
     messages shown to users never reveal where the server keeps files."""
     return _PATH.sub(lambda m: m.group("name") or "…", str(text))
+
+
+def public_error(err: BaseException) -> str:
+    """An error's sentence as users may see it: its message (a ``KeyError``'s without the quotes
+    ``str()`` adds) through :func:`public_text`."""
+    return public_text(str(err.args[0] if err.args else err))
 
 
 def session_folder(root: str | Path, session: str) -> Path:
@@ -99,7 +109,9 @@ def check_image_size(path: Path, max_pixels: int, max_tiled_pixels: int) -> tupl
     ``max_tiled_pixels`` (tiled, read by region), read from the header → ``(width, height)``."""
     w, h, tiled = image_size(path)
     limit = max_tiled_pixels if tiled else max_pixels
-    if w <= 0 or h <= 0 or w * h > limit:
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{path.name}: the image has no pixels ({w} × {h} px)")
+    if w * h > limit:
         kind = "a tiled image" if tiled else "a plain (untiled) image, which is decoded whole"
         hint = "" if tiled else "; convert it to a tiled pyramidal TIFF (e.g. `vips tiffsave --tile --pyramid`)"
         raise ValueError(f"{path.name}: {w:,} × {h:,} px ({w * h / 1e6:,.0f} Mpx) is more than this server accepts "
@@ -120,23 +132,41 @@ def check_image(path: Path, thumb_px: int = 64) -> None:
 
 
 def prepare_upload(image: Path, spots: Path | None, name: str, mpp: float, max_pixels: int = 150_000_000,
-                   max_tiled_pixels: int = 20_000_000_000) -> SlideInput:
+                   max_tiled_pixels: int = 20_000_000_000, budget: UploadBudget | None = None) -> SlideInput:
     """A checked :class:`SlideInput` for a kept upload: grid tiles for a bare image, spot tiles
     when a CSV spot table (x, y in full-resolution px) comes with it. ``mpp`` (µm/px) is used
-    only when the image file does not say. The image's size is checked from its header against
-    ``max_pixels`` / ``max_tiled_pixels`` (``configs/ui.yaml``) before anything is decoded."""
+    only when the image file does not say. Before anything is decoded, the image's size is checked
+    from its header against ``max_pixels`` / ``max_tiled_pixels`` and the work it would cost against
+    ``budget`` (``configs/ui.yaml``; :mod:`spotwhisper.ui.upload_budget`)."""
     if image.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{image.name} is not an image: expected one of {', '.join(sorted(IMAGE_SUFFIXES))}")
     check_image_size(image, max_pixels, max_tiled_pixels)
-    check_image(image)
-    with open_slide(image) as probe:
+    if spots is not None and spots.suffix.lower() not in SPOT_TABLE_SUFFIXES:
+        raise ValueError(f"{spots.name}: a spot table must be a .csv with columns x, y (full-resolution pixels)")
+    n_spots = len(read_spot_table(spots)[0]) if spots is not None else None
+    with open_slide(image) as probe:  # the header only
         file_mpp = probe.mpp
+        check_upload_work(image.name, probe, file_mpp or mpp, n_spots, budget or UploadBudget())
+    check_image(image)
     if spots is not None:
-        if spots.suffix.lower() not in SPOT_TABLE_SUFFIXES:
-            raise ValueError(f"{spots.name}: a spot table must be a .csv with columns x, y (full-resolution pixels)")
         return load_spot_table(spots, image, name=name, mpp=file_mpp or mpp)
     slide = open_slide(image, mpp=file_mpp or mpp)
     return SlideInput(name=name, slide=slide, adata=None)
+
+
+def upload_input(kept: list[Path], name: str, typed_mpp: float | None, cfg: UIConfig) -> tuple[SlideInput | None, MppChoice]:
+    """The checked input of a kept upload (``[image]`` or ``[image, spot table]``) and the µm/px used:
+    the spot table (every row, :func:`~spotwhisper.io.inputs.read_spot_table`), µm/px
+    (:func:`~spotwhisper.ui.upload_mpp.resolve_mpp`, header only), then :func:`prepare_upload` (pixels
+    and work budget from the header, then a thumbnail). ``(None, choice)`` when µm/px is unknown
+    (ask the user); ``ValueError`` naming the file for anything that cannot be used."""
+    image, spots = kept[0], (kept[1] if len(kept) > 1 else None)
+    xy = read_spot_table(spots)[0] if spots is not None else None
+    choice = resolve_mpp(image, xy, typed_mpp)
+    if choice.value is None:
+        return None, choice
+    return prepare_upload(image, spots, name, choice.value, cfg.max_image_pixels, cfg.max_tiled_pixels,
+                          cfg.upload_budget), choice
 
 
 def process_upload(inp: SlideInput, models, folder: Path, progress: bool = True,

@@ -238,7 +238,7 @@ def run_compare_slides(engine: SearchEngine, view: View, query: str, cfg: UIConf
     missing = res.without_regions()
     lines.append(f"No region matches on {len(missing)} of {len(res.slides)} slides: {', '.join(missing)}." if missing
                  else f"Every one of the {len(res.slides)} slides has a region.")
-    return "\n".join(lines) + f"\n\nShowing {view.slide}.", view
+    return "\n".join(lines + res.notes) + f"\n\nShowing {view.slide}.", view
 
 
 def tissue_share(hits: SlideHits, region) -> float:

@@ -69,6 +69,8 @@ def from_spot_pitch(xy: np.ndarray) -> MppChoice | None:
         pitch, kind = lattice(xy)
     except ValueError:
         return None
+    if not pitch > 0:  # spots on one point (read_spot_table refuses such tables)
+        return None
     tech = VISIUM if kind == "hexagonal" else ST
     mpp = tech.spot_spacing_um / pitch
     if not PLAUSIBLE[0] <= mpp <= PLAUSIBLE[1]:
@@ -99,18 +101,3 @@ def resolve_mpp(image: str | Path, spots_xy: np.ndarray | None = None, typed: fl
             return est
     return MppChoice(None, "unknown", "not known")
 
-
-def read_spot_xy(path: str | Path) -> np.ndarray | None:
-    """The ``x``, ``y`` columns of a CSV spot table (case-insensitive), or None when it has none
-    (the table is checked in full when the slide is loaded; this is only for the estimate)."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if "x" not in cols or "y" not in cols:
-        return None
-    xy = df[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").dropna().to_numpy(dtype=float)
-    return xy if len(xy) else None

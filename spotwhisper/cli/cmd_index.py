@@ -68,14 +68,19 @@ def build_from_spot_table(args: argparse.Namespace) -> int:
     mode = "overwrite" if args.overwrite else "add" if args.add else "create"
     import spotwhisper as sw
     from spotwhisper.api.reading import MPP_HINT
-    from spotwhisper.ui.upload_mpp import read_spot_xy, resolve_mpp
+    from spotwhisper.io.inputs import read_spot_table
+    from spotwhisper.ui.upload_mpp import resolve_mpp
 
     from ..collection.build import check_target
     from ..index import load_index_config, resolve_index_dir
 
     check_target(args.collection, resolve_index_dir(args.index_dir), mode, load_index_config())  # before any work
-    choice = resolve_mpp(image, read_spot_xy(spots) if spots is not None else None, args.mpp)
     try:  # the spot table is checked first (its errors name the file), then the µm/px
+        xy = read_spot_table(spots)[0] if spots is not None else None
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    choice = resolve_mpp(image, xy, args.mpp)
+    try:
         adata = sw.read(image, spots=spots, mpp=choice.value, name=name)
     except ValueError as err:
         if choice.value is None and MPP_HINT in str(err):
@@ -180,9 +185,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ..collection import SlideStore
     from ..index import CollectionIndex, load_index_config
 
     info = CollectionIndex.open(args.collection, index_dir=args.index_dir, cfg=load_index_config(args.config)).info()
+    info["damaged_slides"] = SlideStore(info["folder"]).check(info["slides"])  # listed, file missing or unreadable
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         print()
@@ -194,6 +201,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"  {info['n_slides']} slides in {info['n_shards']} shard(s), {info['n_vectors']} vectors: "
         f"{', '.join(info['slides'])}"
     )
+    if info["damaged_slides"]:
+        print(f"  {len(info['damaged_slides'])} damaged (not searched): "
+              + "; ".join(f"{s}: {p}" for s, p in info["damaged_slides"].items()))
     for route, r in info["routes"].items():
         print(
             f"  route {route}: model {r['model']}, {r['factory']}, {r['n_vectors']} vectors, "

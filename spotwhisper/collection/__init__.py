@@ -36,12 +36,13 @@ from .staging import (
     stage_slide,
     staging_folder,
 )
-from .store import SLIDES, SlideStore
+from .store import SLIDES, DamagedSlideError, SlideStore
 from .watch import LiveCollection
 
 __all__ = [
     "SLIDES",
     "CollectionConfig",
+    "DamagedSlideError",
     "LiveCollection",
     "OpenedCollection",
     "SlideStore",

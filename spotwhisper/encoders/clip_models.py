@@ -27,6 +27,7 @@ https://github.com/mahmoodlab/CONCH
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -81,6 +82,7 @@ class ImageTextModel:
         self.mean, self.std = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
+        self._text_lock = threading.Lock()  # fast tokenizers keep padding state per call: one text batch at a time
 
     # -- hooks the model families fill in --------------------------------------------------
     def _image_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +138,10 @@ class ImageTextModel:
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.embed_dim)
+        with self._text_lock:  # the tokenizer is not thread-safe (the UI's sessions embed queries at once)
+            return self._encode_text_locked(texts)
+
+    def _encode_text_locked(self, texts: list[str]) -> torch.Tensor:
         too_long = [t for t, n in zip(texts, self._token_counts(texts)) if n > self.context_length]
         if too_long:
             log.warning(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 
 from .. import keys
 from .anndata_io import read_h5ad
@@ -78,25 +79,15 @@ def load_input(
 SPOT_ID_COLUMNS = ("barcode", "id", "spot", "spot_id")
 
 
-def load_spot_table(
-    table: str | Path,
-    image: str | Path,
-    name: str | None = None,
-    mpp: float | None = None,
-) -> SlideInput:
-    """An image plus a CSV of spot centres → :class:`SlideInput` with spots.
+def read_spot_table(table: str | Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The spot centres of a CSV spot table → ``(xy (n, 2) float px, ids (n,) str, id column or None)``.
 
-    The CSV needs columns ``x`` and ``y`` (spot centres in full-resolution pixels of ``image``,
-    case-insensitive) and may name spots in ``barcode``/``id``/``spot``/``spot_id``. Spot spacing
-    is the median nearest-neighbour distance; ``mpp`` (µm/px) overrides the image's metadata.
-    Raises ``ValueError`` naming the file for a table that cannot be used.
+    The CSV needs columns ``x`` and ``y`` (case-insensitive; spot centres in full-resolution
+    pixels) and may name spots in ``barcode``/``id``/``spot``/``spot_id``. Raises ``ValueError``
+    naming the file for a table that cannot be used: unreadable, no ``x``/``y``, a missing or
+    non-numeric centre, fewer than two spots, repeated spot ids, or spots sharing one centre.
     """
-    import numpy as np
     import pandas as pd
-    from scipy import sparse
-
-    from .. import keys
-    from .spatial import attach_image, estimate_spacing_px
 
     table = Path(table)
     try:
@@ -116,6 +107,32 @@ def load_spot_table(
     ids = df[id_col].astype(str).to_numpy() if id_col is not None else np.array([f"spot_{i}" for i in range(len(xy))])
     if len(set(ids)) != len(ids):
         raise ValueError(f"{table}: spot ids in column {id_col!r} are not unique")
+    centres, first, counts = np.unique(xy, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        k = int(np.argmax(counts))
+        rows = np.flatnonzero((xy == centres[k]).all(axis=1)) + 2  # CSV line numbers (header = line 1)
+        raise ValueError(f"{table}: {int(counts[k])} spots have the same centre (x, y) = ({centres[k][0]:g}, "
+                         f"{centres[k][1]:g}) (rows {rows[0]}, {rows[1]}{', …' if len(rows) > 2 else ''}); every spot "
+                         "needs its own position")
+    return xy, ids, id_col
+
+
+def load_spot_table(
+    table: str | Path,
+    image: str | Path,
+    name: str | None = None,
+    mpp: float | None = None,
+) -> SlideInput:
+    """An image plus a CSV of spot centres (checked by :func:`read_spot_table`) → :class:`SlideInput`
+    with spots. Spot spacing is the median nearest-neighbour distance; ``mpp`` (µm/px) overrides
+    the image's metadata. Raises ``ValueError`` naming the file for a table that cannot be used.
+    """
+    import pandas as pd
+    from scipy import sparse
+
+    from .spatial import attach_image, estimate_spacing_px
+
+    xy, ids, id_col = read_spot_table(table)
     slide = open_slide(image, mpp=mpp)
     name = name or Path(image).stem
     obs = pd.DataFrame({keys.SECTION: pd.Categorical([name] * len(xy))}, index=pd.Index(ids, dtype=str))

@@ -234,9 +234,9 @@ class TiffSlideBackend(Slide):
         self.path = path
         try:
             self._ts = tiffslide.TiffSlide(str(path))
-        except Exception as err:
-            raise SlideError(f"{path}: cannot open as TIFF slide ({err})") from err
-        self.level_dimensions = [tuple(int(v) for v in d) for d in self._ts.level_dimensions]
+            self.level_dimensions = [tuple(int(v) for v in d) for d in self._ts.level_dimensions]
+        except Exception as err:  # tiffslide raises many types (NotImplementedError for odd axes)
+            raise SlideError(f"{path}: {_empty_tiff(path) or f'cannot open as TIFF slide ({err})'}") from err
         meta_mpp = self._ts.properties.get("tiffslide.mpp-x") or _ome_mpp(path)
         self._mpp = mpp if mpp is not None else (float(meta_mpp) if meta_mpp else None)
 
@@ -247,6 +247,18 @@ class TiffSlideBackend(Slide):
 
     def close(self) -> None:
         self._ts.close()
+
+
+def _empty_tiff(path: Path) -> str | None:
+    """``"the image has no pixels (W × H px)"`` when the first page of a TIFF is empty, else None."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            w, h = int(tf.pages[0].imagewidth), int(tf.pages[0].imagelength)
+    except Exception:  # noqa: BLE001 - not readable: the caller reports its own error
+        return None
+    return f"the image has no pixels ({w} × {h} px)" if w <= 0 or h <= 0 else None
 
 
 _OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
@@ -322,10 +334,13 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     if p.is_dir():
         raise SlideError(f"{p}: is a folder, expected an image file ({', '.join(SUPPORTED)})")
     suffix = p.suffix.lower()
-    if suffix in PIL_SUFFIXES:
-        return PillowSlide(p, mpp)
-    if suffix in TIFF_SUFFIXES:
-        return TiffSlideBackend(p, mpp)
-    if suffix in OPENSLIDE_SUFFIXES:
-        return OpenSlideBackend(p, mpp)
-    raise SlideError(f"{p}: unsupported slide format {suffix!r}; expected one of {', '.join(SUPPORTED)}")
+    backend = {**dict.fromkeys(PIL_SUFFIXES, PillowSlide), **dict.fromkeys(TIFF_SUFFIXES, TiffSlideBackend),
+               **dict.fromkeys(OPENSLIDE_SUFFIXES, OpenSlideBackend)}.get(suffix)
+    if backend is None:
+        raise SlideError(f"{p}: unsupported slide format {suffix!r}; expected one of {', '.join(SUPPORTED)}")
+    slide = backend(p, mpp)
+    w, h = slide.level_dimensions[0] if slide.level_dimensions else (0, 0)
+    if w <= 0 or h <= 0 or any(lw <= 0 or lh <= 0 for lw, lh in slide.level_dimensions):
+        slide.close()
+        raise SlideError(f"{p}: the image has no pixels ({w} × {h} px)")
+    return slide

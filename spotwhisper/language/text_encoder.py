@@ -166,8 +166,7 @@ class TextEncoder:
             latin = sum("LATIN" in unicodedata.name(c, "") for c in letters)
             if letters and latin < len(letters) / 2:
                 continue
-            with self._tok_lock:
-                pieces = self.tokenizer.tokenize(core)
+            pieces = self.tokens(core)
             if not pieces or unk in pieces:
                 continue
             lower = core.lower()
@@ -181,6 +180,12 @@ class TextEncoder:
             ):
                 good += 1
         return good / len(words)
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokenizer's pieces of ``text`` (word pieces, ``[UNK]`` for unknown ones), under the
+        tokenizer's lock: a fast tokenizer must never tokenize while another thread pads a batch."""
+        with self._tok_lock:
+            return list(self.tokenizer.tokenize(text))
 
     def _vocab(self) -> dict[str, int]:
         """The tokenizer's vocabulary, built once (``get_vocab`` makes a new 30k-entry dict per call)."""

@@ -214,7 +214,7 @@ def illegible_words(model: TextExpressionModel, query: str) -> list[str]:
     (rare terms, typos, random letters) are not listed: they are read, if badly."""
     import unicodedata
 
-    tok = model.text_encoder.tokenizer
+    enc = model.text_encoder
     out = []
     for word in query.split():
         core = word.strip(".,;:!?()[]'\"")
@@ -222,7 +222,7 @@ def illegible_words(model: TextExpressionModel, query: str) -> list[str]:
         latin = sum("LATIN" in unicodedata.name(c, "") for c in letters)
         if letters and latin < len(letters) / 2:
             out.append(word)
-        elif core and tok.unk_token in tok.tokenize(core):
+        elif core and enc.tokenizer.unk_token in enc.tokens(core):  # under the tokenizer's lock
             out.append(word)
     return out
 

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
-from ..collection import LiveCollection, OpenedCollection, SlideStore, open_collection
+from ..collection import DamagedSlideError, LiveCollection, OpenedCollection, SlideStore, open_collection
+from ..collection.store import MISSING
 from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
@@ -148,6 +149,23 @@ class SearchEngine:
             return self.store.get(name)
         raise KeyError(f"no slide {name!r} (slides: {', '.join(self.slide_names()) or 'none'})")
 
+    def _readable(self, names: list[str], whole: bool) -> tuple[dict[str, ad.AnnData], dict[str, str]]:
+        """``(name → AnnData, damaged name → problem)``: a damaged slide file fails only its slide
+        (raised when every slide asked for is damaged); with ``whole`` (the whole collection was asked
+        for) the slides the manifest lists without a file count as damaged too."""
+        data, damaged, first = {}, {}, None
+        for n in names:
+            try:
+                data[n] = self.slide(n)
+            except DamagedSlideError as err:
+                damaged[n], first = err.problem, first or err
+        if whole and self.store is not None and self.index is not None:
+            present = set(self.store.slides())
+            damaged.update({n: MISSING for n in self.index.manifest.slides() if n not in present and n not in data})
+        if not data:
+            raise first or ValueError("no readable slides: " + ", ".join(f"{n} ({p})" for n, p in damaged.items()))
+        return data, damaged
+
     def add_slide(self, name: str, adata: ad.AnnData) -> None:
         """Add a slide held in memory to this engine (every user of the engine sees it; a server
         adds one session's slides with :meth:`overlay` instead)."""
@@ -229,7 +247,7 @@ class SearchEngine:
         names, prefilter_note = (slides, None) if slides else self._candidate_slides(parsed)
         if not names:
             raise ValueError("no slides to search: build a collection first (`spotwhisper index build`)")
-        data = {n: self.slide(n) for n in names}
+        data, damaged = self._readable(names, whole=not slides)
         rate = self.cfg.relevance.false_region_rate
         cannot, badly = self.reading(parsed)
         if cannot or badly:
@@ -246,6 +264,9 @@ class SearchEngine:
         unlearned = unlearned_note(parsed, list(data.values()), self.cfg.candidates, self.vocabulary, self.text.genes)
         notes += [unlearned] if unlearned else []
         notes += list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
+        if damaged:
+            notes.append(f"{len(damaged)} slide(s) not searched: " + ", ".join(f"{n} ({p})" for n, p in damaged.items())
+                         + "; rebuild them (`spotwhisper index build --add`) or remove them (`index remove-slide`).")
         if prefilter_note:
             notes.append(prefilter_note)
         if parsed.markers and "protein" not in routes and not caveats:
