@@ -39,10 +39,11 @@ from ..index import CollectionIndex
 from ..io.spatial import spot_spacing
 from ..language import TextExpressionModel, UnreadableQueryWarning
 from ..language.expression_encoder import expression_input
-from ..language.transcriptome_zeroshot import embed_queries_for_spots, illegible_words, readable_fraction
-from ..prompts import load_vocabulary, normalize_text
+from ..language.transcriptome_zeroshot import embed_queries_for_spots
+from ..prompts import load_vocabulary
 from .attribution import gene_attributions
 from .candidates import candidate_regions, unlearned_note, wants_candidates
+from .reading import reading, synonym_notes
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
 from .fusion import fuse
@@ -203,33 +204,8 @@ class SearchEngine:
         return self.scorer.score("", adata, parsed, weights)[0]
 
     def reading(self, parsed: ParsedQuery) -> tuple[str | None, str | None]:
-        """``(cannot_read, reads_badly)``: why the text encoder cannot read the query at all (most words
-        in another script or of unknown tokens: nothing is scored), or why it reads it badly (few
-        readable words: scored, and said so); None when it reads well."""
-        limit = 1.0 - self.text.config.text.unk_warn_fraction
-        name = self.text.config.text.name
-        for part in (parsed.positive, parsed.negative):
-            if not part:
-                continue
-            bad = illegible_words(self.text, part)
-            if len(bad) >= max(1, len(part.split()) / 2):
-                return (f"the text encoder {name!r} cannot read {', '.join(repr(w) for w in bad)} in {part!r} "
-                        "(another script or unknown tokens; the default encoder reads English).", None)
-            if (frac := readable_fraction(self.text, part, self.vocabulary)) < limit:
-                return None, (f"query {part!r}: the text encoder {name!r} reads only {frac:.0%} of its words "
-                              "(unusual words); it was scored, but a match is unlikely to mean much.")
-        return None, None
-
-    def _reading_notes(self, parsed: ParsedQuery) -> list[str]:
-        """A note for each part of the query that is a synonym of a vocabulary term: it is answered as
-        that term (its name and synonyms ensembled), so synonyms give the same map."""
-        out = []
-        for part in (parsed.positive, parsed.negative):
-            term = self.vocabulary.lookup(part) if part else None
-            if term is not None and normalize_text(term.name) != normalize_text(part):
-                out.append(f"'{part}' is read as the vocabulary term '{term.name}' (with its synonyms "
-                           f"{', '.join(repr(n) for n in term.names[1:4])}…): they give the same map.")
-        return out
+        """``(cannot_read, reads_badly)`` of the query (:func:`spotwhisper.search.reading.reading`)."""
+        return reading(self.text, self.vocabulary, parsed)
 
     def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
                threshold: float | None = None, explain: bool = True) -> SearchResult:
@@ -260,7 +236,7 @@ class SearchEngine:
         caveats = [c for _, _, c, _ in scored.values() if c]
         if not routes and not caveats:
             raise ValueError(f"no route can answer {query!r}: the slides lack embeddings and proteins")
-        notes = ([f"Note: {badly}"] if badly else []) + self._reading_notes(parsed)
+        notes = ([f"Note: {badly}"] if badly else []) + synonym_notes(self.vocabulary, parsed)
         unlearned = unlearned_note(parsed, list(data.values()), self.cfg.candidates, self.vocabulary, self.text.genes)
         notes += [unlearned] if unlearned else []
         notes += list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
