@@ -1,8 +1,8 @@
 """The built wheel works outside the checkout.
 
 Builds the wheel (``pip wheel --no-deps --no-build-isolation``) from a copy of the sources, installs
-it into a fresh virtual environment that sees this environment's dependencies
-(``--system-site-packages``) and, from a temporary folder, runs the venv's ``spotwhisper --help``,
+it into a fresh virtual environment that sees the running interpreter's dependencies and, from a
+temporary folder, runs the venv's ``spotwhisper --help``,
 ``spotwhisper index build`` on ~15 real her2st spots and ``spotwhisper search`` — asserting that the
 code, the configs and the vocabulary come from the venv, not from the repository.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -53,10 +54,34 @@ def venv(tmp_path_factory) -> Path:
                    "spotwhisper/pretrained/text-default/model.safetensors", "spotwhisper/resources/gene_panel.txt"):
         assert needed in names, f"{needed} missing from the wheel"
     venv = work / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], work, env)
-    # the system pip (visible through --system-site-packages) installs into the venv's prefix
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], work, env)
+    _see_running_site_packages(venv)
+    # the running interpreter's pip (on the venv's path through the .pth) installs into the venv's prefix
     _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", wheel], work, env)
     return venv
+
+
+def running_site_packages() -> list[str]:
+    """The site-packages folders of the interpreter running the tests, in its own order.
+
+    In a venv these are the venv's (plus the base's when it was made with ``--system-site-packages``);
+    in the system interpreter, the system's. ``python -m venv --system-site-packages`` would expose the
+    *base* interpreter's folders instead, which lack what was installed into an active venv."""
+    out = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        out.append(site.getusersitepackages())
+    return [p for p in dict.fromkeys(out) if os.path.isdir(p)]
+
+
+def _see_running_site_packages(venv: Path) -> None:
+    """Put the running interpreter's site-packages on the venv's path, after the venv's own.
+
+    A ``.pth`` line that is a folder is appended to ``sys.path`` but the ``.pth`` files inside that folder
+    are not run, so an editable install of the checkout there (a meta-path finder started by a ``.pth``)
+    stays invisible and ``spotwhisper`` can only come from the wheel."""
+    code = ("import site, sys; sys.stdout.write(site.getsitepackages()[0])")
+    own = subprocess.run([str(venv / "bin" / "python"), "-I", "-c", code], capture_output=True, text=True, check=True)
+    Path(own.stdout.strip(), "_running_interpreter.pth").write_text("\n".join(running_site_packages()) + "\n")
 
 
 @pytest.mark.slow
