@@ -1,7 +1,7 @@
 """The package layout: imports flow one way along the pipeline, and one name means one thing.
 
-Every ``import`` in ``spotwhisper/`` (the ``ui`` and ``configs`` symlinks included) is parsed; a
-module may import modules of its own unit (a sub-package or top-level module) and of units in
+Every ``import`` in ``spotwhisper/`` (and in the folders ``pyproject.toml`` maps into the package:
+``ui/`` = ``spotwhisper.ui``, ``configs/`` = ``spotwhisper.configs``) is parsed; a module may import modules of its own unit (a sub-package or top-level module) and of units in
 earlier tiers of :data:`TIERS`, never of its own tier or a later one.
 """
 
@@ -13,8 +13,11 @@ import os
 from pathlib import Path
 
 import spotwhisper
+from tests.layout import listed_packages, package_dirs
 
 PACKAGE = Path(spotwhisper.__file__).resolve().parent
+#: folder → its dotted package name: the package itself and the sub-packages mapped from elsewhere
+FOLDERS = {PACKAGE: ("spotwhisper",), **{path: tuple(name.split(".")) for name, path in package_dirs().items()}}
 
 #: The one direction of imports, written once. A unit is a top-level module (``genes``) or
 #: sub-package (``expression``) of ``spotwhisper``; units in one tier are siblings and may not
@@ -46,20 +49,29 @@ ROLE_NAMES = {"__init__.py", "config.py", "model.py", "train.py", "evaluate.py",
 
 def _modules() -> list[Path]:
     out = []
-    for folder, _, files in os.walk(PACKAGE, followlinks=True):  # spotwhisper/ui and /configs are symlinks
-        out += [Path(folder) / f for f in files if f.endswith(".py")]
+    for root in FOLDERS:
+        for folder, _, files in os.walk(root):
+            out += [Path(folder) / f for f in files if f.endswith(".py")]
     return sorted(out)
 
 
+def _dotted(path: Path) -> tuple[str, ...]:
+    """The module's dotted name as installed (``ui/app.py`` → ``spotwhisper.ui.app``)."""
+    root = max((r for r in FOLDERS if path.is_relative_to(r)), key=lambda r: len(r.parts))
+    return (*FOLDERS[root], *path.relative_to(root).with_suffix("").parts)
+
+
 def _unit(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return parts[0]
+    return _dotted(path)[1]
+
+
+def _rel(path: Path) -> str:
+    return "/".join(_dotted(path)[1:]) + ".py"
 
 
 def _imports(path: Path) -> list[tuple[int, list[str]]]:
     """``(line, dotted target)`` of every import; relative imports resolved against the module."""
-    rel = path.relative_to(PACKAGE).with_suffix("").parts
-    pkg = ["spotwhisper", *rel[:-1]] if path.name != "__init__.py" else ["spotwhisper", *rel[:-1]]
+    pkg = list(_dotted(path)[:-1])
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -72,6 +84,17 @@ def _imports(path: Path) -> list[tuple[int, list[str]]]:
             else:
                 out.append((node.lineno, target))
     return out
+
+
+def test_pyproject_installs_every_package_folder():
+    """Every folder of ``spotwhisper/`` with Python modules is listed in ``pyproject.toml``'s packages (an
+    unlisted one would be missing from the wheel), and the mapped folders hold no symlink back."""
+    folders = {".".join(("spotwhisper", *Path(f).relative_to(PACKAGE).parts))
+               for f, _, files in os.walk(PACKAGE) if any(n.endswith(".py") for n in files)} | set(package_dirs())
+    assert folders == set(listed_packages()), (
+        f"not listed in pyproject.toml: {sorted(folders - set(listed_packages()))}; "
+        f"listed but not found: {sorted(set(listed_packages()) - folders)}")
+    assert not any(p.is_symlink() for p in PACKAGE.iterdir()), "spotwhisper/ holds a symlink (map folders in pyproject)"
 
 
 def test_stage_order_names_every_unit():
@@ -91,16 +114,16 @@ def test_imports_flow_one_way():
             if other == unit:
                 continue
             if other not in TIER or TIER[other] >= TIER[unit]:
-                back.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {unit} imports {'.'.join(target)}")
+                back.append(f"{path}:{line}: {unit} imports {'.'.join(target)}")
     assert not back, "imports against the pipeline order (tests/test_import_direction.py TIERS):\n" + "\n".join(back)
 
 
 def test_no_top_level_ui_package_is_imported():
     """The app is ``spotwhisper.ui``; a wheel installs no top-level ``ui`` package."""
-    roots = [Path(spotwhisper.__file__).resolve().parent.parent / d for d in ("spotwhisper", "tests", "benchmarks")]
+    roots = [*FOLDERS, *(PACKAGE.parent / d for d in ("tests", "benchmarks", "scripts"))]
     bad = []
     for root in roots:
-        for folder, _, files in os.walk(root, followlinks=True):
+        for folder, _, files in os.walk(root):
             for f in (Path(folder) / n for n in files if n.endswith(".py")):
                 for node in ast.walk(ast.parse(f.read_text())):
                     names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -112,7 +135,7 @@ def test_no_top_level_ui_package_is_imported():
 def test_module_names_are_unique_except_stage_roles():
     by_name = collections.defaultdict(list)
     for path in _modules():
-        by_name[path.name].append(str(path.relative_to(PACKAGE)))
+        by_name[path.name].append(_rel(path))
     clashes = {n: p for n, p in by_name.items() if len(p) > 1 and n not in ROLE_NAMES}
     assert not clashes, f"one file name, several modules: {clashes}"
 
@@ -126,6 +149,6 @@ def test_public_names_are_not_reused_across_stages():
     for path in _modules():
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-                seen[node.name].append(str(path.relative_to(PACKAGE)))
+                seen[node.name].append(_rel(path))
     reused = {n: p for n, p in seen.items() if len(p) > 1 and n not in allowed}
     assert not reused, f"one public name, several definitions: {reused}"

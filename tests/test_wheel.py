@@ -15,6 +15,7 @@ import shutil
 import site
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -30,29 +31,51 @@ def _run(cmd: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.Co
     return proc
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory) -> Path:
-    """A venv with the wheel installed (and nothing of the checkout on its path)."""
-    work = tmp_path_factory.mktemp("wheel")
-    src = work / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in SOURCES:  # a copy, so the build writes nothing into the checkout; symlinks stay symlinks
-        if (ROOT / name).is_dir() and not (ROOT / name).is_symlink():
-            shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=ignore)
-        else:
-            shutil.copy2(ROOT / name, src / name)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPOTWHISPER_CONFIG_DIR")}
-    dist = work / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src], work, env)
+def _copy_sources(src: Path) -> None:
+    """The checkout's files as git sees them (tracked and untracked-but-not-ignored; no build leftovers,
+    caches or collections), so the build writes nothing into the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:  # not a git checkout: the package's folders
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+        for name in SOURCES:
+            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, src / name, **(
+                {"ignore": ignore} if (ROOT / name).is_dir() else {}))
+        return
+    for rel in filter(None, listed.stdout.split("\0")):
+        if rel.split("/")[0] in SOURCES and (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+
+
+def _build_wheel(src: Path, dist: Path, env: dict) -> Path:
+    """``pip wheel`` of the source tree ``src`` into ``dist``, checked to hold the package and its data only."""
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src], dist.parent, env)
     (wheel,) = dist.glob("spotwhisper-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"spotwhisper", wheel.name.split("-py3")[0] + ".dist-info"}, \
         "the wheel installs something besides the spotwhisper package (a top-level ui?)"
     for needed in ("spotwhisper/configs/search.yaml", "spotwhisper/configs/vocabulary.yaml",
                    "spotwhisper/configs/bench/harness.yaml", "spotwhisper/ui/app.py",
+                   "spotwhisper/ui/static/viewer.js", "spotwhisper/ui/static/openseadragon/openseadragon.min.js",
                    "spotwhisper/pretrained/text-default/model.safetensors", "spotwhisper/resources/gene_panel.txt"):
         assert needed in names, f"{needed} missing from the wheel"
+    return wheel
+
+
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPOTWHISPER_CONFIG_DIR")}
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """A venv with the wheel installed (and nothing of the checkout on its path)."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    src.mkdir()
+    _copy_sources(src)
+    env = _clean_env()
+    wheel = _build_wheel(src, work / "dist", env)
     venv = work / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], work, env)
     _see_running_site_packages(venv)
@@ -125,3 +148,31 @@ def test_wheel_runs_outside_the_checkout(venv, data_dir, tmp_path):
     assert answer["query"] == "invasive cancer" and answer["slides"][0]["slide"] == "C2", answer
     assert "transcriptome" in answer["routes"]
     assert sorted(p.suffix for p in (outside / "results").iterdir()) == [".csv", ".geojson", ".png"]
+
+
+@pytest.mark.slow
+def test_symlink_free_clone_builds_sdist_and_wheel_with_configs_and_ui(tmp_path):
+    """A clone without symlink support (``core.symlinks=false``, the Windows default) carries the configs
+    and the UI: the repository tracks no symlink, and both the sdist and the wheel built from it hold
+    ``spotwhisper/configs`` and ``spotwhisper/ui`` (mapped from the top-level ``configs/`` and ``ui/``)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t")[-1] for line in tracked.splitlines() if line.startswith("120000")]
+    assert not links, f"the repository tracks symlinks: {links}"
+    env = _clean_env()
+    clone = tmp_path / "clone"
+    _run(["git", "-c", "core.symlinks=false", "clone", "-q", "--no-local", ROOT, clone], tmp_path, env)
+    sdist_dir = tmp_path / "sdist"
+    _run([sys.executable, "-c", f"from setuptools import build_meta as b; print(b.build_sdist({str(sdist_dir)!r}))"],
+         clone, env)
+    (sdist,) = sdist_dir.glob("spotwhisper-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[-1] for m in tar.getmembers()}
+        assert {"ui/app.py", "ui/static/viewer.js", "configs/search.yaml", "configs/bench/harness.yaml"} <= members
+        tar.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    (tmp_path / "dist-clone").mkdir()
+    (tmp_path / "dist-sdist").mkdir()
+    for tree, dist in ((clone, tmp_path / "dist-clone"), (unpacked, tmp_path / "dist-sdist")):
+        _build_wheel(tree, dist, env)
