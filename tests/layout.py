@@ -1,4 +1,4 @@
-"""The repository's package layout, read from ``pyproject.toml`` (one source for the tests)."""
+"""The package as the tests see it: its layout, read from ``pyproject.toml``, and its optional extras."""
 
 from __future__ import annotations
 
@@ -25,3 +25,21 @@ def package_dirs() -> dict[str, Path]:
 def listed_packages() -> list[str]:
     """The packages ``pyproject.toml`` installs (``[tool.setuptools] packages``)."""
     return list(_pyproject()["tool"]["setuptools"]["packages"])
+
+
+#: A module that makes ``gradio`` and ``ray`` unimportable (as in a core install without the extras).
+BLOCKER_SOURCE = '''import sys
+
+
+class BlockExtras:
+    """gradio and ray are not installed (the extras [ui] and [ray] were not asked for)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] in ("gradio", "gradio_client", "ray"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, BlockExtras())
+'''

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from tests.layout import package_dirs
+from tests.layout import BLOCKER_SOURCE, ROOT, package_dirs
 
 
 def test_staging_works_without_the_posix_resource_module(monkeypatch):
@@ -28,3 +28,45 @@ def test_configs_and_ui_static_come_from_the_mapped_folders():
     assert static_dir().resolve() == (dirs["spotwhisper.ui"] / "static").resolve()
     assert (static_dir() / "viewer.js").is_file() and (static_dir() / "openseadragon").is_dir()
     assert not Path(sys.modules["spotwhisper"].__file__).parent.joinpath("ui").exists()
+
+
+CORE_RUN = '''
+import contextlib, io, json, sys
+import spotwhisper, spotwhisper.cli, spotwhisper.pipeline, spotwhisper.collection, spotwhisper.index
+import spotwhisper.search.engine, spotwhisper.bench, spotwhisper.scale, spotwhisper.ui
+from spotwhisper.cli import main
+
+out = {}
+for name, argv in {"help": ["--help"], "serve": ["serve", "--collection", "none"],
+                   "demo": ["demo"], "ray": ["index", "build", "--engine", "ray", "--collection", "none", "C2"]}.items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    out[name] = [code, err.getvalue()]
+out["loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in ("gradio", "ray"))
+print(json.dumps(out))
+'''
+
+
+def test_core_install_runs_without_gradio_and_ray(tmp_path):
+    """With gradio and ray unimportable: the package, the CLI, pipeline, index, search, bench and the scale
+    module import; serve / demo / --engine ray stop with one line naming the extra to install."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "block_extras.py").write_text(BLOCKER_SOURCE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-c", "import block_extras\n" + CORE_RUN], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["loaded"] == []
+    assert out["help"][0] == 0
+    for name, extra in (("serve", "ui"), ("demo", "ui"), ("ray", "ray")):
+        code, err = out[name]
+        assert code == 1 and f"pip install 'spotwhisper[{extra}]'" in err and "Traceback" not in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, err

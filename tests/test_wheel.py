@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.layout import BLOCKER_SOURCE
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["pyproject.toml", "README.md", "spotwhisper", "configs", "ui"]
 
@@ -137,13 +139,19 @@ def test_wheel_runs_outside_the_checkout(venv, data_dir, tmp_path):
     strip = c2[c2.obs[keys.ARRAY_Y] == 19].copy()  # ~15 real spots; the H&E stays where it is (named in uns)
     spots = write_h5ad(strip, outside / "strip.h5ad")
     index_dir = outside / "collections"
-    _run([cli, "index", "build", "--collection", "wheel", spots, "--index-dir", index_dir], outside, env, timeout=600)
+    # the core install's CLI: index build and search run with gradio and ray unimportable (no [ui] / [ray])
+    (tmp_path / "blocker").mkdir()
+    (tmp_path / "blocker" / "block_extras.py").write_text(BLOCKER_SOURCE)
+    core_env = {**env, "PYTHONPATH": str(tmp_path / "blocker")}
+    core = [python, "-c", "import sys, block_extras; from spotwhisper.cli import main; sys.exit(main(sys.argv[1:]))"]
+    _run([*core, "index", "build", "--collection", "wheel", spots, "--index-dir", index_dir], outside, core_env,
+         timeout=600)
     manifest = json.loads((index_dir / "wheel" / "manifest.json").read_text())
     assert manifest["routes"]["text"]["n_vectors"] == strip.n_obs
     assert (index_dir / "wheel" / "slides").is_dir()
 
-    found = _run([cli, "search", "invasive cancer", "--collection", "wheel", "--index-dir", index_dir,
-                  "--out-dir", outside / "results", "--json"], outside, env, timeout=600)
+    found = _run([*core, "search", "invasive cancer", "--collection", "wheel", "--index-dir", index_dir,
+                  "--out-dir", outside / "results", "--json"], outside, core_env, timeout=600)
     answer = json.loads(found.stdout[found.stdout.index("{"):])
     assert answer["query"] == "invasive cancer" and answer["slides"][0]["slide"] == "C2", answer
     assert "transcriptome" in answer["routes"]

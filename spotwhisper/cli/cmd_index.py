@@ -55,7 +55,10 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
         raise UserError("name the slides to index (her2st sections like C2, .h5ad files or images), or use --from-h5ad")
     mode = "overwrite" if args.overwrite else "add" if args.add else "create"
     if args.engine == "ray":
+        from ..extras import require
         from ..scale.ray_engine import build_collection_ray
+
+        require("ray", "index build --engine ray")
 
         coll = build_collection_ray(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                     mpp=args.mpp, num_cpus=args.num_cpus)
