@@ -70,3 +70,32 @@ def test_core_install_runs_without_gradio_and_ray(tmp_path):
         code, err = out[name]
         assert code == 1 and f"pip install 'spotwhisper[{extra}]'" in err and "Traceback" not in err, (name, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_default_outputs_go_to_the_user_data_folder_not_the_checkout(tmp_path, monkeypatch):
+    """Collections, trained models and results default to the user data folder, never the checkout or the
+    installed package; a config's relative ``out`` lands under the results folder, ``--out`` is as typed."""
+    from spotwhisper.bench.config import BenchConfig
+    from spotwhisper.cli.options import absolute_out
+    from spotwhisper.config import load_config
+    from spotwhisper.index import resolve_index_dir
+    from spotwhisper.index.config import INDEX_DIR_ENV
+    from spotwhisper.userdata import USER_DATA_ENV, models_dir, output_path, results_dir, user_data_dir
+
+    monkeypatch.delenv(INDEX_DIR_ENV, raising=False)
+    monkeypatch.delenv(USER_DATA_ENV, raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert user_data_dir() == Path.home() / ".local" / "share" / "spotwhisper"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert resolve_index_dir() == tmp_path / "xdg" / "spotwhisper" / "indexes"
+    monkeypatch.setenv(USER_DATA_ENV, str(tmp_path / "home"))
+    home = tmp_path / "home"
+    assert resolve_index_dir() == home / "indexes"
+    assert models_dir("expression-default") == home / "models" / "expression-default"
+    cfg = load_config(BenchConfig, "bench/harness")
+    assert output_path(cfg.out) == results_dir() / "zero_shot" and results_dir() == home / "results"
+    monkeypatch.chdir(tmp_path)
+    assert output_path(absolute_out("mine/zs")) == tmp_path / "mine" / "zs"
+    package = Path(sys.modules["spotwhisper"].__file__).parent
+    for path in (resolve_index_dir(), models_dir("text"), output_path(cfg.out)):
+        assert not path.is_relative_to(ROOT) and not path.is_relative_to(package), path

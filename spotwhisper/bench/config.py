@@ -90,7 +90,7 @@ class BenchConfig:
     seed: int = 0  #: bootstrap and chance-score seed
     threads: int = 1  #: torch CPU threads
     image_batch_size: int = 32  #: tiles per forward pass of PLIP / CONCH
-    out: str = "benchmarks/results/zero_shot"  #: output prefix: <out>_<task>.{md,json,png}
+    out: str = "zero_shot"  #: output prefix <out>_<task>.{md,json,png}; relative = under <user data>/results
 
 
 @dataclass

@@ -63,7 +63,7 @@ class ExpressionBenchConfig:
     zero_shot_tasks: list[str] = field(default_factory=lambda: ["celltypes", "clusters"])
     interval_levels: list[float] = field(default_factory=lambda: [0.5, 0.9])
     threads: int = 1
-    out: str = "benchmarks/results/expression"  #: output prefix: <out>.md, <out>.json, <out>_*.csv
+    out: str = "expression"  #: output prefix: <out>.md, <out>.json, <out>_*.csv
 
 
 @dataclass

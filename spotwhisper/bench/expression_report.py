@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_file
+from ..userdata import output_path
 from .expression_bench import ExpressionBenchResult
 from .routes import ROUTES
 
@@ -138,8 +139,9 @@ def target_lines(res: ExpressionBenchResult, section: str, native: str, coarse: 
 
 def write_expression_report(res: ExpressionBenchResult, out: str | Path, command: str, native: str,
                             coarse: str | None) -> dict[str, Path]:
-    """``<out>.md``, ``<out>.json`` and ``<out>_{cross_patient,zero_shot,loso}.csv`` (atomically)."""
-    prefix = Path(out)
+    """``<out>.md``, ``<out>.json`` and ``<out>_{cross_patient,zero_shot,loso}.csv`` (atomically; a relative
+    ``out`` under the results folder, :func:`spotwhisper.userdata.output_path`)."""
+    prefix = output_path(out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Image models across patients, resolutions and stains (`spotwhisper bench expression`)", "",
              f"Command: `{command}`", "",

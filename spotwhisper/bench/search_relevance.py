@@ -50,7 +50,7 @@ class RelevanceBenchConfig:
     min_class_spots: int = 20  #: a labelled class is present in a section with at least this many spots
     he_sections: list[str] = field(default_factory=lambda: ["B4", "C2", "C3", "C4", "C5", "C6"])
     measured_sections: list[str] | None = None  #: None = every section
-    out: str = "benchmarks/results/relevance"
+    out: str = "relevance"
 
 
 def precision_target(prevalence: float) -> float:
@@ -218,12 +218,14 @@ def relevance_markdown(rows: pd.DataFrame, search_threshold: float, command: str
 
 
 def write_relevance_report(rows: pd.DataFrame, out: str | Path, search_threshold: float, command: str, unit: str) -> list[Path]:
-    """``<out>.md`` and ``<out>.json`` (every row); returns the paths."""
+    """``<out>.md`` and ``<out>.json`` (every row; a relative ``out`` under the results folder,
+    :func:`spotwhisper.userdata.output_path`); returns the paths."""
     import json
 
     from ..atomic import atomic_file
+    from ..userdata import output_path
 
-    out = Path(out)
+    out = output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     md, js = out.with_suffix(".md"), out.with_suffix(".json")
     with atomic_file(md) as tmp:

@@ -67,7 +67,8 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
 
         coll = build_collection(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                 mpp=args.mpp, progress=not args.no_progress)
-    print(f"collection {coll.name!r}: {len(coll.slides())} slides, {len(coll)} vectors, routes {', '.join(coll.routes())}")
+    print(f"collection {coll.name!r} in {coll.folder.parent}: {len(coll.slides())} slides, {len(coll)} vectors, "
+          f"routes {', '.join(coll.routes())}")
     return 0
 
 

@@ -43,7 +43,7 @@ EMB_KEY = f"{keys.IMAGE_TEXT_EMB_PREFIX}{ROUTE}"
 class AlignedConfig:
     """Training of the aligned head (``configs/aligned.yaml``)."""
 
-    name: str = "aligned-default"  #: model folder name under spotwhisper/pretrained (``train imagetext`` without --out)
+    name: str = "aligned-default"  #: model folder name: spotwhisper/pretrained/<name> shipped, <user data>/models/<name> from ``train imagetext`` without --out
     encoder: str = "efficientnet_lite0"
     sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])
     net: NetConfig = field(default_factory=lambda: NetConfig(dropout=0.5))
