@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PANEL = Path(__file__).resolve().parent / "resources" / "gene_panel.txt"
 #: layer holding log1p(counts per 10k); ``X`` keeps raw counts
-LOG1P_LAYER = "log1p"
 TARGET_SUM = 1e4
 
 
@@ -45,7 +44,7 @@ class PanelMismatchError(ValueError):
     """Too few panel genes are present in the data."""
 
 
-def log1p_normalize(adata: ad.AnnData, layer: str = LOG1P_LAYER) -> ad.AnnData:
+def log1p_normalize(adata: ad.AnnData, layer: str = keys.LOG1P) -> ad.AnnData:
     """Add ``layers[layer]`` = log1p(counts per 10k) (scanpy ``normalize_total`` + ``log1p``); returns ``adata``."""
     if layer in adata.layers:
         return adata
@@ -111,7 +110,7 @@ def load_panel(path: str | Path | None = None) -> list[str]:
 def panel_matrix(
     adata: ad.AnnData,
     genes: Sequence[str],
-    layer: str | None = LOG1P_LAYER,
+    layer: str | None = keys.LOG1P,
     min_overlap: float = 0.8,
     fill_value: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:

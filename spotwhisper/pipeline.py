@@ -32,7 +32,6 @@ from .proteins import proteins_from_expression
 
 log = logging.getLogger(__name__)
 
-TEXT_EMB_MEASURED = "text_emb_measured"
 
 
 @dataclass
@@ -183,8 +182,8 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
 
         embed_tiles(model, out, slide=inp.slide, scale=inp.scale, progress=progress)
     if cfg.embed_measured and inp.adata is not None and _has_counts(inp.adata):
-        out.obsm[TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
-        out.uns.setdefault(keys.EMBEDDING_MODELS, {})[TEXT_EMB_MEASURED] = {
+        out.obsm[keys.TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
+        out.uns.setdefault(keys.EMBEDDING_MODELS, {})[keys.TEXT_EMB_MEASURED] = {
             **out.uns[keys.EMBEDDING_MODELS][keys.TEXT_EMB]}
     if not cfg.keep_features:
         for k in [k for k in out.obsm if k.startswith(keys.FEATURES_PREFIX)]:

@@ -152,3 +152,24 @@ def test_public_names_are_not_reused_across_stages():
                 seen[node.name].append(_rel(path))
     reused = {n: p for n, p in seen.items() if len(p) > 1 and n not in allowed}
     assert not reused, f"one public name, several definitions: {reused}"
+
+
+def test_anndata_keys_are_named_in_keys_py():
+    """``adata.obsm["…"]`` / ``.uns`` / ``.layers`` / ``.obs`` with a literal key (or ``.get("…")`` on them)
+    only in ``keys.py``: every other module names the key through :mod:`spotwhisper.keys`."""
+    containers = {"obsm", "uns", "layers", "obs", "varm", "obsp", "var"}
+    literal = []
+    for path in _modules():
+        if path.name == "keys.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr in containers and isinstance(node.slice, ast.Constant)
+                    and isinstance(node.slice.value, str)):
+                literal.append(f"{_rel(path)}:{node.lineno}: .{node.value.attr}[{node.slice.value!r}]")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr in ("get", "setdefault", "pop") and isinstance(node.func.value, ast.Attribute)
+                  and node.func.value.attr in containers and node.args and isinstance(node.args[0], ast.Constant)
+                  and isinstance(node.args[0].value, str)):
+                literal.append(f"{_rel(path)}:{node.lineno}: .{node.func.value.attr}.{node.func.attr}({node.args[0].value!r})")
+    assert not literal, "AnnData keys written as literals (name them in spotwhisper/keys.py):\n" + "\n".join(literal)

@@ -117,7 +117,7 @@ def measured_view(sample: Sample, model) -> ad.AnnData:
     view = ad.AnnData(obs=sample.adata.obs[[keys.SECTION]].copy())
     view.obsm[keys.SPATIAL] = np.asarray(sample.adata.obsm[keys.SPATIAL])
     view.uns[keys.SPATIAL] = sample.adata.uns.get(keys.SPATIAL, {})
-    view.obsm["text_emb_measured"] = model.encode_expression(sample.adata)
+    view.obsm[keys.TEXT_EMB_MEASURED] = model.encode_expression(sample.adata)
     return view
 
 

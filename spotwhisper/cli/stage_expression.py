@@ -119,6 +119,7 @@ def cmd_panel(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .. import keys
     from ..expression.pretrained import ExpressionModel
     from ..expression.workflow import with_features
     from ..io import write_h5ad
@@ -136,8 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     path = write_h5ad(out, args.out or Path(f"{inp.name}_expression.h5ad"))
     Console().print(
         f"{out.n_obs} spots × {out.n_vars} genes predicted ({model.encoder}, {len(model.ensemble.members)} members) → {path}\n"
-        f"mean epistemic variance {float(out.layers['uncertainty_epistemic'].mean()):.4f}, "
-        f"aleatoric {float(out.layers['uncertainty_aleatoric'].mean()):.4f}"
+        f"mean epistemic variance {float(out.layers[keys.UNCERTAINTY_EPISTEMIC].mean()):.4f}, "
+        f"aleatoric {float(out.layers[keys.UNCERTAINTY_ALEATORIC].mean()):.4f}"
     )
     print(json.dumps({"spots": out.n_obs, "genes": out.n_vars, "out": str(path)}))
     return 0

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "aligned-default"
 COARSE_DIR = DEFAULT_DIR.parent / "aligned-coarse"  #: the aligned head for slides coarser than the default holds
-ROUTE = "aligned"
-EMB_KEY = f"{keys.IMAGE_TEXT_EMB_PREFIX}{ROUTE}"
+ROUTE = keys.ALIGNED
+EMB_KEY = keys.IMAGE_TEXT_EMB_ALIGNED
 
 
 @dataclass

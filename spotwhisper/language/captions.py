@@ -281,7 +281,7 @@ def pbmc_signatures(n_genes: int = 10) -> dict[str, list[str]]:
 
     pbmc = sc.datasets.pbmc68k_reduced()
     sc.tl.rank_genes_groups(pbmc, "bulk_labels", method="wilcoxon", use_raw=True, n_genes=n_genes)
-    names = pd.DataFrame(pbmc.uns["rank_genes_groups"]["names"])
+    names = pd.DataFrame(pbmc.uns[keys.RANK_GENES_GROUPS]["names"])
     return {PBMC_WORDS.get(c, c): [str(g) for g in names[c]] for c in names.columns}
 
 

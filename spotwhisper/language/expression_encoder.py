@@ -18,7 +18,8 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ..genes import LOG1P_LAYER, log1p_normalize, panel_matrix
+from .. import keys
+from ..genes import log1p_normalize, panel_matrix
 from .config import ExpressionEncoderConfig, InputConfig
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ def log1p_panel(adata: ad.AnnData, genes: Sequence[str], cfg: InputConfig) -> tu
         layer = cfg.layer
     elif is_counts(adata.X):
         work = ad.AnnData(X=adata.X, obs=adata.obs[[]], var=adata.var[[]])
-        log1p_normalize(work, layer=LOG1P_LAYER)
+        log1p_normalize(work, layer=keys.LOG1P)
         adata = work
-        layer = LOG1P_LAYER
+        layer = keys.LOG1P
     else:
         log.info("expression input: X holds non-integer values, read as log1p expression")
         layer = None

@@ -24,7 +24,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .. import keys
-from ..genes import LOG1P_LAYER, TARGET_SUM
+from ..genes import TARGET_SUM
 from .config import ExpressionRouteConfig
 from .panel import ProteinPanel, ProteinPanelError, load_protein_panel
 from .scaling import scale_levels
@@ -69,8 +69,8 @@ def expression_for_proxies(
         if layer not in adata.layers:
             raise KeyError(f"no layer {layer!r} in the AnnData (layers: {list(adata.layers)})")
         return ad.AnnData(X=adata.layers[layer], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{layer!r}]"
-    if LOG1P_LAYER in adata.layers:
-        return ad.AnnData(X=adata.layers[LOG1P_LAYER], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{LOG1P_LAYER!r}]"
+    if keys.LOG1P in adata.layers:
+        return ad.AnnData(X=adata.layers[keys.LOG1P], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{keys.LOG1P!r}]"
     if looks_like_counts(adata.X, integer_check_values):
         log.warning(
             "X holds raw counts (integer values): normalising with scanpy normalize_total(target_sum=%g) + log1p",

@@ -102,7 +102,7 @@ def separating_features(adata, only_a: np.ndarray, only_b: np.ndarray, top: int 
     if not only_a.any() or not only_b.any():
         return None
     keep = only_a | only_b
-    x = adata.layers["log1p"] if "log1p" in adata.layers else adata.X
+    x = adata.layers[keys.LOG1P] if keys.LOG1P in adata.layers else adata.X
     x = x[keep]
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
     prot = np.asarray(adata.obsm[keys.PROTEINS])[keep] if keys.PROTEINS in adata.obsm else None

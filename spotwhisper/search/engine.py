@@ -255,7 +255,7 @@ class SearchEngine:
     def _contrast(self, a: ad.AnnData, spots: np.ndarray) -> Explanation:
         inside = np.zeros(a.n_obs, dtype=bool)
         inside[np.asarray(spots)] = True
-        x = a.layers["log1p"] if "log1p" in a.layers else a.X
+        x = a.layers[keys.LOG1P] if keys.LOG1P in a.layers else a.X
         x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
         prot = np.asarray(a.obsm[keys.PROTEINS]) if keys.PROTEINS in a.obsm else None
         markers = [str(m) for m in a.uns.get(keys.PROTEIN_MARKERS, [])] or None

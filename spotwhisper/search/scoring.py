@@ -26,8 +26,8 @@ from .relevance import ReferencePrompts, level_relevance, text_relevance
 #: route → obsm key of its spot embeddings (the transcriptome–text space)
 EMBEDDING_ROUTES = {
     "transcriptome": keys.TEXT_EMB,
-    "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned",
-    "measured": "text_emb_measured",
+    "image": keys.IMAGE_TEXT_EMB_ALIGNED,
+    "measured": keys.TEXT_EMB_MEASURED,
 }
 #: image–text models in their own spaces
 CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
@@ -200,7 +200,7 @@ class QueryScorer:
         genes = named_genes(parsed.positive, adata.var_names)
         if not genes:
             return None
-        x = adata.layers["log1p"] if "log1p" in adata.layers else adata.X
+        x = adata.layers[keys.LOG1P] if keys.LOG1P in adata.layers else adata.X
         flat = []
         for g in genes:
             col = x[:, adata.var_names.get_loc(g)]
