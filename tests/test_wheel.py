@@ -147,7 +147,7 @@ def test_wheel_runs_outside_the_checkout(venv, data_dir, tmp_path):
     _run([*core, "index", "build", "--collection", "wheel", spots, "--index-dir", index_dir], outside, core_env,
          timeout=600)
     manifest = json.loads((index_dir / "wheel" / "manifest.json").read_text())
-    assert manifest["routes"]["text"]["n_vectors"] == strip.n_obs
+    assert manifest["routes"]["transcriptome"]["n_vectors"] == strip.n_obs
     assert (index_dir / "wheel" / "slides").is_dir()
 
     found = _run([*core, "search", "invasive cancer", "--collection", "wheel", "--index-dir", index_dir,

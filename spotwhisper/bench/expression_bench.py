@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..routes import FUSED, IMAGE, PROTEIN, TRANSCRIPTOME
 from .. import keys
 from ..cache import cache_dir, cache_key, code_fingerprint
 from ..config import load_config, to_dict
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MODEL_CODE = ("spotwhisper.expression", "spotwhisper.imagetext.aligned", "spotwhisper.imagetext.aligned_pipeline",
               "spotwhisper.setmodel", "spotwhisper.encoders", "spotwhisper.tiles", "spotwhisper.genes")
 #: zero-shot routes scored under every condition (H&E routes) and once (need no image)
-HE_ROUTES = ("inferred", "aligned", "proteins", "fused", "marker_inferred")
+HE_ROUTES = (TRANSCRIPTOME, IMAGE, PROTEIN, FUSED, "marker_inferred")
 REFERENCE_ROUTES = ("measured", "marker", "chance")
 
 

@@ -8,7 +8,7 @@ measured_heldout   measured expression → a text model trained on the same pati
                    ``measured`` route's model but with every caption naming ``c``'s concept
                    removed (``configs/bench/concepts.yaml``); softmax over the class queries,
                    column ``c`` — zero-shot recognition of an unseen concept
-inferred_heldout   the same on H&E → inferred expression (the ``inferred`` route's patients)
+transcriptome_heldout  the same on H&E → inferred expression (the ``transcriptome`` route's patients)
 measured_para{k}   the ``measured`` route's model with ``c``'s query replaced by the ``k``-th
                    paraphrase of its concept (templates only, no synonyms); the paraphrases are
                    checked against every caption the model read: none may contain one
@@ -26,8 +26,9 @@ import numpy as np
 from ..config import ConfigError
 from ..language.heldout import captions_containing
 from ..prompts import Term, Vocabulary
+from ..routes import TRANSCRIPTOME
 from .context import RouteContext, RouteUnavailable
-from .routes import _text, register_route
+from .scorers import _text, register_route
 from .tasks import Sample
 from .text_models import held_out_check
 
@@ -57,7 +58,7 @@ def measured_heldout(sample: Sample, queries: Sequence[str], ctx: RouteContext) 
     return _per_concept(sample, queries, ctx, lambda: sample.adata)
 
 
-@register_route("inferred_heldout", "H&E → inferred expr → text, concept held out (zero-shot)", he_only=True)
+@register_route(f"{TRANSCRIPTOME}_heldout", "H&E → inferred expr → text, concept held out (zero-shot)", he_only=True)
 def inferred_heldout(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return _per_concept(sample, queries, ctx, lambda: ctx.inferred(sample))
 

@@ -137,6 +137,7 @@ def zero_shot(args: argparse.Namespace) -> int:
     from ..bench.tasks import BUILTIN_TASKS, load_task
     from ..config import load_config
     from ..datadir import resolve_data_dir
+    from ..routes import canonical_route
 
     cfg = load_config(BenchConfig, args.config, bootstrap=args.bootstrap, out=absolute_out(args.out))
     torch.set_num_threads(cfg.threads)
@@ -171,7 +172,8 @@ def zero_shot(args: argparse.Namespace) -> int:
     weights = ImageTextWeights(plip=args.plip, conch=args.conch, conch_tokenizer=args.conch_tokenizer)
     console = Console()
     for path in run_benchmark(tasks, cfg, data_dir=data_dir, h5ad=args.h5ad, sections=args.sections,
-                              routes=args.routes, weights=weights, command=_command(args),
+                              routes=[canonical_route(r) for r in args.routes] if args.routes else None,
+                              weights=weights, command=_command(args),
                               progress=not args.no_progress, samples=samples):
         if path.suffix == ".md":
             sys.stdout.write(path.read_text())

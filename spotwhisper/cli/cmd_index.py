@@ -21,12 +21,15 @@ def _add_index_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    """``ROUTE=VALUE`` items → {route: value}; an older route name (``text`` …) is read as its route."""
+    from ..routes import canonical_route
+
     out = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UserError(f"{what}: expected ROUTE=VALUE, got {item!r}")
-        out[key] = value
+        out[canonical_route(key)] = value
     return out
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .. import keys
 from ..config import load_config
+from ..routes import TRANSCRIPTOME, canonical_route
 from ..userdata import user_data_dir
 
 #: Environment variable naming the folder that holds collections.
@@ -77,10 +79,14 @@ class IndexConfig:
     shards: ShardConfig = field(default_factory=ShardConfig)
     store_vectors: Literal["never", "lossy", "always"] = "lossy"  #: float32 copies beside the index
     metadata_columns: list[str] = field(default_factory=lambda: ["patient", "label", "cluster", "cluster_annotation"])
-    routes: dict[str, str] = field(default_factory=lambda: {"text": "text_emb"})  #: route -> obsm key
+    routes: dict[str, str] = field(default_factory=lambda: {TRANSCRIPTOME: keys.TEXT_EMB})  #: route -> obsm key
     gpu: Literal["auto", "off"] = "auto"
     lock_timeout: float = 120.0  #: seconds to wait for a collection lock
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # route names of the one vocabulary (spotwhisper.routes); an older config's ``text:`` … still works
+        self.routes = {canonical_route(r): k for r, k in self.routes.items()}
 
 
 def load_index_config(path: str | Path | None = "index", **overrides) -> IndexConfig:

@@ -31,6 +31,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from ..routes import PROTEIN, TRANSCRIPTOME
 from .. import keys
 from ..collection import OpenedCollection, SlideStore, open_collection
 from ..index import CollectionIndex
@@ -120,10 +121,10 @@ class SearchEngine:
         text route — the slides holding the ``cfg.prefilter_k`` spots nearest the query (best first,
         at most ``prefilter_slides``; slides added in this session are always kept), with a note."""
         names, n = self.slide_names(), self.cfg.prefilter_slides
-        if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
+        if self.index is None or not n or len(names) <= n or TRANSCRIPTOME not in self.index.routes():
             return names, None
         q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]  # only the text route is indexed for this
-        found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
+        found = self.index.search(TRANSCRIPTOME, q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
         keep = list(dict.fromkeys(keep))
@@ -187,7 +188,7 @@ class SearchEngine:
         notes = ([f"Note: {badly}"] if badly else []) + list(dict.fromkeys(n for *_, ns in scored.values() for n in ns))
         if prefilter_note:
             notes.append(prefilter_note)
-        if parsed.markers and "protein" not in routes and not caveats:
+        if parsed.markers and PROTEIN not in routes and not caveats:
             notes.append("Protein route: the named markers have no transcript proxy or reference here, so it did not answer.")
         hits = [SlideHits(n, data[n], raw, rel, np.full(data[n].n_obs, np.nan), caveat=caveat)
                 for n, (raw, rel, caveat, _) in scored.items()]

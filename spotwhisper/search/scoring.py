@@ -18,6 +18,7 @@ from ..language import TextExpressionModel
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import Vocabulary
 from ..proteins import find_marker, marker_qc
+from ..routes import CONCH, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
 from .config import SearchConfig
 from .protein_reference import ProteinReference, load_protein_reference
 from .query import MarkerMention, ParsedQuery
@@ -25,12 +26,12 @@ from .relevance import ReferencePrompts, level_relevance, text_relevance
 
 #: route → obsm key of its spot embeddings (the transcriptome–text space)
 EMBEDDING_ROUTES = {
-    "transcriptome": keys.TEXT_EMB,
-    "image": keys.IMAGE_TEXT_EMB_ALIGNED,
-    "measured": keys.TEXT_EMB_MEASURED,
+    TRANSCRIPTOME: keys.TEXT_EMB,
+    IMAGE: keys.IMAGE_TEXT_EMB_ALIGNED,
+    MEASURED: keys.TEXT_EMB_MEASURED,
 }
 #: image–text models in their own spaces
-CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
+CLIP_ROUTES = {route: f"{keys.IMAGE_TEXT_EMB_PREFIX}{route}" for route in (PLIP, CONCH)}
 _GENE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
 
 
@@ -115,10 +116,10 @@ class QueryScorer:
             rel[route] = text_relevance(sq, sims, syn, self.scale(space), negative=other)
         notes: list[str] = []
         caveat = None
-        if weights.get("protein", 0) > 0:
+        if weights.get(PROTEIN, 0) > 0:
             caveat, got = self._proteins(slide, adata, parsed, notes)
             if got is not None:
-                raw["protein"], rel["protein"] = got
+                raw[PROTEIN], rel[PROTEIN] = got
         gene_caveat = self._genes(slide, adata, parsed)
         return raw, rel, caveat or gene_caveat, notes
 
