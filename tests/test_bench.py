@@ -15,7 +15,7 @@ from spotwhisper.bench import BenchConfig, RouteContext, RouteUnavailable, load_
 from spotwhisper.bench.config import ClassSpec, LabelSpec, ScopeSpec, TaskConfig
 from spotwhisper.bench.metrics import OVERALL, bootstrap_intervals, mean_sem, summarize_long, weighted_auroc
 from spotwhisper.bench.report import to_markdown, write_report
-from spotwhisper.bench.scorers import ROUTES, Route
+from spotwhisper.bench.registry import ROUTES, Route
 from spotwhisper.bench.tasks import assign_classes, make_sample, raw_labels, task_vocabulary
 from spotwhisper.config import ConfigError
 from spotwhisper.prompts import load_vocabulary

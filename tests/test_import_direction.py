@@ -43,8 +43,9 @@ TIERS: list[list[str]] = [
 TIER = {unit: i for i, units in enumerate(TIERS) for unit in units}
 
 #: File names several stage packages use for the same role (the stage's settings, model, training,
-#: evaluation, data assembly, metrics, baselines). Every other module name is unique in the package.
-ROLE_NAMES = {"__init__.py", "config.py", "model.py", "train.py", "evaluate.py", "data.py", "metrics.py", "baselines.py"}
+#: evaluation, data assembly, metrics, baselines, the registry of its pluggable parts). Every other module name is unique in the package.
+ROLE_NAMES = {"__init__.py", "config.py", "model.py", "train.py", "evaluate.py", "data.py", "metrics.py", "baselines.py",
+              "registry.py"}
 
 
 def _modules() -> list[Path]:
@@ -173,3 +174,92 @@ def test_anndata_keys_are_named_in_keys_py():
                   and isinstance(node.args[0].value, str)):
                 literal.append(f"{_rel(path)}:{node.lineno}: .{node.func.value.attr}.{node.func.attr}({node.args[0].value!r})")
     assert not literal, "AnnData keys written as literals (name them in spotwhisper/keys.py):\n" + "\n".join(literal)
+
+
+def _import_time_nodes(tree: ast.Module):
+    """Statements run when the module is imported: the module body, also inside ``if`` / ``try`` /
+    ``with`` and class bodies, but not function bodies (a lazy import cannot close a cycle at import)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """``{module: modules it imports at import time}`` among ``modules`` (dotted name → file); relative
+    imports resolved, ``from pkg import name`` counted as the module ``pkg.name`` when there is one."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        parts = name.split(".")
+        pkg = parts if path.name == "__init__.py" else parts[:-1]
+        out = set()
+        for node in _import_time_nodes(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = pkg[: len(pkg) - node.level + 1] if node.level else []
+                mod = ".".join(base + (node.module.split(".") if node.module else []))
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
+            out |= {t for t in targets if t in modules and t != name}
+        graph[name] = out
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle ``[a, b, …, a]`` of ``graph``, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def _package_modules() -> dict[str, Path]:
+    out = {}
+    for path in _modules():
+        dotted = _dotted(path)
+        out[".".join(dotted[:-1] if path.name == "__init__.py" else dotted)] = path
+    return out
+
+
+def test_no_import_cycle_inside_a_package():
+    """No module imports, at import time, a module that imports it back (directly or around a loop) —
+    e.g. a registry that imports its route modules at its bottom while they import the registry."""
+    cycle = find_cycle(import_graph(_package_modules()))
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_cycle_check_catches_a_synthetic_cycle(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from . import routes, extra  # registers\n")
+    (pkg / "routes.py").write_text("REG = {}\n\ndef helper():\n    from . import extra\n\nfrom . import extra  # noqa: E402\n")
+    (pkg / "extra.py").write_text("from .routes import REG\n")
+    modules = {"pkg": pkg / "__init__.py", "pkg.routes": pkg / "routes.py", "pkg.extra": pkg / "extra.py"}
+    assert find_cycle(import_graph(modules)) == ["pkg.extra", "pkg.routes", "pkg.extra"]
+    (pkg / "routes.py").write_text("REG = {}\n\ndef helper():\n    from . import extra  # lazy: no cycle at import\n")
+    assert find_cycle(import_graph(modules)) is None
+    (pkg / "extra.py").write_text("from pkg import routes\n")  # absolute
+    (pkg / "routes.py").write_text("from .extra import x\n")
+    assert find_cycle(import_graph(modules)) == ["pkg.extra", "pkg.routes", "pkg.extra"]
+    (pkg / "routes.py").write_text("")
+    (pkg / "extra.py").write_text("from . import helper_name\n")  # a name the package's __init__ defines
+    assert find_cycle(import_graph(modules)) == ["pkg", "pkg.extra", "pkg"]

@@ -14,7 +14,7 @@ from ..atomic import atomic_file
 from ..routes import FUSED, IMAGE, PROTEIN, TRANSCRIPTOME, canonical_route
 from ..userdata import output_path
 from .expression_bench import ExpressionBenchResult
-from .scorers import ROUTES
+from .registry import ROUTES
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from ..language.heldout import captions_containing
 from ..prompts import Term, Vocabulary
 from ..routes import TRANSCRIPTOME
 from .context import RouteContext, RouteUnavailable
-from .scorers import _text, register_route
+from .registry import register_route
+from .scorers import text_scores
 from .tasks import Sample
 from .text_models import held_out_check
 
@@ -49,7 +50,7 @@ def _per_concept(sample: Sample, queries: Sequence[str], ctx: RouteContext, data
         except FileNotFoundError as err:  # no her2st data to train the held-out-concept model on
             raise RouteUnavailable("needs her2st data (--data-dir) to train") from err
         held_out_check(model, sample.patient)
-        out[:, j] = _text(inputs, model, queries, ctx, None)[:, j]
+        out[:, j] = text_scores(inputs, model, queries, ctx, None)[:, j]
     return out
 
 
@@ -90,7 +91,7 @@ def _paraphrase(k: int, sample: Sample, queries: Sequence[str], ctx: RouteContex
     out = np.full((sample.adata.n_obs, len(queries)), np.nan)
     for j, phrase in phrases.items():
         qs, vocab = paraphrase_vocabulary(ctx.vocabulary, queries, j, phrase)
-        probs = _text(sample.adata, model, qs, RouteContext(ctx.cfg, vocab, ctx.text_models), None)
+        probs = text_scores(sample.adata, model, qs, RouteContext(ctx.cfg, vocab, ctx.text_models), None)
         out[:, j] = probs[:, j]
     return out
 

@@ -18,7 +18,7 @@ from ..config import to_dict
 from ..userdata import output_path
 from .config import BenchConfig
 from .metrics import OVERALL
-from .scorers import ROUTES
+from .registry import ROUTES
 from .run import ScopeResult, TaskResult
 
 SHORT_REASON = 24  #: longer n/a reasons go to the notes under the table

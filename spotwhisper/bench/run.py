@@ -19,7 +19,7 @@ from ..routes import canonical_route
 from .config import ALL_ROUTES, ScopeSpec, TaskConfig
 from .context import RouteContext, RouteUnavailable
 from .metrics import auroc_table, bootstrap_intervals, sample_overall, summarize_long
-from .scorers import ROUTES, route_scores
+from .registry import ROUTES, route_scores
 from .tasks import Sample, class_query
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""The routes the benchmark compares, as a registry of small scorers (route names: :mod:`spotwhisper.routes`;
-the search engine's routes keep their names here).
+"""The routes the benchmark compares, as small scorers registered in :mod:`.registry` (route names:
+:mod:`spotwhisper.routes`; the search engine's routes keep their names here). Imported by the package's
+``__init__``, as :mod:`.heldout_routes` is.
 
 Each route maps a sample and the task's class queries to per-spot scores ``(n_obs, C)`` (higher =
 more likely that class; NaN = the route cannot score that class), or raises
@@ -29,68 +30,22 @@ chance             uniform random scores (empirical chance, AUROC ≈ 0.5)
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..genes import PanelMismatchError
 from ..language.baselines import chance_scores, marker_gene_scores
 from ..language.transcriptome_zeroshot import score
-from ..routes import CONCH, FUSED, canonical_route, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
+from ..routes import CONCH, FUSED, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
 from .context import RouteContext, RouteUnavailable
+from .registry import register_route
 from .tasks import Sample
 from .text_models import held_out_check
 
-ScoreFn = Callable[[Sample, Sequence[str], RouteContext], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Route:
-    """A registered route: ``name`` (CLI / JSON), ``title`` (table column) and its scorer."""
-
-    name: str
-    title: str
-    fn: ScoreFn
-    he_only: bool  #: uses nothing but the H&E image at inference time
-
-
-ROUTES: dict[str, Route] = {}
-
-
-def register_route(name: str, title: str, he_only: bool = False) -> Callable[[ScoreFn], ScoreFn]:
-    """Decorator adding a scorer to :data:`ROUTES`."""
-
-    def wrap(fn: ScoreFn) -> ScoreFn:
-        ROUTES[name] = Route(name, title, fn, he_only)
-        return fn
-
-    return wrap
-
-
-def route_scores(route: str, sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    """Scores ``(n_obs, C)`` of ``route`` on ``sample``, cached in ``ctx.scores`` (a
-    :class:`RouteUnavailable` is cached and raised again)."""
-    route = canonical_route(route)
-    if route not in ROUTES:
-        raise ValueError(f"unknown route {route!r}; choose from {list(ROUTES)}")
-    key = (route, sample.name)
-    if key not in ctx.scores:
-        try:
-            out = np.asarray(ROUTES[route].fn(sample, queries, ctx), dtype=np.float64)
-            if out.shape != (sample.adata.n_obs, len(queries)):
-                raise ValueError(f"route {route} returned {out.shape}, expected {(sample.adata.n_obs, len(queries))}")
-            ctx.scores[key] = out
-        except RouteUnavailable as err:
-            ctx.scores[key] = err
-    got = ctx.scores[key]
-    if isinstance(got, RouteUnavailable):
-        raise got
-    return got
-
-
-def _text(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | None) -> np.ndarray:
-    """Text-space scores of ``data`` (AnnData or embeddings): ``kind`` probability | similarity."""
+def text_scores(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | None) -> np.ndarray:
+    """Text-space scores ``(n, C)`` of ``data`` (AnnData or embeddings): ``kind`` probability | similarity
+    (None = the harness's ``score``)."""
     res = score(data, list(queries), model, vocabulary=ctx.vocabulary)
     return res.probabilities if (kind or ctx.cfg.score) == "probability" else res.similarity
 
@@ -100,7 +55,7 @@ def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.nd
     model = ctx.text_models.for_patient(sample.patient)
     held_out_check(model, sample.patient)
     try:
-        return _text(sample.adata, model, queries, ctx, None)
+        return text_scores(sample.adata, model, queries, ctx, None)
     except PanelMismatchError as err:
         raise RouteUnavailable(f"gene panel: {str(err).split(';')[0]}") from err
 
@@ -109,17 +64,17 @@ def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.nd
 def inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     data, model = ctx.inferred(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
-    return _text(data, model, queries, ctx, kind)
+    return text_scores(data, model, queries, ctx, kind)
 
 
 @register_route(IMAGE, "H&E → image–text (aligned head)", he_only=True)
 def aligned(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     emb, model = ctx.aligned_embeddings(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
-    return _text(emb, model, queries, ctx, kind)
+    return text_scores(emb, model, queries, ctx, kind)
 
 
-def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None
+def _imagetext_scores(name: str, sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None
                 ) -> np.ndarray:
     """PLIP / CONCH scores; tile embeddings are kept in ``sample.adata.obsm`` for later tasks."""
     from .. import keys
@@ -140,12 +95,12 @@ def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteCon
 
 @register_route(PLIP, "PLIP", he_only=True)
 def plip(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    return _image_text("plip", sample, queries, ctx)
+    return _imagetext_scores("plip", sample, queries, ctx)
 
 
 @register_route(CONCH, "CONCH", he_only=True)
 def conch(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    return _image_text("conch", sample, queries, ctx)
+    return _imagetext_scores("conch", sample, queries, ctx)
 
 
 def class_proteins(query: str, ctx: RouteContext) -> list[str]:
@@ -216,5 +171,3 @@ def marker_inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext) -
 def chance(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return chance_scores(sample.adata.n_obs, len(queries), seed=ctx.cfg.seed + zlib.crc32(sample.name.encode()))
 
-
-from . import heldout_routes  # noqa: E402,F401  (registers measured_heldout, transcriptome_heldout, measured_para1-3)
