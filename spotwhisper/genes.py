@@ -44,6 +44,25 @@ class PanelMismatchError(ValueError):
     """Too few panel genes are present in the data."""
 
 
+#: non-zero entries inspected to tell raw counts from log1p values (:func:`looks_like_counts`)
+COUNTS_CHECK_VALUES = 10_000
+
+
+def looks_like_counts(x, n_values: int = COUNTS_CHECK_VALUES) -> bool:
+    """True when the first ``n_values`` non-zero entries of ``x`` (dense or sparse, ``(n, G)``) are all
+    non-negative integers, i.e. raw counts rather than log1p / normalised values; False when there are none."""
+    if x is None:
+        return False
+    vals = x.data if sparse.issparse(x) else np.asarray(x).ravel()
+    vals = vals[vals != 0][:n_values]
+    return bool(vals.size) and bool(np.all(vals >= 0)) and bool(np.allclose(vals, np.round(vals)))
+
+
+def expression_matrix(adata: ad.AnnData):
+    """The expression a stage reads: ``layers["log1p"]`` when present, else ``X`` ``(n, G)`` (dense or sparse)."""
+    return adata.layers[keys.LOG1P] if keys.LOG1P in adata.layers else adata.X
+
+
 def log1p_normalize(adata: ad.AnnData, layer: str = keys.LOG1P) -> ad.AnnData:
     """Add ``layers[layer]`` = log1p(counts per 10k) (scanpy ``normalize_total`` + ``log1p``); returns ``adata``."""
     if layer in adata.layers:

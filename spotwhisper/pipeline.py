@@ -19,18 +19,20 @@ import logging
 from dataclasses import dataclass, field
 
 import anndata as ad
-import numpy as np
 
 from . import keys
 from .config import load_config
 from .encoders import create_encoder, extract_features, extract_grid_features
 from .expression.pretrained import ExpressionModel
+from .genes import looks_like_counts
 from .imagetext.aligned import AlignedImageModel
 from .io.inputs import SlideInput
 from .language import TextExpressionModel
 from .proteins import proteins_from_expression
 
 log = logging.getLogger(__name__)
+#: a slide's X is embedded as measured expression only with at least this many genes (a panel, not a few markers)
+MIN_MEASURED_GENES = 100
 
 
 
@@ -195,9 +197,5 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
 
 
 def _has_counts(adata: ad.AnnData) -> bool:
-    x = adata.X
-    if x is None or adata.n_vars < 100:
-        return False
-    sample = x[: min(50, adata.n_obs)]
-    values = sample.data if hasattr(sample, "data") else np.asarray(sample).ravel()
-    return bool(len(values)) and bool(np.all(values >= 0)) and bool(np.allclose(values, np.round(values)))
+    """The slide comes with measured counts worth embedding (a gene panel, integer values)."""
+    return adata.n_vars >= MIN_MEASURED_GENES and looks_like_counts(adata.X)

@@ -180,11 +180,8 @@ def scored_anndata(result: SearchResult, slide: str) -> ad.AnnData:
     if hits is None:
         raise KeyError(f"slide {slide!r} is not in this result (slides: {', '.join(h.slide for h in result.slides)})")
     out = hits.adata.copy()
-    region = np.zeros(out.n_obs, dtype=np.int64)
-    for r in hits.regions:
-        region[r.spots] = r.id
     out.obs[keys.SEARCH_FUSED] = hits.fused
-    out.obs[keys.SEARCH_REGION] = region
+    out.obs[keys.SEARCH_REGION] = hits.region_ids()
     for route, scores in hits.routes.items():
         out.obs[keys.SEARCH_SCORE_PREFIX + route] = scores
     q = result.query

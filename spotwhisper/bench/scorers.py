@@ -149,11 +149,7 @@ def fusion_settings(ctx: RouteContext) -> dict[str, float]:
     """Route weights of the search config (``configs/search.yaml``): the benchmark's fused column is the
     search engine's own scoring. A missing search config is an error, not a silent fallback."""
     if "fusion" not in ctx._cache:
-        from ..config import load_config
-        from ..search.config import SearchConfig
-
-        search = load_config(SearchConfig, ctx.cfg.search_config)
-        ctx._cache["fusion"] = {k: float(v) for k, v in search.weights.items()}
+        ctx._cache["fusion"] = {k: float(v) for k, v in ctx.search_config().weights.items()}
     return ctx._cache["fusion"]
 
 

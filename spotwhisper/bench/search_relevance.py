@@ -124,14 +124,11 @@ def measured_view(sample: Sample, model) -> ad.AnnData:
 def run_relevance(cfg: RelevanceBenchConfig, ctx: RouteContext, data_dir, scopes: Sequence[str] = SCOPES,
                   progress: bool = True) -> pd.DataFrame:
     """All rows of the benchmark (see the module docstring) over the chosen ``scopes``."""
-    from ..config import load_config
-    from ..search.config import SearchConfig
+    from ..io import list_sections
     from ..search.engine import SearchEngine
     from .text_models import held_out_check
 
-    from ..io import list_sections
-
-    search_cfg = load_config(SearchConfig, ctx.cfg.search_config)
+    search_cfg = ctx.search_config()
     names = list(dict.fromkeys([*cfg.he_sections, *(cfg.measured_sections or list_sections(data_dir))]))
     cache: dict = {}
     tasks = {t: load_task(t) for t in cfg.tasks}

@@ -31,9 +31,10 @@ import pandas as pd
 from scipy import sparse
 
 from .. import keys
+from ..genes import looks_like_counts
 from ..prompts import Vocabulary
 from .config import CaptionConfig, InputConfig
-from .expression_encoder import is_counts, log1p_panel, standardize
+from .expression_encoder import log1p_panel, standardize
 
 #: Cell-type names of the stereoscope major tier (her2st) in words.
 CELL_TYPE_WORDS = {
@@ -225,7 +226,7 @@ def caption_spots(
 def _gene_captions(
     out: list[list[Caption]], adata: ad.AnnData, genes: Sequence[str], groups: np.ndarray | None, cfg: CaptionConfig
 ) -> None:
-    if not is_counts(adata.X):
+    if not looks_like_counts(adata.X):
         raise ValueError("gene captions need raw counts in X (to test over-expression against the section)")
     cols = [adata.var_names.get_loc(g) for g in genes]
     x = adata.X

@@ -24,7 +24,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .. import keys
-from ..genes import TARGET_SUM
+from ..genes import TARGET_SUM, looks_like_counts
 from .config import ExpressionRouteConfig
 from .panel import ProteinPanel, ProteinPanelError, load_protein_panel
 from .scaling import scale_levels
@@ -43,15 +43,6 @@ class MarkerLevels:
     markers: list[str]
     missing: list[str]
     source: str
-
-
-def looks_like_counts(X, n_values: int = 10000) -> bool:
-    """True when the (first ``n_values``) non-zero entries of ``X`` are all non-negative integers."""
-    vals = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    vals = vals[vals != 0][:n_values]
-    if vals.size == 0:
-        return False
-    return bool(np.all(vals >= 0) and np.allclose(vals, np.round(vals)))
 
 
 def expression_for_proxies(

@@ -31,6 +31,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from ..genes import expression_matrix
 from ..routes import PROTEIN, TRANSCRIPTOME
 from .. import keys
 from ..collection import OpenedCollection, SlideStore, open_collection
@@ -256,7 +257,7 @@ class SearchEngine:
     def _contrast(self, a: ad.AnnData, spots: np.ndarray) -> Explanation:
         inside = np.zeros(a.n_obs, dtype=bool)
         inside[np.asarray(spots)] = True
-        x = a.layers[keys.LOG1P] if keys.LOG1P in a.layers else a.X
+        x = expression_matrix(a)
         x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
         prot = np.asarray(a.obsm[keys.PROTEINS]) if keys.PROTEINS in a.obsm else None
         markers = [str(m) for m in a.uns.get(keys.PROTEIN_MARKERS, [])] or None

@@ -13,6 +13,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..genes import expression_matrix
 from .. import keys
 from ..language import TextExpressionModel
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
@@ -201,7 +202,7 @@ class QueryScorer:
         genes = named_genes(parsed.positive, adata.var_names)
         if not genes:
             return None
-        x = adata.layers[keys.LOG1P] if keys.LOG1P in adata.layers else adata.X
+        x = expression_matrix(adata)
         flat = []
         for g in genes:
             col = x[:, adata.var_names.get_loc(g)]
