@@ -134,7 +134,7 @@ def test_builtin_tasks_load(name):
 def toy_routes(monkeypatch):
     """Hand-made routes: ``oracle`` scores the true class 1 and others 0, ``inverse`` the opposite,
     ``never`` is unavailable, ``half`` runs on sample S0 only."""
-    import spotwhisper.bench.run as run_mod
+    import spotwhisper.bench.evaluate as run_mod
 
     def oracle(sample, queries, ctx):
         return np.column_stack([(sample.classes == c).astype(float) for c in ("tumour", "fat")])

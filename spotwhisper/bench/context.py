@@ -98,7 +98,7 @@ class RouteContext:
         model = self._shipped("aligned_model")
         if sample.patient is not None and sample.name in model.cfg.sections:
             if "aligned_oof" not in self._cache:
-                from ..imagetext.aligned_pipeline import oof_image_embeddings
+                from ..imagetext.train import oof_image_embeddings
 
                 self._cache["aligned_oof"] = oof_image_embeddings(
                     self.data_dir, text_model=self.text_models.shipped, progress=self.progress

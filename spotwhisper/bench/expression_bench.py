@@ -36,7 +36,7 @@ from .shift import ShiftCondition
 log = logging.getLogger(__name__)
 
 #: code whose change changes the benchmark's trained models (part of their cache key)
-MODEL_CODE = ("spotwhisper.expression", "spotwhisper.imagetext.aligned", "spotwhisper.imagetext.aligned_pipeline",
+MODEL_CODE = ("spotwhisper.expression", "spotwhisper.imagetext.aligned", "spotwhisper.imagetext.train",
               "spotwhisper.setmodel", "spotwhisper.encoders", "spotwhisper.tiles", "spotwhisper.genes")
 #: zero-shot routes scored under every condition (H&E routes) and once (need no image)
 HE_ROUTES = (TRANSCRIPTOME, IMAGE, PROTEIN, FUSED, "marker_inferred")
@@ -150,7 +150,7 @@ def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, c
     from ..expression.train import fit_ensemble
     from ..expression.workflow import load_sections
     from ..imagetext.aligned import AlignedImageModel, fit_aligned
-    from ..imagetext.aligned_pipeline import paired_sections, training_pairs
+    from ..imagetext.train import paired_sections, training_pairs
     from ..io import sections_fingerprint
 
     ecfg, acfg = _recipe(cfg, cfg.train_sections, coarse)
@@ -206,7 +206,7 @@ def zero_shot_rows(section: str, cond: ShiftCondition, adata, inferred, aligned_
                    tasks: list[str], harness_config: str, routes: tuple[str, ...]) -> list[dict]:
     """Overall (class-size weighted) AUROC per route and task on one section under one condition."""
     from .config import BenchConfig, ScopeSpec
-    from .run import run_task
+    from .evaluate import run_task
     from .shift import FixedTextModel, GivenRoutes
     from .tasks import load_task, make_sample, task_vocabulary
 

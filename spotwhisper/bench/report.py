@@ -19,7 +19,7 @@ from ..userdata import output_path
 from .config import BenchConfig
 from .metrics import OVERALL
 from .registry import ROUTES
-from .run import ScopeResult, TaskResult
+from .evaluate import ScopeResult, TaskResult
 
 SHORT_REASON = 24  #: longer n/a reasons go to the notes under the table
 

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..expression.config import ExpressionConfig
     from ..expression.workflow import oof_expression
     from ..imagetext.aligned import AlignedConfig
-    from ..imagetext.aligned_pipeline import train_aligned
+    from ..imagetext.train import train_aligned
     from ..language import TextExpressionModel
     from ..userdata import models_dir, results_dir
 
