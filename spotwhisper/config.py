@@ -34,7 +34,12 @@ CONFIG_DIR_ENV = "SPOTWHISPER_CONFIG_DIR"
 
 def shipped_config_dir() -> Path:
     """The folder of the shipped configs inside the installed package (``spotwhisper/configs``)."""
-    return Path(str(resources.files(CONFIG_PACKAGE)))
+    try:
+        return Path(str(resources.files(CONFIG_PACKAGE)))
+    except ModuleNotFoundError as err:  # sources on sys.path without an install: configs/ is mapped by pyproject
+        raise ModuleNotFoundError(
+            f"the shipped configs ({CONFIG_PACKAGE}, the repository's configs/ folder) are not installed: "
+            "install SpotWhisper (pip install -e . in the checkout, or pip install spotwhisper)") from err
 
 
 def user_config_dir() -> Path | None:

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PANEL = Path(__file__).resolve().parent / "resources" / "gene_panel.txt"
 #: layer holding log1p(counts per 10k); ``X`` keeps raw counts
-LOG1P_LAYER = "log1p"
 TARGET_SUM = 1e4
 
 
@@ -45,7 +44,26 @@ class PanelMismatchError(ValueError):
     """Too few panel genes are present in the data."""
 
 
-def log1p_normalize(adata: ad.AnnData, layer: str = LOG1P_LAYER) -> ad.AnnData:
+#: non-zero entries inspected to tell raw counts from log1p values (:func:`looks_like_counts`)
+COUNTS_CHECK_VALUES = 10_000
+
+
+def looks_like_counts(x, n_values: int = COUNTS_CHECK_VALUES) -> bool:
+    """True when the first ``n_values`` non-zero entries of ``x`` (dense or sparse, ``(n, G)``) are all
+    non-negative integers, i.e. raw counts rather than log1p / normalised values; False when there are none."""
+    if x is None:
+        return False
+    vals = x.data if sparse.issparse(x) else np.asarray(x).ravel()
+    vals = vals[vals != 0][:n_values]
+    return bool(vals.size) and bool(np.all(vals >= 0)) and bool(np.allclose(vals, np.round(vals)))
+
+
+def expression_matrix(adata: ad.AnnData):
+    """The expression a stage reads: ``layers["log1p"]`` when present, else ``X`` ``(n, G)`` (dense or sparse)."""
+    return adata.layers[keys.LOG1P] if keys.LOG1P in adata.layers else adata.X
+
+
+def log1p_normalize(adata: ad.AnnData, layer: str = keys.LOG1P) -> ad.AnnData:
     """Add ``layers[layer]`` = log1p(counts per 10k) (scanpy ``normalize_total`` + ``log1p``); returns ``adata``."""
     if layer in adata.layers:
         return adata
@@ -111,7 +129,7 @@ def load_panel(path: str | Path | None = None) -> list[str]:
 def panel_matrix(
     adata: ad.AnnData,
     genes: Sequence[str],
-    layer: str | None = LOG1P_LAYER,
+    layer: str | None = keys.LOG1P,
     min_overlap: float = 0.8,
     fill_value: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:

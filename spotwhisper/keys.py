@@ -15,10 +15,14 @@ key                        contents
 ``obs["cluster"]``         expression cluster id; ``cluster_annotation`` / ``cluster_evidence`` text
 ``obs["deconv_<type>"]``   cell-type proportion per spot (stereoscope, major tier)
 ``obsm["features_<m>"]``   image features of model ``m``, ``(n, d)``
+``layers["log1p"]``        log1p(counts per 10k) of the gene panel (made from ``X``, or inferred from the H&E)
 ``layers["uncertainty_*"]``  aleatoric / epistemic variance of inferred expression
+``uns["expression_model"]``  the model that inferred the expression: encoder, genes, members, weights
 ``obsm["proteins"]``       virtual protein panel, ``(n, 50)``; names in ``uns["protein_markers"]``
 ``obsm["text_emb"]``       transcriptome embedding in the shared transcriptome-text space
 ``obsm["image_text_emb"]`` image embedding in an image-text space
+``obsm["text_emb_measured"]``  the *measured* transcriptome's embedding in the transcriptome-text space (slides with counts)
+``obsm["image_text_emb_aligned"]``  the aligned image head's embedding (H&E → the transcriptome-text space)
 ``obsm["proteins_raw"]``   protein levels before scaling (route B: log1p units; route A: ROSIE output)
 ``uns["protein_panel"]``   how ``obsm["proteins"]`` was made: route, input, scaling, genes used per marker
 ``uns["protein_qc"]``      per-marker QC table (dynamic range, Wasserstein distance, informative flag)
@@ -26,6 +30,8 @@ key                        contents
 ``uns["image_text"][m]``  how ``obsm["image_text_emb_<m>"]`` was made: weights, tile side (µm), px, mpp
 ``obs["barcode"]``         10x barcode of the spot (Visium; ``obs_names`` are ``<library>_<barcode>``)
 ``uns["visium_join"]``     Visium counts/positions join report: matched and left-out barcodes, source files
+``uns["her2st_join"]``     her2st join report: spots of the counts, the spot table and the image that were kept
+``uns["rank_genes_groups"]``  scanpy's marker-gene ranking (``sc.tl.rank_genes_groups``; read by the captions)
 ``uns["embedding_models"][k]``  model that made ``obsm[k]`` (read by the index): ``{"name", "version", "dim"}``
 ``obsm["features_<m>_sub"]``  sub-tile image features of model ``m``, ``(n, g*g, d)``, row-major sub-tiles
 ``uns["features"][m]``     how ``obsm["features_<m>"]`` was made: encoder spec, weights id, tile µm / px / mpp, ring ``neighbours`` ``(n, k)``, tile QC
@@ -91,3 +97,15 @@ IMAGE_VEC = "image_vec"  # obsm[...]: pooled image vector per spot (search by ex
 SEARCH_RELEVANCE_PREFIX = "search_relevance_"  # obs["search_relevance_<route>"]: relevance of route <route>
 #: suffixes of the obs columns a search writes under ``key_added`` K: obs[K + suffix]
 FUSED_SUFFIX, REGION_SUFFIX, SCORE_SUFFIX, RELEVANCE_SUFFIX = "_fused", "_region", "_score_", "_relevance_"
+BARCODE = "barcode"  # obs[...]: 10x barcode of the spot
+LOG1P = "log1p"  # layers[...]: log1p(counts per 10k)
+UNCERTAINTY_ALEATORIC = "uncertainty_aleatoric"  # layers[...]: aleatoric variance of inferred expression
+UNCERTAINTY_EPISTEMIC = "uncertainty_epistemic"  # layers[...]: epistemic variance (ensemble spread)
+EXPRESSION_MODEL = "expression_model"  # uns[...]: the model that inferred the expression
+TEXT_EMB_MEASURED = "text_emb_measured"  # obsm[...]: measured transcriptome in the transcriptome-text space
+ALIGNED = "aligned"  # the aligned image head's model name (its image–text space is the transcriptome-text space)
+IMAGE_TEXT_EMB_ALIGNED = IMAGE_TEXT_EMB_PREFIX + ALIGNED  # obsm[...]: aligned head embedding
+VISIUM_JOIN = "visium_join"  # uns[...]: Visium counts/positions join report
+HER2ST_JOIN = "her2st_join"  # uns[...]: her2st counts/spots/image join report (per section when merged)
+RANK_GENES_GROUPS = "rank_genes_groups"  # uns[...]: scanpy's marker-gene ranking (captions read it)
+SPATIALDATA_ATTRS = "spatialdata_attrs"  # uns[...] of a SpatialData table: the region and instance keys it annotates

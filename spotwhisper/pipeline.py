@@ -26,6 +26,7 @@ from . import keys
 from .config import load_config
 from .encoders import create_encoder, extract_features, extract_grid_features
 from .expression.pretrained import ExpressionModel
+from .genes import looks_like_counts
 from .imagetext.aligned import AlignedImageModel
 from .io.inputs import SlideInput
 from .language import TextExpressionModel
@@ -33,8 +34,9 @@ from .proteins import proteins_from_expression
 from .tiles.config import SpotTileConfig, TileConfig
 
 log = logging.getLogger(__name__)
+#: a slide's X is embedded as measured expression only with at least this many genes (a panel, not a few markers)
+MIN_MEASURED_GENES = 100
 
-TEXT_EMB_MEASURED = "text_emb_measured"
 
 
 @dataclass
@@ -202,8 +204,8 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
 
         embed_tiles(model, out, slide=inp.slide, scale=inp.scale, progress=progress)
     if cfg.embed_measured and inp.adata is not None and _has_counts(inp.adata):
-        out.obsm[TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
-        out.uns.setdefault(keys.EMBEDDING_MODELS, {})[TEXT_EMB_MEASURED] = {
+        out.obsm[keys.TEXT_EMB_MEASURED] = models.text.encode_expression(inp.adata)
+        out.uns.setdefault(keys.EMBEDDING_MODELS, {})[keys.TEXT_EMB_MEASURED] = {
             **out.uns[keys.EMBEDDING_MODELS][keys.TEXT_EMB]}
     if cfg.image_vec_dim:
         add_image_vectors(out, expression.encoder, cfg.image_vec_dim, cfg.image_vec_seed)
@@ -223,11 +225,11 @@ def familiarity_of(spots: ad.AnnData, predicted: ad.AnnData, expression: Express
     from .encoders import get_spec
     from .encoders.features import feature_key
     from .expression.familiarity import FamiliarityConfig, slide_familiarity
-    from .expression.pretrained import EPISTEMIC
 
     reference = expression.familiarity
     assert reference is not None
-    epistemic = np.asarray(predicted.layers[EPISTEMIC]).mean(1) if EPISTEMIC in predicted.layers else None
+    epistemic = (np.asarray(predicted.layers[keys.UNCERTAINTY_EPISTEMIC]).mean(1)
+                 if keys.UNCERTAINTY_EPISTEMIC in predicted.layers else None)
     return slide_familiarity(np.asarray(spots.obsm[feature_key(expression.encoder)]), reference,
                              load_config(FamiliarityConfig, "familiarity"), epistemic=epistemic,
                              mpp=inp.slide.mpp if inp.slide is not None else None,
@@ -260,9 +262,5 @@ def image_space(adata: ad.AnnData) -> str | None:
 
 
 def _has_counts(adata: ad.AnnData) -> bool:
-    x = adata.X
-    if x is None or adata.n_vars < 100:
-        return False
-    sample = x[: min(50, adata.n_obs)]
-    values = sample.data if hasattr(sample, "data") else np.asarray(sample).ravel()
-    return bool(len(values)) and bool(np.all(values >= 0)) and bool(np.allclose(values, np.round(values)))
+    """The slide comes with measured counts worth embedding (a gene panel, integer values)."""
+    return adata.n_vars >= MIN_MEASURED_GENES and looks_like_counts(adata.X)

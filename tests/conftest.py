@@ -6,14 +6,48 @@ When it is missing, data tests are skipped locally but fail loudly under CI (CI=
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.layout import ROOT, package_dirs
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+class _CheckoutPackages(importlib.abc.MetaPathFinder):
+    """Finds the mapped sub-packages in this checkout. Needed only when the ``spotwhisper`` under test is
+    this checkout's (``pythonpath = .``) while the interpreter's editable install maps them to another
+    checkout (a git worktree beside the installed one); an install of this checkout maps them here anyway."""
+
+    def __init__(self, dirs: dict[str, Path]) -> None:
+        self.dirs = dirs
+
+    def find_spec(self, fullname, path=None, target=None):
+        folder = self.dirs.get(fullname)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(fullname, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+
+
+def _map_checkout_packages() -> None:
+    import spotwhisper
+
+    if Path(spotwhisper.__file__).resolve().parent != ROOT / "spotwhisper":
+        return
+    dirs = package_dirs()
+    found = {name: importlib.util.find_spec(name) for name in dirs}
+    if any(spec is None or not Path(spec.origin).resolve().is_relative_to(dirs[name]) for name, spec in found.items()):
+        sys.meta_path.insert(0, _CheckoutPackages(dirs))
+
+
+_map_checkout_packages()
 
 
 def _data_dir() -> Path | None:

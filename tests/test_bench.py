@@ -15,7 +15,7 @@ from spotwhisper.bench import BenchConfig, RouteContext, RouteUnavailable, load_
 from spotwhisper.bench.config import ClassSpec, LabelSpec, ScopeSpec, TaskConfig
 from spotwhisper.bench.metrics import OVERALL, bootstrap_intervals, mean_sem, summarize_long, weighted_auroc
 from spotwhisper.bench.report import to_markdown, write_report
-from spotwhisper.bench.routes import ROUTES, Route
+from spotwhisper.bench.registry import ROUTES, Route
 from spotwhisper.bench.tasks import assign_classes, make_sample, raw_labels, task_vocabulary
 from spotwhisper.config import ConfigError
 from spotwhisper.prompts import load_vocabulary
@@ -134,7 +134,7 @@ def test_builtin_tasks_load(name):
 def toy_routes(monkeypatch):
     """Hand-made routes: ``oracle`` scores the true class 1 and others 0, ``inverse`` the opposite,
     ``never`` is unavailable, ``half`` runs on sample S0 only."""
-    import spotwhisper.bench.run as run_mod
+    import spotwhisper.bench.evaluate as run_mod
 
     def oracle(sample, queries, ctx):
         return np.column_stack([(sample.classes == c).astype(float) for c in ("tumour", "fat")])

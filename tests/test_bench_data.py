@@ -41,7 +41,7 @@ def test_regions_on_c1_match_the_language_evaluation(data_dir, shipped):
     res = run_task(task, samples, ctx, routes=["measured", "inferred", "plip", "fused", "marker", "chance"])
     scope = res.scopes[0]
     # image routes cannot run on C1 (no H&E), and say so
-    assert scope.unavailable == {"inferred": "no H&E", "plip": "no H&E", "fused": "no H&E"}
+    assert scope.unavailable == {"transcriptome": "no H&E", "plip": "no H&E", "fused": "no H&E"}
     assert res.models == {"C": "shipped text-default (trained on her2st D, E, F, G, H)"}
     assert "B1" in task.sections  # patient B (never seen by the shipped model) has pathologist labels too
     # the measured route reproduces spotwhisper.language's evaluation of the same section and classes
@@ -136,7 +136,7 @@ def test_image_text_and_fused_plumbing_on_c2(c2, shipped, tiny_weights):
         model = ctx.image_text_model(m)
         emb = sample.adata.obsm[f"image_text_emb_{m}"]
         ref = score_tiles(model, emb, queries, vocabulary=ctx.vocabulary)
-        assert np.allclose(p, ref.probs, atol=1e-6)
+        assert np.allclose(p, ref.probabilities, atol=1e-6)
     # fused = the search engine's own scoring: the weighted mean of the routes' relevance (here PLIP and CONCH)
     weights = {"plip": 1.0, "conch": 3.0, "measured": 1.0}
     ctx._cache["fusion"] = weights

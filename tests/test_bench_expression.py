@@ -112,8 +112,8 @@ def test_bench_expression_command_on_a_tiny_input(data_dir, tmp_path, monkeypatc
     assert abs(d.loc["3.5 µm/px", "pearson_all"] - d.loc["as scanned", "pearson_all"]) < 0.02
     zs = pd.read_csv(f"{out}_zero_shot.csv")
     native = zs[zs["condition"] == "as scanned"]
-    assert {"inferred", "aligned", "proteins", "fused", "measured", "chance"} <= set(native["route"])
-    assert set(zs[zs["condition"] == "HED"]["route"]) == {"inferred", "aligned", "proteins", "fused", "marker_inferred"}
+    assert {"transcriptome", "image", "protein", "fused", "measured", "chance"} <= set(native["route"])
+    assert set(zs[zs["condition"] == "HED"]["route"]) == {"transcriptome", "image", "protein", "fused", "marker_inferred"}
     assert native["auroc"].between(0, 1).all()
     loso = pd.read_csv(f"{out}_loso.csv")
     assert set(loso["section"]) == {"C2", "B4"}

@@ -52,7 +52,7 @@ def test_index_build_from_an_image_and_spot_table(built, capsys):
     index_dir, n = built
     coll = CollectionIndex.open("table", index_dir=index_dir)
     assert coll.slides() == ["C2t"] and len(coll) == n
-    assert {"text", "image_text_aligned", "image_vec"} <= set(coll.routes())
+    assert {"transcriptome", "image", "image_vec"} <= set(coll.routes())
     assert main(["index", "info", "--collection", "table", "--index-dir", str(index_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_vectors"] == n

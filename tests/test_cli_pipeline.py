@@ -37,7 +37,7 @@ def test_index_build_from_slides_then_search(window_h5ad, tmp_path, capsys):
     idx = tmp_path / "indexes"
     assert main(["index", "build", "--collection", "win", str(window_h5ad), "--index-dir", str(idx), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "collection 'win': 1 slides" in out and "text" in out and "image_text_aligned" in out
+    assert f"collection 'win' in {idx}: 1 slides" in out and "routes transcriptome, image" in out
     assert (idx / "win" / "slides" / "C2.h5ad").exists()
     assert main(["search", "immune infiltrate", "--collection", "win", "--index-dir", str(idx),
                  "--out-dir", str(tmp_path / "res")]) == 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from spotwhisper.config import ConfigError, load_config, to_dict
 from spotwhisper.tiles import TileConfig
+from tests.layout import ROOT
 
 
 def test_shipped_tiles_yaml_matches_dataclass_defaults():
@@ -44,7 +46,9 @@ def test_shipped_configs_are_package_data_and_a_user_folder_wins(tmp_path, monke
 
     monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
     shipped = shipped_config_dir()
-    assert shipped.name == "configs" and shipped.parent.name == "spotwhisper"  # inside the package
+    import spotwhisper.configs
+
+    assert shipped == Path(spotwhisper.configs.__file__).parent  # the package spotwhisper.configs (configs/)
     assert resolve_config_path("bench/harness") == shipped / "bench" / "harness.yaml"
     assert resolve_config_path("vocabulary.yaml") == shipped / "vocabulary.yaml"
     assert len(load_vocabulary().terms) > 10
@@ -58,7 +62,7 @@ def test_shipped_configs_are_package_data_and_a_user_folder_wins(tmp_path, monke
     assert resolve_config_path("bench/harness") == tmp_path / "bench" / "harness.yaml"
     assert resolve_config_path("search") == shipped / "search.yaml"  # not overridden: the shipped one
     # a bare name is never a folder of the working directory (the repository has a ui/ folder)
-    monkeypatch.chdir(shipped.parent.parent)
+    monkeypatch.chdir(ROOT)
     assert resolve_config_path("ui").name == "ui.yaml"
     monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -104,7 +104,7 @@ def test_corrupt_index_files_are_named(collection_copy, capsys):
     from spotwhisper.index import CollectionIndex, IndexFormatError
 
     idx, name = collection_copy
-    faiss_file = next((idx / name / "shards").glob("*/text.faiss"))
+    faiss_file = next((idx / name / "shards").glob("*/transcriptome.faiss"))
     data = faiss_file.read_bytes()
     faiss_file.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(IndexFormatError, match=rf"{faiss_file}: corrupt or truncated faiss index"):
@@ -113,7 +113,7 @@ def test_corrupt_index_files_are_named(collection_copy, capsys):
     err = capsys.readouterr().err
     assert str(faiss_file) in err and "Traceback" not in err
     faiss_file.write_bytes(b"\0" * 64)  # garbage
-    with pytest.raises(IndexFormatError, match="text.faiss: corrupt or truncated"):
+    with pytest.raises(IndexFormatError, match="transcriptome.faiss: corrupt or truncated"):
         CollectionIndex.open(name, index_dir=idx)
     faiss_file.write_bytes(data)
     meta = faiss_file.parent / "metadata.parquet"

@@ -55,15 +55,15 @@ def test_known_answer(model, vocab):
     b = _ensembled(model, vocab.terms["adipose tissue"].names, templates)
     tiles = np.vstack([np.tile(a, (5, 1)), np.tile(b, (5, 1))]).astype(np.float32)
     res = score_tiles(model, tiles, ["invasive cancer", "adipose tissue"], vocabulary=vocab, cache=TextEmbeddingCache())
-    assert res.cosine.shape == res.logits.shape == res.probs.shape == res.zscores.shape == (10, 2)
+    assert res.similarity.shape == res.logits.shape == res.probabilities.shape == res.zscores.shape == (10, 2)
     assert np.allclose(res.text_embeddings, np.stack([a, b]), atol=1e-5)
     assert list(res.best()) == [0] * 5 + [1] * 5
-    assert np.allclose(res.cosine[:5, 0], 1, atol=1e-5) and np.allclose(res.cosine[5:, 1], 1, atol=1e-5)
-    assert np.allclose(res.logits, res.cosine * model.logit_scale, atol=1e-4)
-    assert np.allclose(res.probs.sum(axis=1), 1, atol=1e-5)
-    assert (res.probs[:5, 0] > 0.5).all() and (res.probs[5:, 1] > 0.5).all()
+    assert np.allclose(res.similarity[:5, 0], 1, atol=1e-5) and np.allclose(res.similarity[5:, 1], 1, atol=1e-5)
+    assert np.allclose(res.logits, res.similarity * model.logit_scale, atol=1e-4)
+    assert np.allclose(res.probabilities.sum(axis=1), 1, atol=1e-5)
+    assert (res.probabilities[:5, 0] > 0.5).all() and (res.probabilities[5:, 1] > 0.5).all()
     margin = model.logit_scale * (1 - float(a @ b))
-    assert np.allclose(res.probs[0, 0], 1 / (1 + np.exp(-margin)), atol=1e-4)  # two-way softmax
+    assert np.allclose(res.probabilities[0, 0], 1 / (1 + np.exp(-margin)), atol=1e-4)  # two-way softmax
     assert np.allclose(res.zscores.mean(axis=0), 0, atol=1e-5) and np.allclose(res.zscores.std(axis=0), 1, atol=1e-4)
     # a synonym names the same vocabulary term, so the same ensemble
     assert np.allclose(embed_queries_for_tiles(model, ["fat"], vocabulary=vocab)[0], b, atol=1e-5)
@@ -76,9 +76,9 @@ def test_free_text_query_and_background(model, vocab):
     res = score_tiles(model, tiles, text, vocabulary=vocab, background=["adipose tissue", text.upper()])
     assert np.allclose(res.text_embeddings[0], expect, atol=1e-5)
     assert res.background == ["adipose tissue"]  # the query itself is not its own competitor
-    assert res.probs.shape == (4, 1) and ((res.probs > 0.5) & (res.probs < 1)).all()
+    assert res.probabilities.shape == (4, 1) and ((res.probabilities > 0.5) & (res.probabilities < 1)).all()
     single = score_tiles(model, tiles, [text], vocabulary=vocab, templates=["{}"])
-    assert np.allclose(single.probs, 1) and np.allclose(
+    assert np.allclose(single.probabilities, 1) and np.allclose(
         single.text_embeddings[0], model.encode_text([text])[0], atol=1e-5
     )
 
@@ -99,7 +99,7 @@ def test_text_cache(model, vocab, monkeypatch):
     assert calls and len(cache) == n_prompts and cache.misses == n_prompts
     second = score_tiles(model, tiles, ["invasive cancer", "stroma"], vocabulary=vocab, cache=cache)
     assert sum(len(c) for c in calls) == n_prompts  # nothing re-encoded
-    assert cache.hits == n_prompts and np.array_equal(first.cosine, second.cosine)
+    assert cache.hits == n_prompts and np.array_equal(first.similarity, second.similarity)
     small = TextEmbeddingCache(maxsize=2)
     small.encode(model, ["a", "b"])
     small.encode(model, ["a", "c"])  # "a" refreshed, so "b" is the least recently used
@@ -115,7 +115,7 @@ def test_bad_input(model, vocab, caplog):
         score_tiles(model, np.zeros((2, 7)), "stroma", vocabulary=vocab)
     with caplog.at_level(logging.WARNING):
         res = score_tiles(model, tiles + 0.1, LONG_TEXT, vocabulary=vocab, cache=TextEmbeddingCache())
-    assert "truncated" in caplog.text and np.isfinite(res.cosine).all()
+    assert "truncated" in caplog.text and np.isfinite(res.similarity).all()
 
 
 def test_config_builds_model(tmp_path):

@@ -53,8 +53,8 @@ def test_build_from_anndata_keeps_coordinates_and_labels(tmp_path, sections):
     c2, c3 = sections
     coll = build_from_anndata([c2, c3], "her2st", index_dir=tmp_path)
     assert coll.slides() == ["C2", "C3"] and len(coll) == c2.n_obs + c3.n_obs
-    assert coll.manifest.routes["text"].identity == RouteModel("pca-test", DIM, "v0")
-    got = coll.vectors_for("text", "C2")
+    assert coll.manifest.routes["transcriptome"].identity == RouteModel("pca-test", DIM, "v0")
+    got = coll.vectors_for("transcriptome", "C2")
     meta = got.metadata
     assert list(meta["spot"]) == list(c2.obs_names)
     np.testing.assert_allclose(meta[["x", "y"]].to_numpy(), c2.obsm["spatial"])  # her2st: slide px = full-res px
@@ -66,7 +66,7 @@ def test_build_from_anndata_keeps_coordinates_and_labels(tmp_path, sections):
     ]  # missing stays missing
     # a spot's own vector finds that spot first, with its coordinates
     i = 42
-    hit = coll.search("text", c2.obsm[keys.TEXT_EMB][i], k=3).for_query(0).iloc[0]
+    hit = coll.search("transcriptome", c2.obsm[keys.TEXT_EMB][i], k=3).for_query(0).iloc[0]
     assert hit["spot"] == c2.obs_names[i] and hit["slide"] == "C2" and hit["score"] == pytest.approx(1.0, abs=1e-5)
     assert (hit["x"], hit["y"]) == tuple(c2.obsm["spatial"][i])
 
@@ -102,7 +102,7 @@ def test_cli_build_list_info_remove(tmp_path, sections, capsys):
     assert "demo" in out and "Flat" in out
     assert main(["index", "info", "--collection", "demo", "--json", *idx]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["slides"] == ["C2", "C3"] and info["routes"]["text"]["n_vectors"] == sum(a.n_obs for a in sections)
+    assert info["slides"] == ["C2", "C3"] and info["routes"]["transcriptome"]["n_vectors"] == sum(a.n_obs for a in sections)
     slides = tmp_path / "indexes" / "demo" / "slides"  # search reads spots and images from these
     assert sorted(p.name for p in slides.iterdir()) == ["C2.h5ad", "C3.h5ad"]
     assert main(["index", "remove-slide", "--collection", "demo", "C2", *idx]) == 0
@@ -130,4 +130,4 @@ def test_cli_build_list_info_remove(tmp_path, sections, capsys):
     assert main(args) == 1
     assert "built with pca-test@v0" in capsys.readouterr().err
     with pytest.raises(ModelMismatchError):
-        CollectionIndex.open("demo", index_dir=tmp_path / "indexes", models={"text": RouteModel("other", DIM)})
+        CollectionIndex.open("demo", index_dir=tmp_path / "indexes", models={"transcriptome": RouteModel("other", DIM)})

@@ -198,7 +198,7 @@ def test_killed_job_leaves_no_index_and_resumes(specs, resumed):
 def test_ray_engine_gives_the_local_vectors(specs, resumed, tmp_path):
     on_ray = CollectionIndex.open("coll", index_dir=resumed["index_dir"])
     local = build_collection("local", specs, index_dir=tmp_path, progress=False)
-    assert {"text", "image_text_aligned"} <= set(on_ray.routes())
+    assert {"transcriptome", "image"} <= set(on_ray.routes())
     _assert_same_collection(local, on_ray)
     for slide in on_ray.slides():  # slide files: inferred expression and proteins too
         a = read_h5ad(local.folder / "slides" / f"{slide}.h5ad")
@@ -262,11 +262,11 @@ def test_batched_commit_sizes_the_index_for_the_whole_collection(tmp_path):
         a.uns[keys.EMBEDDING_MODELS] = {keys.TEXT_EMB: {"name": "synthetic", "version": "v0", "dim": dim}}
         items.append(StagedSlide(f"S{i}", f"S{i}", write_h5ad(a, tmp_path / f"S{i}.h5ad")))
     coll = publish(items, "big", tmp_path / "idx", cfg=CollectionConfig(commit_batch_slides=1), progress=False)
-    factory = coll.manifest.routes["text"].factory
+    factory = coll.manifest.routes["transcriptome"].factory
     assert factory == choose_factory(60_000, 32, load_index_config().factory) and factory.startswith("IVF")
     assert len(coll) == 60_000 and coll.slides() == ["S0", "S1", "S2"]
-    own = coll.vectors_for("text", "S2")  # each vector finds itself
-    res = coll.search("text", own.vectors["text"][:5], k=1)
+    own = coll.vectors_for("transcriptome", "S2")  # each vector finds itself
+    res = coll.search("transcriptome", own.vectors["transcriptome"][:5], k=1)
     assert res.ids[:, 0].tolist() == own.metadata["id"].tolist()[:5] and set(res.hits["slide"]) == {"S2"}
 
 

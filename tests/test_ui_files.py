@@ -154,7 +154,7 @@ def test_uploaded_image_is_processed_and_shown_downsampled(tmp_path, mini_slide)
     assert "served" in add_to_collection(served, adata)
     coll = CollectionIndex.open("served", index_dir=tmp_path / "idx")
     assert coll.slides() == ["C2", "upload"] and (coll.folder / "slides" / "upload.h5ad").is_file()
-    assert len(coll.vectors_for("text", "upload").metadata) == adata.n_obs
+    assert len(coll.vectors_for("transcriptome", "upload").metadata) == adata.n_obs
     again = open_engine("served", index_dir=tmp_path / "idx").search("tumour", slides=["upload"])
     assert again.slides[0].slide == "upload"
 

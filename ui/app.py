@@ -48,6 +48,7 @@ from .files import (
     models_sentence,
     process_upload,
     public_error,
+    public_text,
     upload_input,
 )
 from .guard import guarded

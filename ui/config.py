@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spotwhisper.cache import cache_dir
+from spotwhisper.routes import CONCH, IMAGE, IMAGE_VEC, PLIP, PROTEIN, TRANSCRIPTOME
 from spotwhisper.config import load_config
 
 ENV_BASE_URL = "SPOTWHISPER_LLM_BASE_URL"
@@ -80,7 +81,7 @@ class UIConfig:
     #: often broad, so lower than a search's; None = the search threshold
     compare_threshold: float | None = None
     route_groups: dict[str, list[str]] = field(default_factory=lambda: {
-        "transcriptome": ["transcriptome"], "image–text": ["image", "plip", "conch", "image_vec"], "protein": ["protein"]})
+        "transcriptome": [TRANSCRIPTOME], "image–text": [IMAGE, PLIP, CONCH, IMAGE_VEC], "protein": [PROTEIN]})  # spotwhisper.routes
     display_max_side: int = 1400  #: overlay longer side (px) sent to the browser
     crop_margin: float | None = 2.0  #: crop the overlay to the spots plus this many spacings; None = whole slide
     gallery_tiles: int = 8  #: top spots shown as tiles

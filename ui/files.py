@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 from PIL import Image
 

@@ -22,12 +22,13 @@ from spotwhisper.search.compare import Comparison, compare_queries
 from .annotations import from_geojson, from_regions
 from spotwhisper.search.engine import SearchEngine, SearchResult, SlideHits
 from spotwhisper.search.example import Example
+from spotwhisper.routes import CONCH, IMAGE, PLIP, PROTEIN, TRANSCRIPTOME
 from spotwhisper.search.explain import Explanation
 
 from .config import UIConfig
 
 #: raw routes whose sign tells which side of a contrast a spot leans to (first present is used)
-CONTRAST_ROUTES = ("transcriptome", "image", "plip", "conch", "protein")
+CONTRAST_ROUTES = (TRANSCRIPTOME, IMAGE, PLIP, CONCH, PROTEIN)
 NO_ROUTE = "No route is ticked, so nothing is scored: tick at least one route (transcriptome, image–text or protein)."
 
 

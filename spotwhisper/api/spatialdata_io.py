@@ -91,7 +91,7 @@ def read_spatialdata(sdata, *, table_key: str | None = None, image_key: str | No
     _require()
     t_key = _pick(sdata.tables, table_key, "table")
     table = sdata.tables[t_key]
-    attrs = table.uns.get("spatialdata_attrs", {})
+    attrs = table.uns.get(keys.SPATIALDATA_ATTRS, {})
     region = attrs.get("region")
     shapes_key = shapes_key or (region if isinstance(region, str) else None)
     s_key = _pick(sdata.shapes, shapes_key, "shapes")

@@ -6,19 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-#: every route the harness knows, in table order (see :mod:`spotwhisper.bench.routes`)
+from ..routes import canonical_route
+
+#: every route the harness knows, in table order (see :mod:`spotwhisper.bench.scorers`)
 ALL_ROUTES = (
     "measured",
     "measured_heldout",
     "measured_para1",
     "measured_para2",
     "measured_para3",
-    "inferred",
-    "inferred_heldout",
-    "aligned",
+    "transcriptome",
+    "transcriptome_heldout",
+    "image",
     "plip",
     "conch",
-    "proteins",
+    "protein",
     "fused",
     "marker",
     "marker_inferred",
@@ -59,6 +61,9 @@ class ScopeSpec:
     sections: list[str] | None = None  #: sample names (None = every sample loaded)
     routes: list[str] | None = None  #: routes compared here (None = the harness's routes)
 
+    def __post_init__(self) -> None:
+        self.routes = None if self.routes is None else [canonical_route(r) for r in self.routes]
+
 
 @dataclass
 class TaskConfig:
@@ -90,7 +95,10 @@ class BenchConfig:
     seed: int = 0  #: bootstrap and chance-score seed
     threads: int = 1  #: torch CPU threads
     image_batch_size: int = 32  #: tiles per forward pass of PLIP / CONCH
-    out: str = "benchmarks/results/zero_shot"  #: output prefix: <out>_<task>.{md,json,png}
+    out: str = "zero_shot"  #: output prefix <out>_<task>.{md,json,png}; relative = under <user data>/results
+
+    def __post_init__(self) -> None:
+        self.routes = [canonical_route(r) for r in self.routes]  # older names (inferred, aligned …) still work
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 
+from ..routes import CONCH, IMAGE, PLIP, PROTEIN, TRANSCRIPTOME
 from ..encoders.clip_models import ImageTextModel
 from ..language.heldout import Concept
 from ..prompts import Vocabulary
@@ -97,7 +98,7 @@ class RouteContext:
         model = self._shipped("aligned_model")
         if sample.patient is not None and sample.name in model.cfg.sections:
             if "aligned_oof" not in self._cache:
-                from ..imagetext.aligned_pipeline import oof_image_embeddings
+                from ..imagetext.train import oof_image_embeddings
 
                 self._cache["aligned_oof"] = oof_image_embeddings(
                     self.data_dir, text_model=self.text_models.shipped, progress=self.progress
@@ -130,30 +131,30 @@ class RouteContext:
         shipped model, the aligned-head embedding, the virtual protein panel, PLIP / CONCH tile embeddings."""
         from .. import keys
 
-        parts = tuple(sorted(r for r in ("transcriptome", "image", "protein", "plip", "conch") if weights.get(r, 0) > 0))
+        parts = tuple(sorted(r for r in (TRANSCRIPTOME, IMAGE, PROTEIN, PLIP, CONCH) if weights.get(r, 0) > 0))
         key = f"search/{sample.name}/{parts}"
         if key in self._cache:
             return self._cache[key]
         if not sample.has_image:
             raise RouteUnavailable("no H&E")
-        if {"transcriptome", "protein"} & set(parts):
+        if {TRANSCRIPTOME, PROTEIN} & set(parts):
             view = self.inferred(sample).copy()
         else:
             view = ad.AnnData(obs=sample.adata.obs.copy())
         view.obsm[keys.SPATIAL] = np.asarray(sample.adata.obsm[keys.SPATIAL])
         view.uns[keys.SPATIAL] = sample.adata.uns.get(keys.SPATIAL, {})
         view.obs[keys.SECTION] = sample.name
-        if "transcriptome" in parts:
+        if TRANSCRIPTOME in parts:
             from ..language.transcriptome_zeroshot import embed
 
             embed(view, self.text_models.shipped)
-        if "image" in parts:
-            view.obsm[f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned"] = self.aligned_embeddings(sample)
-        if "protein" in parts:
+        if IMAGE in parts:
+            view.obsm[keys.IMAGE_TEXT_EMB_ALIGNED] = self.aligned_embeddings(sample)
+        if PROTEIN in parts:
             from ..proteins import proteins_from_expression
 
             proteins_from_expression(view)
-        for name in {"plip", "conch"} & set(parts):
+        for name in {PLIP, CONCH} & set(parts):
             try:
                 model = self.image_text_model(name)
             except RouteUnavailable:
@@ -168,26 +169,32 @@ class RouteContext:
         self._cache[key] = view
         return view
 
+    def search_config(self):
+        """The search settings the fused route and the relevance bench score with (``cfg.search_config``,
+        ``configs/search.yaml``), read once. A missing search config is an error, not a silent fallback."""
+        if "search_config" not in self._cache:
+            from ..config import load_config
+            from ..search.config import SearchConfig
+
+            self._cache["search_config"] = load_config(SearchConfig, self.cfg.search_config)
+        return self._cache["search_config"]
+
     def search_engine(self, sample: Sample, weights: dict[str, float]):
         """A search engine over ``sample``'s :meth:`search_slide` view (configs/search.yaml, the shipped
         text model, PLIP / CONCH when given) — the scoring users get."""
         view = self.search_slide(sample, weights)
         key = f"engine/{id(view)}"
         if key not in self._cache:
-            from ..config import load_config
-            from ..search.config import SearchConfig
             from ..search.engine import SearchEngine
 
-            if "search_config" not in self._cache:
-                self._cache["search_config"] = load_config(SearchConfig, self.cfg.search_config)
             models = {}
-            for n in ("plip", "conch"):
+            for n in (PLIP, CONCH):
                 try:
                     models[n] = self.image_text_model(n)
                 except RouteUnavailable:
                     pass
             self._cache[key] = SearchEngine({sample.name: view}, text_model=self.text_models.shipped,
-                                            image_text_models=models, cfg=self._cache["search_config"])
+                                            image_text_models=models, cfg=self.search_config())
         return self._cache[key]
 
     # -- PLIP / CONCH --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..routes import FUSED, IMAGE, PROTEIN, TRANSCRIPTOME
 from .. import keys
 from ..cache import cache_dir, cache_key, code_fingerprint
 from ..config import load_config, to_dict
@@ -35,10 +36,10 @@ from .shift import ShiftCondition
 log = logging.getLogger(__name__)
 
 #: code whose change changes the benchmark's trained models (part of their cache key)
-MODEL_CODE = ("spotwhisper.expression", "spotwhisper.imagetext.aligned", "spotwhisper.imagetext.aligned_pipeline",
+MODEL_CODE = ("spotwhisper.expression", "spotwhisper.imagetext.aligned", "spotwhisper.imagetext.train",
               "spotwhisper.setmodel", "spotwhisper.encoders", "spotwhisper.tiles", "spotwhisper.genes")
 #: zero-shot routes scored under every condition (H&E routes) and once (need no image)
-HE_ROUTES = ("inferred", "aligned", "proteins", "fused", "marker_inferred")
+HE_ROUTES = (TRANSCRIPTOME, IMAGE, PROTEIN, FUSED, "marker_inferred")
 REFERENCE_ROUTES = ("measured", "marker", "chance")
 
 
@@ -63,7 +64,7 @@ class ExpressionBenchConfig:
     zero_shot_tasks: list[str] = field(default_factory=lambda: ["celltypes", "clusters"])
     interval_levels: list[float] = field(default_factory=lambda: [0.5, 0.9])
     threads: int = 1
-    out: str = "benchmarks/results/expression"  #: output prefix: <out>.md, <out>.json, <out>_*.csv
+    out: str = "expression"  #: output prefix: <out>.md, <out>.json, <out>_*.csv
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, c
     from ..expression.train import fit_ensemble
     from ..expression.workflow import load_sections
     from ..imagetext.aligned import AlignedImageModel, fit_aligned
-    from ..imagetext.aligned_pipeline import paired_sections, training_pairs
+    from ..imagetext.train import paired_sections, training_pairs
     from ..io import sections_fingerprint
 
     ecfg, acfg = _recipe(cfg, cfg.train_sections, coarse)
@@ -205,7 +206,7 @@ def zero_shot_rows(section: str, cond: ShiftCondition, adata, inferred, aligned_
                    tasks: list[str], harness_config: str, routes: tuple[str, ...]) -> list[dict]:
     """Overall (class-size weighted) AUROC per route and task on one section under one condition."""
     from .config import BenchConfig, ScopeSpec
-    from .run import run_task
+    from .evaluate import run_task
     from .shift import FixedTextModel, GivenRoutes
     from .tasks import load_task, make_sample, task_vocabulary
 

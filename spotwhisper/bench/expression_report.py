@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_file
+from ..routes import FUSED, IMAGE, PROTEIN, TRANSCRIPTOME, canonical_route
+from ..userdata import output_path
 from .expression_bench import ExpressionBenchResult
-from .routes import ROUTES
+from .registry import ROUTES
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def zero_shot_markdown(res: ExpressionBenchResult, section: str, task: str) -> l
     z = res.zero_shot[(res.zero_shot["section"] == section) & (res.zero_shot["task"] == task)]
     if z.empty:
         return []
-    he = [r for r in ("inferred", "aligned", "proteins", "fused", "marker_inferred") if r in set(z["route"])]
+    he = [r for r in (TRANSCRIPTOME, IMAGE, PROTEIN, FUSED, "marker_inferred") if r in set(z["route"])]
     header = ["condition", "models"] + [ROUTES[r].title for r in he]
     which = _models_of(res, section)
     rows = []
@@ -112,8 +114,8 @@ def target_lines(res: ExpressionBenchResult, section: str, native: str, coarse: 
     values = {
         "Pearson, top-50 variable genes": d["pearson_top"].iloc[0] if len(d) else np.nan,
         "Pearson, all panel genes": d["pearson_all"].iloc[0] if len(d) else np.nan,
-        "cell types, H&E → inferred expr → text": zn.get("inferred", np.nan),
-        "cell types, fused H&E search": zn.get("fused", np.nan),
+        "cell types, H&E → inferred expr → text": zn.get(TRANSCRIPTOME, np.nan),
+        "cell types, fused H&E search": zn.get(FUSED, np.nan),
         "90 % interval coverage": d["cov90"].iloc[0] if len(d) else np.nan,
     }
     out = []
@@ -128,7 +130,7 @@ def target_lines(res: ExpressionBenchResult, section: str, native: str, coarse: 
         out.append(f"- {t.what}: {v:.3f} (target {goal}) — " + ("met" if ok else f"missed by {miss:.3f}"))
     if coarse is not None and not z.empty:
         zc = z[z["condition"] == coarse].set_index("route")["auroc"]
-        for r in ("inferred", "aligned", "proteins", "fused"):
+        for r in (TRANSCRIPTOME, IMAGE, PROTEIN, FUSED):
             if r in zn and r in zc:
                 gap = zn[r] - zc[r]
                 out.append(f"- {ROUTES[r].title} at {coarse} within 0.03 of as scanned: {zc[r]:.3f} vs {zn[r]:.3f} "
@@ -138,8 +140,9 @@ def target_lines(res: ExpressionBenchResult, section: str, native: str, coarse: 
 
 def write_expression_report(res: ExpressionBenchResult, out: str | Path, command: str, native: str,
                             coarse: str | None) -> dict[str, Path]:
-    """``<out>.md``, ``<out>.json`` and ``<out>_{cross_patient,zero_shot,loso}.csv`` (atomically)."""
-    prefix = Path(out)
+    """``<out>.md``, ``<out>.json`` and ``<out>_{cross_patient,zero_shot,loso}.csv`` (atomically; a relative
+    ``out`` under the results folder, :func:`spotwhisper.userdata.output_path`)."""
+    prefix = output_path(out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Image models across patients, resolutions and stains (`spotwhisper bench expression`)", "",
              f"Command: `{command}`", "",
@@ -197,9 +200,10 @@ def cross_patient_lead(path: str | Path, encoder: str, kind: str = "expression")
         raise ValueError(f"{path}: no condition read by the {pair} models")
     expr = pd.DataFrame(blob["cross_patient"])
     zs = pd.DataFrame(blob["zero_shot"])
-    route = "aligned" if kind == "aligned" else "inferred"
+    zs["route"] = zs["route"].map(canonical_route)  # result files written with the older bench names read alike
+    route = IMAGE if kind == "aligned" else TRANSCRIPTOME
     header = ["test section", "condition", "µm/px"] + (["Pearson all", "Pearson top-50", "90 % interval"] if kind != "aligned" else []) \
-        + [f"{task}: {ROUTES[route].title}" for task in dict.fromkeys(zs["task"])] + [f"{task}: {ROUTES['fused'].title}" for task in dict.fromkeys(zs["task"])]
+        + [f"{task}: {ROUTES[route].title}" for task in dict.fromkeys(zs["task"])] + [f"{task}: {ROUTES[FUSED].title}" for task in dict.fromkeys(zs["task"])]
     rows = []
     for c in conds:
         row = [c["section"], c["condition"], _f(c["mpp"], 2)]
@@ -207,7 +211,7 @@ def cross_patient_lead(path: str | Path, encoder: str, kind: str = "expression")
             d = expr[(expr["section"] == c["section"]) & (expr["condition"] == c["condition"]) & (expr["method"] == "deepspot")]
             row += [_f(d["pearson_all"].iloc[0]), _f(d["pearson_top"].iloc[0]), _f(d["cov90"].iloc[0])] if len(d) else ["–"] * 3
         z = zs[(zs["section"] == c["section"]) & (zs["condition"] == c["condition"])]
-        for r in (route, "fused"):
+        for r in (route, FUSED):
             for task in dict.fromkeys(zs["task"]):
                 v = z[(z["task"] == task) & (z["route"] == r)]["auroc"]
                 row.append(_f(v.iloc[0]) if len(v) else "–")

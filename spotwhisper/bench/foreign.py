@@ -54,7 +54,7 @@ class ForeignBenchConfig:
     absent_learned: list[str] = field(default_factory=list)
     nonsense: list[str] = field(default_factory=list)
     min_class_spots: int = 5
-    out: str = "benchmarks/results/foreign"
+    out: str = "foreign"  #: output prefix, under the user results folder unless absolute
 
 
 def resolve(path: str, data_dir: str | Path | None) -> Path:
@@ -68,7 +68,7 @@ def resolve(path: str, data_dir: str | Path | None) -> Path:
 def section_labels(adata: ad.AnnData, spec: ForeignSection, classes: dict[str, str], data_dir) -> pd.Series:
     """The class (query) of every spot of ``adata`` ("" = none of the mapped classes)."""
     labels = read_spot_labels(resolve(spec.labels, data_dir), spec.label_column)
-    raw = labels.reindex(adata.obs["barcode"].astype(str).to_numpy()).fillna("").astype(str)
+    raw = labels.reindex(adata.obs[keys.BARCODE].astype(str).to_numpy()).fillna("").astype(str)
     unknown = sorted(set(raw) - set(classes) - {""})
     if unknown:
         log.info("%s: label values %s map to no class (negatives)", spec.folder, unknown)

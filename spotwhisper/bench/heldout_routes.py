@@ -8,7 +8,7 @@ measured_heldout   measured expression → a text model trained on the same pati
                    ``measured`` route's model but with every caption naming ``c``'s concept
                    removed (``configs/bench/concepts.yaml``); softmax over the class queries,
                    column ``c`` — zero-shot recognition of an unseen concept
-inferred_heldout   the same on H&E → inferred expression (the ``inferred`` route's patients)
+transcriptome_heldout  the same on H&E → inferred expression (the ``transcriptome`` route's patients)
 measured_para{k}   the ``measured`` route's model with ``c``'s query replaced by the ``k``-th
                    paraphrase of its concept (templates only, no synonyms); the paraphrases are
                    checked against every caption the model read: none may contain one
@@ -26,8 +26,10 @@ import numpy as np
 from ..config import ConfigError
 from ..language.heldout import captions_containing
 from ..prompts import Term, Vocabulary
+from ..routes import TRANSCRIPTOME
 from .context import RouteContext, RouteUnavailable
-from .routes import _text, register_route
+from .registry import register_route
+from .scorers import text_scores
 from .tasks import Sample
 from .text_models import held_out_check
 
@@ -48,7 +50,7 @@ def _per_concept(sample: Sample, queries: Sequence[str], ctx: RouteContext, data
         except FileNotFoundError as err:  # no her2st data to train the held-out-concept model on
             raise RouteUnavailable("needs her2st data (--data-dir) to train") from err
         held_out_check(model, sample.patient)
-        out[:, j] = _text(inputs, model, queries, ctx, None)[:, j]
+        out[:, j] = text_scores(inputs, model, queries, ctx, None)[:, j]
     return out
 
 
@@ -57,7 +59,7 @@ def measured_heldout(sample: Sample, queries: Sequence[str], ctx: RouteContext) 
     return _per_concept(sample, queries, ctx, lambda: sample.adata)
 
 
-@register_route("inferred_heldout", "H&E → inferred expr → text, concept held out (zero-shot)", he_only=True)
+@register_route(f"{TRANSCRIPTOME}_heldout", "H&E → inferred expr → text, concept held out (zero-shot)", he_only=True)
 def inferred_heldout(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return _per_concept(sample, queries, ctx, lambda: ctx.inferred(sample))
 
@@ -89,7 +91,7 @@ def _paraphrase(k: int, sample: Sample, queries: Sequence[str], ctx: RouteContex
     out = np.full((sample.adata.n_obs, len(queries)), np.nan)
     for j, phrase in phrases.items():
         qs, vocab = paraphrase_vocabulary(ctx.vocabulary, queries, j, phrase)
-        probs = _text(sample.adata, model, qs, RouteContext(ctx.cfg, vocab, ctx.text_models), None)
+        probs = text_scores(sample.adata, model, qs, RouteContext(ctx.cfg, vocab, ctx.text_models), None)
         out[:, j] = probs[:, j]
     return out
 

@@ -15,10 +15,11 @@ import pandas as pd
 
 from ..atomic import atomic_file
 from ..config import to_dict
+from ..userdata import output_path
 from .config import BenchConfig
 from .metrics import OVERALL
-from .routes import ROUTES
-from .run import ScopeResult, TaskResult
+from .registry import ROUTES
+from .evaluate import ScopeResult, TaskResult
 
 SHORT_REASON = 24  #: longer n/a reasons go to the notes under the table
 
@@ -194,8 +195,9 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_report(result: TaskResult, cfg: BenchConfig, prefix: str | Path, command: str) -> dict[str, Path]:
-    """Write ``<prefix>_<task>.md``, ``.json`` and ``.png``; returns the paths by kind."""
-    prefix = Path(prefix)
+    """Write ``<prefix>_<task>.md``, ``.json`` and ``.png`` (a relative prefix: under the results folder,
+    :func:`spotwhisper.userdata.output_path`); returns the paths by kind."""
+    prefix = output_path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^0-9a-z]+", "_", result.task.name.lower()).strip("_") or "task"
     paths = {k: prefix.with_name(f"{prefix.name}_{slug}.{k}") for k in ("md", "json", "png")}

@@ -50,7 +50,7 @@ class RelevanceBenchConfig:
     min_class_spots: int = 20  #: a labelled class is present in a section with at least this many spots
     he_sections: list[str] = field(default_factory=lambda: ["B4", "C2", "C3", "C4", "C5", "C6"])
     measured_sections: list[str] | None = None  #: None = every section
-    out: str = "benchmarks/results/relevance"
+    out: str = "relevance"
 
 
 def precision_target(prevalence: float) -> float:
@@ -117,21 +117,18 @@ def measured_view(sample: Sample, model) -> ad.AnnData:
     view = ad.AnnData(obs=sample.adata.obs[[keys.SECTION]].copy())
     view.obsm[keys.SPATIAL] = np.asarray(sample.adata.obsm[keys.SPATIAL])
     view.uns[keys.SPATIAL] = sample.adata.uns.get(keys.SPATIAL, {})
-    view.obsm["text_emb_measured"] = model.encode_expression(sample.adata)
+    view.obsm[keys.TEXT_EMB_MEASURED] = model.encode_expression(sample.adata)
     return view
 
 
 def run_relevance(cfg: RelevanceBenchConfig, ctx: RouteContext, data_dir, scopes: Sequence[str] = SCOPES,
                   progress: bool = True) -> pd.DataFrame:
     """All rows of the benchmark (see the module docstring) over the chosen ``scopes``."""
-    from ..config import load_config
-    from ..search.config import SearchConfig
+    from ..io import list_sections
     from ..search.engine import SearchEngine
     from .text_models import held_out_check
 
-    from ..io import list_sections
-
-    search_cfg = load_config(SearchConfig, ctx.cfg.search_config)
+    search_cfg = ctx.search_config()
     names = list(dict.fromkeys([*cfg.he_sections, *(cfg.measured_sections or list_sections(data_dir))]))
     cache: dict = {}
     tasks = {t: load_task(t) for t in cfg.tasks}
@@ -218,12 +215,14 @@ def relevance_markdown(rows: pd.DataFrame, search_threshold: float, command: str
 
 
 def write_relevance_report(rows: pd.DataFrame, out: str | Path, search_threshold: float, command: str, unit: str) -> list[Path]:
-    """``<out>.md`` and ``<out>.json`` (every row); returns the paths."""
+    """``<out>.md`` and ``<out>.json`` (every row; a relative ``out`` under the results folder,
+    :func:`spotwhisper.userdata.output_path`); returns the paths."""
     import json
 
     from ..atomic import atomic_file
+    from ..userdata import output_path
 
-    out = Path(out)
+    out = output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     md, js = out.with_suffix(".md"), out.with_suffix(".json")
     with atomic_file(md) as tmp:

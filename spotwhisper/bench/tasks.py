@@ -49,7 +49,6 @@ from scipy import sparse
 
 from .. import keys
 from ..config import ConfigError, load_config
-from ..genes import LOG1P_LAYER
 from ..prompts import Term, Vocabulary, load_vocabulary
 from ..language.heldout import Concept
 from .config import ClassSpec, ConceptsConfig, TaskConfig
@@ -242,7 +241,7 @@ def her2st_samples(data_dir: str | Path | None, task: TaskConfig, sections: Sequ
 def expression_view(adata: ad.AnnData, source: str) -> ad.AnnData:
     """``adata`` with usable expression: ``layers["log1p"]`` or counts in ``X`` kept; a scaled ``X``
     (negative values) is replaced by ``.raw`` (log1p values) when present, else an error."""
-    if LOG1P_LAYER in adata.layers:
+    if keys.LOG1P in adata.layers:
         return adata
     x = adata.X
     xmin = x.min() if sparse.issparse(x) else np.nanmin(np.asarray(x))
@@ -256,7 +255,7 @@ def expression_view(adata: ad.AnnData, source: str) -> ad.AnnData:
     log.info("%s: X is scaled; using .raw (%d genes) as log1p expression", source, adata.raw.n_vars)
     out = ad.AnnData(X=adata.raw.X, obs=adata.obs, var=pd.DataFrame(index=adata.raw.var_names), obsm=dict(adata.obsm),
                      uns=dict(adata.uns))
-    out.layers[LOG1P_LAYER] = adata.raw.X
+    out.layers[keys.LOG1P] = adata.raw.X
     return out
 
 
@@ -333,15 +332,16 @@ def visium_sample(folder: str | Path, labels_csv: str | Path, task: TaskConfig |
 
     adata = read_visium(folder, mpp=mpp)
     labels = read_spot_labels(labels_csv, label_column)
-    barcodes = adata.obs["barcode"].astype(str)
+    barcodes = adata.obs[keys.BARCODE].astype(str)
     matched = barcodes.isin(labels.index)
     if not matched.any():
         raise ValueError(f"{labels_csv}: none of its barcodes is a spot of {folder} "
                          f"(e.g. CSV {labels.index[:2].tolist()} vs spots {barcodes.iloc[:2].tolist()})")
     if (~matched).any():
         log.info("%d of %d spots have no label in %s (left out of the evaluation)", int((~matched).sum()), len(matched), labels_csv)
-    adata.obs["label"] = labels.reindex(barcodes.to_numpy()).to_numpy()
-    task = task or labels_task(adata.obs["label"].dropna().tolist(), name=f"{Path(str(folder)).name} labels", queries=queries)
+    adata.obs[keys.LABEL] = labels.reindex(barcodes.to_numpy()).to_numpy()
+    task = task or labels_task(adata.obs[keys.LABEL].dropna().tolist(), name=f"{Path(str(folder)).name} labels",
+                               queries=queries)
     task.labels.source, task.labels.key = "obs", "label"
     name = str(adata.obs[keys.SECTION].iloc[0])
     return make_sample(name, adata, task, None), task

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import CONFIG_DIR_ENV
+from ..extras import MissingExtraError
 from .options import UserError, add_data_dir, add_index_dir  # noqa: F401 - re-exported for command modules
 
 #: Commands (module ``cmd_<name>``), in the order ``--help`` lists them.
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, ValueError, KeyError) as err:
+    except (UserError, FileNotFoundError, ValueError, KeyError, MissingExtraError) as err:
         if args.verbose >= 2:
             raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err

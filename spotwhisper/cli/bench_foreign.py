@@ -7,7 +7,8 @@ import argparse
 import shlex
 import sys
 
-from .options import UserError
+from ..userdata import output_path
+from .options import UserError, absolute_out
 
 FOREIGN_EPILOG = """\
 Foreign slides (another lab, tissue and technology; H&E only: no counts needed):
@@ -58,7 +59,7 @@ def foreign_relevance(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(ForeignBenchConfig, args.foreign)
     if args.out:
-        cfg.out = args.out
+        cfg.out = absolute_out(args.out)
     try:
         data_dir = resolve_data_dir(args.data_dir) if args.visium is None else args.data_dir
         rows = run_foreign(cfg, data_dir, progress=not args.no_progress)
@@ -73,7 +74,7 @@ def foreign_relevance(args: argparse.Namespace) -> int:
     parts += (["--out", args.out] if args.out else []) + ["--data-dir", str(args.data_dir) if args.data_dir else "$SPOTWHISPER_DATA_DIR"]
     threshold = load_config(SearchConfig, "search").threshold
     console = Console()
-    for path in write_foreign_report(rows, cfg.out, shlex.join(parts).replace("'$SPOTWHISPER_DATA_DIR'", "$SPOTWHISPER_DATA_DIR"), threshold):
+    for path in write_foreign_report(rows, output_path(cfg.out), shlex.join(parts).replace("'$SPOTWHISPER_DATA_DIR'", "$SPOTWHISPER_DATA_DIR"), threshold):
         if path.suffix == ".md":
             sys.stdout.write(path.read_text())
         console.print(f"wrote {path}")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .bench_foreign import FOREIGN_EPILOG, add_foreign_options, foreign_relevance, wants_foreign
-from .options import UserError, add_config, add_data_dir, command_group
+from .options import UserError, absolute_out, add_config, add_data_dir, command_group
 
 ZERO_SHOT_EPILOG = """\
 Protocol (SpotWhisperer, ICML 2025 workshop): for each sample and class, one-vs-rest AUROC of the
@@ -16,8 +16,9 @@ class query's score against the spot labels; tables show mean (SEM) over samples
 overall figure (each sample's class AUROCs weighted by class size, then mean (SEM) over samples),
 with a 95% bootstrap interval over spots. Within a table every route scores the same spots.
 
-Reproduce the README results table (writes benchmarks/results/zero_shot_<task>.{md,json,png}):
-  spotwhisper bench zero-shot --task all --data-dir ../shared/data
+Reproduce the README results table (writes benchmarks/results/zero_shot_<task>.{md,json,png}; without
+--out the files go to <user data folder>/results/zero_shot_<task>.*, printed):
+  spotwhisper bench zero-shot --task all --data-dir ../shared/data --out benchmarks/results/zero_shot
     regions    pathologist labels of B1 C1 D1 E1 F1 G2 H1 (no H&E there: image routes are n/a)
     celltypes  dominant deconvolution cell-type group; all routes on C2-C6, measured on all 30
     clusters   written cluster annotations; all routes on C2-C6, measured on all 30
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "class; other values stay classes queried by their own text)")
     p.add_argument("--routes", nargs="+", default=None, help="only these routes (default: each scope's routes)")
     p.add_argument("--sections", nargs="+", default=None, help="only these her2st sections (quick checks)")
-    p.add_argument("--out", default=None, help="output prefix (default from configs/bench/harness.yaml: benchmarks/results/zero_shot)")
+    p.add_argument("--out", default=None, help="output prefix, relative to the working directory (default: <user data folder>/results/zero_shot, printed)")
     p.add_argument("--plip", default=None, help="PLIP weights: hub id in the local cache or a save_pretrained folder")
     p.add_argument("--conch", type=Path, default=None, help="CONCH checkpoint (pytorch_model.bin)")
     p.add_argument("--conch-tokenizer", type=Path, default=None, help="CONCH tokenizer JSON (default: beside the checkpoint)")
@@ -98,11 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the sections with H&E, the measured-expression route on all 30 — with queries for concepts absent from "
         "breast tissue and nonsense (share of (query, section) pairs with any region), the calibration queries the "
         "threshold was chosen on, and every labelled class present in a section (region recall and precision). "
-        "Writes <out>.md and <out>.json (default benchmarks/results/relevance).",
+        "Writes <out>.md and <out>.json (default <user data folder>/results/relevance; the README's figures: "
+        "--out benchmarks/results/relevance).",
     )
     r.add_argument("--scope", choices=["all", "he", "measured"], default="all", help="H&E sections, measured expression or both")
     r.add_argument("--sections", nargs="+", default=None, help="only these sections (quick checks)")
-    r.add_argument("--out", default=None, help="output prefix (default from configs/bench/relevance.yaml)")
+    r.add_argument("--out", default=None, help="output prefix, relative to the working directory (default: <user data folder>/results/relevance, printed)")
     add_config(r, "bench/relevance", "relevance benchmark settings")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_foreign_options(r)
@@ -145,8 +147,9 @@ def zero_shot(args: argparse.Namespace) -> int:
     from ..bench.tasks import BUILTIN_TASKS, load_task
     from ..config import load_config
     from ..datadir import resolve_data_dir
+    from ..routes import canonical_route
 
-    cfg = load_config(BenchConfig, args.config, bootstrap=args.bootstrap, out=args.out)
+    cfg = load_config(BenchConfig, args.config, bootstrap=args.bootstrap, out=absolute_out(args.out))
     torch.set_num_threads(cfg.threads)
     if (args.visium is None) != (args.labels is None):
         raise UserError("--visium DIR and --labels CSV go together (a Space Ranger folder and its spot labels)")
@@ -180,7 +183,8 @@ def zero_shot(args: argparse.Namespace) -> int:
     weights = ImageTextWeights(plip=args.plip, conch=args.conch, conch_tokenizer=args.conch_tokenizer)
     console = Console()
     for path in run_benchmark(tasks, cfg, data_dir=data_dir, h5ad=args.h5ad, sections=args.sections,
-                              routes=args.routes, weights=weights, command=_command(args),
+                              routes=[canonical_route(r) for r in args.routes] if args.routes else None,
+                              weights=weights, command=_command(args),
                               progress=not args.no_progress, samples=samples):
         if path.suffix == ".md":
             sys.stdout.write(path.read_text())
@@ -203,7 +207,7 @@ def relevance(args: argparse.Namespace) -> int:
     from ..search.config import SearchConfig
     from ..search.relevance import UNIT
 
-    cfg = load_config(RelevanceBenchConfig, args.config, out=args.out)
+    cfg = load_config(RelevanceBenchConfig, args.config, out=absolute_out(args.out))
     bench = load_config(BenchConfig, "bench/harness")
     torch.set_num_threads(bench.threads)
     if args.sections:
@@ -238,8 +242,9 @@ statistics: configs/expression_coarse.yaml, aligned_coarse.yaml); --config bench
 uses the CNN pair everywhere.
 
 Reproduce the README tables (writes benchmarks/results/expression.{md,json} and *_{cross_patient,
-zero_shot,loso}.csv; about 17 minutes from a clean cache on 2 CPU cores, seconds when cached):
-  spotwhisper bench expression --data-dir ../shared/data
+zero_shot,loso}.csv; without --out under <user data folder>/results; about 17 minutes from a clean cache
+on 2 CPU cores, seconds when cached):
+  spotwhisper bench expression --data-dir ../shared/data --out benchmarks/results/expression
 Trained models and the leave-one-section-out table are cached under $SPOTWHISPER_CACHE_DIR/bench.
 """
 
@@ -255,7 +260,7 @@ def register_expression(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config(p, "bench/expression", "benchmark settings")
-    p.add_argument("--out", default=None, help="output prefix (default from the config: benchmarks/results/expression)")
+    p.add_argument("--out", default=None, help="output prefix, relative to the working directory (default: <user data folder>/results/expression, printed)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-section-out table")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_dir(p)
@@ -270,7 +275,7 @@ def expression(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..datadir import resolve_data_dir
 
-    cfg = load_config(ExpressionBenchConfig, args.config, out=args.out)
+    cfg = load_config(ExpressionBenchConfig, args.config, out=absolute_out(args.out))
     if not cfg.conditions:
         raise UserError(f"{args.config}: no conditions to measure")
     data_dir = resolve_data_dir(args.data_dir)

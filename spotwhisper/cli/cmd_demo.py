@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..extras import require
 from .options import add_data_dir, add_index_dir
 
 EXAMPLE_QUERY = "tertiary lymphoid structures"
@@ -105,6 +106,8 @@ def attach(engine, collection: str, index_dir) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    if not args.no_serve:
+        require("gradio", "spotwhisper demo (the UI; --no-serve answers in the terminal without it)")
     import os
 
     # idle OpenMP threads sleep instead of spinning: on a shared machine spinning burns the CPU the

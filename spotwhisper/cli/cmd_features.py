@@ -44,6 +44,7 @@ def extract(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from .. import keys
     from ..config import load_config
     from ..encoders import (
         FeatureConfig,
@@ -72,7 +73,7 @@ def extract(args: argparse.Namespace) -> int:
         indices = np.arange(min(args.limit, n)) if args.limit else None
         adata = extract_features(inp.adata, encoder, slide=inp.slide, scale=inp.scale, tile_cfg=tile_cfg, cfg=cfg, indices=indices)
     out = write_h5ad(adata, args.out or Path(f"{inp.name}_features_{cfg.model}.h5ad"))
-    info = adata.uns["features"][encoder.name]
+    info = adata.uns[keys.FEATURES_UNS][encoder.name]
     shapes = ", ".join(f"{k} {adata.obsm[k].shape}" for k in info["obsm_keys"])
     Console().print(
         f"{inp.slide}\n{adata.n_obs} {info['layout']} tiles, {encoder.name} ({encoder.weights_id})\n"

@@ -21,12 +21,15 @@ def _add_index_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    """``ROUTE=VALUE`` items → {route: value}; an older route name (``text`` …) is read as its route."""
+    from ..routes import canonical_route
+
     out = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UserError(f"{what}: expected ROUTE=VALUE, got {item!r}")
-        out[key] = value
+        out[canonical_route(key)] = value
     return out
 
 
@@ -106,7 +109,10 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
         raise UserError("name the slides to index (her2st sections like C2, .h5ad files or images), or use --from-h5ad")
     mode = "overwrite" if args.overwrite else "add" if args.add else "create"
     if args.engine == "ray":
+        from ..extras import require
         from ..scale.ray_engine import build_collection_ray
+
+        require("ray", "index build --engine ray")
 
         coll = build_collection_ray(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                     mpp=args.mpp, num_cpus=args.num_cpus)
@@ -115,7 +121,8 @@ def build_from_pipeline(args: argparse.Namespace) -> int:
 
         coll = build_collection(args.collection, args.slides, args.data_dir, index_dir=args.index_dir, mode=mode,
                                 mpp=args.mpp, progress=not args.no_progress)
-    print(f"collection {coll.name!r}: {len(coll.slides())} slides, {len(coll)} vectors, routes {', '.join(coll.routes())}")
+    print(f"collection {coll.name!r} in {coll.folder.parent}: {len(coll.slides())} slides, {len(coll)} vectors, "
+          f"routes {', '.join(coll.routes())}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..extras import require
 from .options import add_config, add_index_dir
 
 
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    require("gradio", "spotwhisper serve (the UI)")
     from spotwhisper.ui.app import launch
     from spotwhisper.ui.config import UI_CONFIG, load_ui_config
 

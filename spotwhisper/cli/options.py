@@ -7,6 +7,7 @@ command modules, which import only this, argparse and the standard library at mo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -58,3 +59,9 @@ def add_mpp(parser: argparse.ArgumentParser) -> None:
         help="µm per pixel, when the image does not say; for a Space Ranger folder, per full-resolution pixel "
         "(give it when the spot pitch is not Visium's 100 µm, e.g. 200 µm ST arrays). The log names the µm/px used",
     )
+
+
+def absolute_out(value: str | Path | None) -> str | None:
+    """A command line's ``--out`` relative to the working directory, made absolute (None stays None: the
+    config's prefix, which :func:`spotwhisper.userdata.output_path` puts under the results folder)."""
+    return None if value is None else str(Path(value).expanduser().resolve())

@@ -10,7 +10,6 @@ from rich.console import Console
 
 from .options import add_config, add_data_dir
 
-RESULTS = Path("benchmarks") / "results" / "aligned_loso"
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +22,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "and compared with the measured embedding, next to the route through inferred expression.",
     )
     add_config(p, "aligned", "training settings")
-    p.add_argument("--out", type=Path, default=None, help="model folder (default: spotwhisper/pretrained/<name in the config>, e.g. aligned-default)")
+    p.add_argument("--out", type=Path, default=None, help="model folder (default: <user data folder>/models/<name in the config>, printed; the shipped ones are "
+                   "spotwhisper/pretrained/<name>)")
     p.add_argument("--evaluate", action="store_true", help="leave-one-section-out evaluation first")
     p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
                    help="a `spotwhisper bench expression` result whose figures for this recipe open the model card")
@@ -36,9 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..expression.config import ExpressionConfig
     from ..expression.workflow import oof_expression
-    from ..imagetext.aligned import DEFAULT_DIR, AlignedConfig
-    from ..imagetext.aligned_pipeline import train_aligned
+    from ..imagetext.aligned import AlignedConfig
+    from ..imagetext.train import train_aligned
     from ..language import TextExpressionModel
+    from ..userdata import models_dir, results_dir
 
     progress = not args.no_progress
     cfg = load_config(AlignedConfig, args.config)
@@ -58,10 +59,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                          f"{r[('recall@10', 'mean')]:.3f} ({r[('recall@10', 'sem')]:.3f}) | {r[('chance', 'mean')]:.3f} |")
         md = (f"Leave-one-section-out over {', '.join(cfg.sections)} (mean (SEM) over held-out sections). "
               f"Command: `{command}`\n\n" + "\n".join(lines) + "\n")
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.with_suffix(".md").write_text(md)
-        table.to_csv(RESULTS.with_suffix(".csv"), index=False)
-        Console().print(md)
+        results = results_dir() / "aligned_loso"
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.with_suffix(".md").write_text(md)
+        table.to_csv(results.with_suffix(".csv"), index=False)
+        Console().print(md + f"\nevaluation written to {results.with_suffix('.md')} and .csv")
     lead = ""
     if args.cross_patient is not None:
         from ..bench.expression_report import cross_patient_lead
@@ -79,6 +81,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"- Text model fingerprint: `{text.fingerprint()}` (loading refuses another text model).\n\n"
         "## Evaluation\n\n" + (md or "Not evaluated in this run (use --evaluate).\n")
     )
-    out = model.save_pretrained(args.out or DEFAULT_DIR.parent / cfg.name, card=card)
+    out = model.save_pretrained(args.out or models_dir(cfg.name), card=card)
     Console().print(f"saved aligned head to {out}")
     return 0

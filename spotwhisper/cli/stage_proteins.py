@@ -95,7 +95,7 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
     from ..io.anndata_io import read_h5ad
     from ..io.inputs import load_input
 
-    from ..expression.pretrained import MODEL_UNS
+    from .. import keys
 
     spec = Path(args.slide)
     if args.measured:
@@ -108,7 +108,7 @@ def _load_expression_input(args: argparse.Namespace) -> tuple[str, ad.AnnData]:
         return inp.name, inp.adata
     if spec.suffix.lower() == ".h5ad":
         adata = read_h5ad(spec)
-        if MODEL_UNS in adata.uns:  # already the transcriptome inferred from the H&E
+        if keys.EXPRESSION_MODEL in adata.uns:  # already the transcriptome inferred from the H&E
             return spec.stem, adata
     from ..pipeline import expression_model_for, spots_with_features
 

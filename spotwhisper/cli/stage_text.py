@@ -20,7 +20,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "held-out patients, and save the model folder with metrics.json and auroc.csv.",
     )
     add_config(p, "text", "training settings")
-    p.add_argument("--out", type=Path, default=Path("outputs/text"), help="model folder to write (default outputs/text)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="model folder to write (default <user data folder>/models/text, printed)")
     p.add_argument("--cv", action="store_true", help="also run leave-one-patient-out cross-validation (one fold per patient of split.cv_patients: B-H)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     add_data_dir(p)
@@ -53,7 +54,9 @@ def train_text(args: argparse.Namespace) -> int:
     cfg = load_config(TextConfig, args.config)
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
-    out = run_training(cfg, resolve_data_dir(args.data_dir), args.out, cv=args.cv)
+    from ..userdata import models_dir
+
+    out = run_training(cfg, resolve_data_dir(args.data_dir), args.out or models_dir("text"), cv=args.cv)
     console = Console()
     import pandas as pd
 

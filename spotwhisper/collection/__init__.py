@@ -9,7 +9,7 @@ opens them; it does not answer queries (:mod:`spotwhisper.search` does, over an 
 * :mod:`.staging` — per-slide staged outputs, keyed by input, models and configs (resumable builds)
 * :mod:`.publish` — commit staged slides into a collection all at once (both engines), recover after a kill
 * :mod:`.store` — the slide files beside the indexes
-* :mod:`.opened` — :func:`open_collection`: indexes + slide files + the model check
+* :mod:`.reader` — :func:`open_collection`: indexes + slide files + the model check
 * :mod:`.watch` — :class:`LiveCollection`: an opened collection that follows its manifest (``serve``)
 * :mod:`.config` — :class:`CollectionConfig` (``configs/collection.yaml``)
 """
@@ -24,7 +24,7 @@ from .build import (
     store_slides,
 )
 from .config import CollectionConfig, load_collection_config
-from .opened import OpenedCollection, open_collection
+from .reader import OpenedCollection, open_collection
 from .publish import move_into_place, publish, recover
 from .staging import (
     SlidesFailedError,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import shutil
 import sys
 import time
@@ -230,7 +229,12 @@ def stage_slide(item: StagedSlide, models: Models, pipeline: PipelineConfig | No
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB; ``ru_maxrss`` is KB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far (MB; ``ru_maxrss`` is KB on Linux, bytes on macOS);
+    NaN where the POSIX ``resource`` module does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..index import IndexFormatError, UnknownCollectionError, load_index_config, resolve_index_dir
 from ..index.manifest import MANIFEST
 from ..language import TextExpressionModel
-from .opened import OpenedCollection, open_collection
+from .reader import OpenedCollection, open_collection
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ class TrainConfig:
 class ExpressionConfig:
     """What to train on and how."""
 
-    name: str = "expression-default"  #: model folder name under spotwhisper/pretrained (``train expression`` without --out)
+    name: str = "expression-default"  #: model folder name: spotwhisper/pretrained/<name> shipped, <user data>/models/<name> from ``train expression`` without --out
     encoder: str = "efficientnet_lite0"  #: image encoder (spotwhisper.encoders registry)
     sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])  #: sections with H&E
     panel: str | None = None  #: gene panel file; None = spotwhisper/resources/gene_panel.txt

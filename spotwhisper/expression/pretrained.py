@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "expression-default"
 #: the shipped model for slides coarser than the default model holds (stain statistics read at 3.5 µm/px)
 COARSE_MODEL_DIR = DEFAULT_MODEL_DIR.parent / "expression-coarse"
-ALEATORIC = "uncertainty_aleatoric"
-EPISTEMIC = "uncertainty_epistemic"
-MODEL_UNS = "expression_model"
 BUFFERS = ("feat_mean", "feat_std", "gene_mean", "gene_std", "ref_libsize", "projection")
 #: the records of ``config.yaml`` this class reads itself (anything else is kept in ``ExpressionModel.extra``)
 META_KEYS = ("config", "tile_um", "ring_pitch_um", "in_dim", "n_members", "metrics")
@@ -127,13 +124,13 @@ def prediction_to_anndata(pred: Prediction, adata: ad.AnnData, genes: list[str],
     """Predicted log1p(CP10k) in ``X`` and ``layers["log1p"]``, aleatoric / epistemic variance in
     ``layers``; obs, obsm and the spatial / feature records of ``adata`` carried over."""
     out = ad.AnnData(X=pred.mean, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(list(genes), name="gene")))
-    out.layers["log1p"] = pred.mean
-    out.layers[ALEATORIC] = pred.aleatoric
-    out.layers[EPISTEMIC] = pred.epistemic
+    out.layers[keys.LOG1P] = pred.mean
+    out.layers[keys.UNCERTAINTY_ALEATORIC] = pred.aleatoric
+    out.layers[keys.UNCERTAINTY_EPISTEMIC] = pred.epistemic
     for k, v in adata.obsm.items():
         out.obsm[k] = v
     for k in (keys.SPATIAL, keys.FEATURES_UNS, keys.EMBEDDING_MODELS):
         if k in adata.uns:
             out.uns[k] = adata.uns[k]
-    out.uns[MODEL_UNS] = info
+    out.uns[keys.EXPRESSION_MODEL] = info
     return out

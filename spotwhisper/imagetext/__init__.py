@@ -6,18 +6,17 @@ Typical use::
     model = load_model(cfg)                       # PLIP from the local HF cache / a folder, or CONCH
     embed_tiles(model, adata)                     # obsm["image_text_emb_plip"] (n, 512)
     res = score_tiles(model, adata.obsm["image_text_emb_plip"], ["invasive cancer", "adipose tissue"])
-    res.probs                                     # (n, 2) softmax over the queries
+    res.probabilities                                     # (n, 2) softmax over the queries
 """
 
 from .config import ConchSettings, ImageTextConfig, PlipSettings, load_model
-from .tile_zeroshot import TEXT_CACHE, ScoreResult, TextEmbeddingCache, embed_queries_for_tiles, embed_tiles, score_tiles
+from .tile_zeroshot import TEXT_CACHE, TextEmbeddingCache, embed_queries_for_tiles, embed_tiles, score_tiles
 
 __all__ = [
     "TEXT_CACHE",
     "ConchSettings",
     "ImageTextConfig",
     "PlipSettings",
-    "ScoreResult",
     "TextEmbeddingCache",
     "embed_queries_for_tiles",
     "embed_tiles",

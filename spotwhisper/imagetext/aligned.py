@@ -35,15 +35,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "aligned-default"
 COARSE_DIR = DEFAULT_DIR.parent / "aligned-coarse"  #: the aligned head for slides coarser than the default holds
-ROUTE = "aligned"
-EMB_KEY = f"{keys.IMAGE_TEXT_EMB_PREFIX}{ROUTE}"
+ROUTE = keys.ALIGNED
+EMB_KEY = keys.IMAGE_TEXT_EMB_ALIGNED
 
 
 @dataclass
 class AlignedConfig:
     """Training of the aligned head (``configs/aligned.yaml``)."""
 
-    name: str = "aligned-default"  #: model folder name under spotwhisper/pretrained (``train imagetext`` without --out)
+    name: str = "aligned-default"  #: model folder name: spotwhisper/pretrained/<name> shipped, <user data>/models/<name> from ``train imagetext`` without --out
     encoder: str = "efficientnet_lite0"
     sections: list[str] = field(default_factory=lambda: ["C2", "C3", "C4", "C5", "C6"])
     net: NetConfig = field(default_factory=lambda: NetConfig(dropout=0.5))

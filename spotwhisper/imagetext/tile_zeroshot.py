@@ -26,6 +26,7 @@ from ..encoders.clip_models import ImageTextModel
 from ..io.slide import Slide
 from ..io.spatial import open_source_slide
 from ..prompts import Vocabulary, ensemble_text_embeddings, load_vocabulary, normalize_text
+from ..routes import ZeroShotScores
 from ..tiles import SpotTileConfig, iter_tile_batches, spot_layout
 from .config import ImageTextConfig
 
@@ -83,30 +84,6 @@ def _default_vocabulary() -> Vocabulary:
     return load_vocabulary()
 
 
-@dataclass
-class ScoreResult:
-    """Scores of ``n`` tiles against ``Q`` queries.
-
-    ``cosine``, ``logits`` (= cosine × ``logit_scale``), ``probs`` (softmax over the queries and
-    ``background``; rows sum to 1 only without background) and ``zscores`` (cosine standardised
-    per query over the tiles) are ``(n, Q)`` float32; ``text_embeddings`` ``(Q, D)``.
-    """
-
-    queries: list[str]
-    cosine: np.ndarray
-    logits: np.ndarray
-    probs: np.ndarray
-    zscores: np.ndarray
-    text_embeddings: np.ndarray
-    logit_scale: float
-    background: list[str]
-
-    def best(self) -> np.ndarray:
-        """Index of the most probable query per tile ``(n,)`` (-1 where a tile has no embedding)."""
-        ok = np.isfinite(self.logits).all(axis=1)
-        return np.where(ok, np.argmax(np.nan_to_num(self.logits, nan=-np.inf), axis=1), -1)
-
-
 def _check_queries(queries: str | Sequence[str], what: str = "query") -> list[str]:
     items = [queries] if isinstance(queries, str) else list(queries)
     if not items:
@@ -151,15 +128,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """Standardise each column over the finite rows; constant columns give 0."""
-    ok = np.isfinite(x).all(axis=1)
-    if not ok.any():
-        return np.full_like(x, np.nan)
-    mean, std = x[ok].mean(axis=0, keepdims=True), x[ok].std(axis=0, keepdims=True)
-    return np.where(std > 0, (x - mean) / np.where(std > 0, std, 1), 0.0)
-
-
 def score_tiles(
     model: ImageTextModel,
     tile_embeddings: np.ndarray,
@@ -170,7 +138,7 @@ def score_tiles(
     templates: Sequence[str] | None = None,
     route: str = DEFAULT_ROUTE,
     cache: TextEmbeddingCache | None = None,
-) -> ScoreResult:
+) -> ZeroShotScores:
     """Score tiles ``(n, D)`` (L2-normalised image embeddings of ``model``; NaN rows allowed)
     against ``queries``; ``background`` terms join the softmax as competitors only."""
     items = _check_queries(queries)
@@ -189,14 +157,12 @@ def score_tiles(
     scale = model.logit_scale
     probs = _softmax(cos_all * scale)[:, : len(items)]
     cos = cos_all[:, : len(items)]
-    return ScoreResult(
+    return ZeroShotScores(
         queries=items,
-        cosine=cos,
-        logits=(cos * scale).astype(np.float32),
-        probs=probs.astype(np.float32),
-        zscores=_zscore(cos).astype(np.float32),
-        text_embeddings=text[: len(items)],
+        similarity=cos,
+        probabilities=probs.astype(np.float32),
         logit_scale=scale,
+        text_embeddings=text[: len(items)],
         background=extra,
     )
 

@@ -7,16 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .. import keys
 from ..config import load_config
+from ..routes import TRANSCRIPTOME, canonical_route
+from ..userdata import user_data_dir
 
 #: Environment variable naming the folder that holds collections.
 INDEX_DIR_ENV = "SPOTWHISPER_INDEX_DIR"
-#: Checkout the package runs from, if any (``<repo>`` holding ``pyproject.toml`` and ``indexes/``).
-_REPO = Path(__file__).resolve().parent.parent.parent
-#: Default folder for collections: ``<repo>/indexes`` when running from a checkout (editable install),
-#: else ``~/.local/share/spotwhisper/indexes`` (an installed wheel has no repository beside it).
-DEFAULT_INDEX_DIR = (_REPO / "indexes" if (_REPO / "pyproject.toml").is_file() and (_REPO / "indexes").is_dir()
-                     else Path.home() / ".local" / "share" / "spotwhisper" / "indexes")
+
+
+def default_index_dir() -> Path:
+    """Default folder for collections: ``<user data folder>/indexes`` (:mod:`spotwhisper.userdata`;
+    ``~/.local/share/spotwhisper/indexes`` unless ``$SPOTWHISPER_HOME`` / ``$XDG_DATA_HOME`` say otherwise),
+    the same from a checkout and from an installed wheel."""
+    return user_data_dir("indexes")
 
 
 @dataclass
@@ -69,16 +73,20 @@ class ShardConfig:
 class IndexConfig:
     """Everything the index layer reads from ``configs/index.yaml``."""
 
-    index_dir: Path | None = None  #: None = ``$SPOTWHISPER_INDEX_DIR`` or :data:`DEFAULT_INDEX_DIR`
+    index_dir: Path | None = None  #: None = ``$SPOTWHISPER_INDEX_DIR`` or :func:`default_index_dir`
     factory: FactoryConfig = field(default_factory=FactoryConfig)
     search: IndexSearchConfig = field(default_factory=IndexSearchConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     store_vectors: Literal["never", "lossy", "always"] = "lossy"  #: float32 copies beside the index
     metadata_columns: list[str] = field(default_factory=lambda: ["patient", "label", "cluster", "cluster_annotation"])
-    routes: dict[str, str] = field(default_factory=lambda: {"text": "text_emb"})  #: route -> obsm key
+    routes: dict[str, str] = field(default_factory=lambda: {TRANSCRIPTOME: keys.TEXT_EMB})  #: route -> obsm key
     gpu: Literal["auto", "off"] = "auto"
     lock_timeout: float = 120.0  #: seconds to wait for a collection lock
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # route names of the one vocabulary (spotwhisper.routes); an older config's ``text:`` … still works
+        self.routes = {canonical_route(r): k for r, k in self.routes.items()}
 
 
 def load_index_config(path: str | Path | None = "index", **overrides) -> IndexConfig:
@@ -88,7 +96,7 @@ def load_index_config(path: str | Path | None = "index", **overrides) -> IndexCo
 
 def resolve_index_dir(index_dir: str | Path | None = None, cfg: IndexConfig | None = None) -> Path:
     """The collections folder: ``index_dir``, else ``$SPOTWHISPER_INDEX_DIR``, else the config, else
-    :data:`DEFAULT_INDEX_DIR` (``<repo>/indexes`` in a checkout, ``~/.local/share/spotwhisper/indexes`` installed)."""
+    :func:`default_index_dir` (``<user data folder>/indexes``)."""
     if index_dir is not None:
         return Path(index_dir).expanduser()
     env = os.environ.get(INDEX_DIR_ENV)
@@ -96,4 +104,4 @@ def resolve_index_dir(index_dir: str | Path | None = None, cfg: IndexConfig | No
         return Path(env).expanduser()
     if cfg is not None and cfg.index_dir is not None:
         return Path(cfg.index_dir).expanduser()
-    return DEFAULT_INDEX_DIR
+    return default_index_dir()

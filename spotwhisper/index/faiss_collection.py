@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..routes import canonical_route
 from ..atomic import temp_dir
 from ..names import check_name, is_valid_name
 from .config import IndexConfig, load_index_config, resolve_index_dir
@@ -111,7 +112,7 @@ class CollectionIndex:
             manifest = read_manifest(folder)
             if models:
                 manifest.check_models(dict(models))  # before loading any shard
-            shards = [load_shard(folder, info, list(manifest.routes)) for info in manifest.shards]
+            shards = [load_shard(folder, info, manifest.file_names()) for info in manifest.shards]
         return cls(folder, manifest, shards, cfg)
 
     @classmethod
@@ -137,6 +138,11 @@ class CollectionIndex:
         """
         cfg = cfg or load_index_config()
         check_name(name, "collection")
+        models = {canonical_route(r): m for r, m in models.items()}  # older route names (text …) are read as routes
+        if isinstance(factory, Mapping):
+            factory = {canonical_route(r): f for r, f in factory.items()}
+        if train_vectors is not None:
+            train_vectors = {canonical_route(r): v for r, v in train_vectors.items()}
         for route in models:
             check_name(route, "route")
         slides = validated(slides, models)
@@ -213,6 +219,7 @@ class CollectionIndex:
         ``slides`` restricts the search to those slides; ``model`` (the caller's encoder) is
         checked against the one the route was built with.
         """
+        route = canonical_route(route)
         info = self.manifest.route(route)
         if model is not None:
             self.check_models({route: model})
@@ -230,6 +237,7 @@ class CollectionIndex:
 
         Exact for Flat/IVF-Flat/HNSW; for PQ the stored float32 copy when kept, else the PQ reconstruction.
         """
+        route = canonical_route(route)
         self.manifest.route(route)
         self._check_slides([slide])
         shard = next(s for s in self._shards if slide in s.info.slides)
@@ -239,6 +247,7 @@ class CollectionIndex:
 
     def merged_index(self, route: str) -> faiss.Index:
         """One faiss index holding every shard's vectors of ``route`` (``merge_from``), e.g. for export or a GPU."""
+        route = canonical_route(route)
         self.manifest.route(route)
         if not self._shards:
             raise ValueError(f"collection {self.name!r} holds no vectors")
@@ -308,7 +317,7 @@ class CollectionIndex:
                 raise UnknownSlideError(
                     f"collection {manifest.collection!r} has no slide {slide!r} (slides: {manifest.slides()})"
                 )
-            fresh = load_shard(self.folder, old, list(manifest.routes))
+            fresh = load_shard(self.folder, old, manifest.file_names())
             n_removed = int((fresh.metadata["slide"] == slide).sum())
             new = rewrite_without(self.folder, fresh, [slide], next_shard_id(manifest), manifest.routes)
             pos = manifest.shards.index(old)
@@ -336,7 +345,7 @@ class CollectionIndex:
         """Re-read the manifest and load new shards, reusing unchanged ones (caller holds a lock)."""
         manifest = read_manifest(self.folder)
         loaded = {s.info.id: s for s in self._shards}
-        routes = list(manifest.routes)
+        routes = manifest.file_names()
         shards = [loaded[i.id] if i.id in loaded else load_shard(self.folder, i, routes) for i in manifest.shards]
         self.manifest = manifest
         self._set_shards(shards)

@@ -18,6 +18,7 @@ import faiss
 from .. import __version__
 from ..atomic import atomic_file
 from ..config import ConfigError, from_dict, to_dict
+from ..routes import canonical_route
 from .errors import IndexFormatError, ModelMismatchError, UnknownRouteError
 
 FORMAT = "spotwhisper-index/1"
@@ -57,6 +58,9 @@ class RouteInfo:
     lossy: bool = False  #: codes only approximate the vectors (PQ/SQ)
     stored_vectors: bool = False  #: shards keep float32 copies (``<route>.vectors.npy``)
     bytes_per_vector: float = 0.0  #: estimated RAM per vector (code + id + links)
+    #: name of the route's files in the shards (``<file>.faiss``); None = the route's name. Collections
+    #: written before the one route vocabulary (:mod:`spotwhisper.routes`) keep their old file names.
+    file: str | None = None
 
     @property
     def identity(self) -> RouteModel:
@@ -97,8 +101,14 @@ class Manifest:
         """The shard holding ``slide``, or None."""
         return next((sh for sh in self.shards if slide in sh.slides), None)
 
+    def file_names(self) -> dict[str, str]:
+        """route → name of its shard files (``shards/<id>/<name>.faiss``)."""
+        return {r: info.file or r for r, info in self.routes.items()}
+
     def route(self, name: str) -> RouteInfo:
-        """The route ``name``; :class:`UnknownRouteError` lists the known routes."""
+        """The route ``name`` (an older name, e.g. ``text``, is read as its route); :class:`UnknownRouteError`
+        lists the known routes."""
+        name = canonical_route(name)
         if name not in self.routes:
             raise UnknownRouteError(
                 f"collection {self.collection!r} has no route {name!r} (routes: {sorted(self.routes)})"
@@ -137,10 +147,25 @@ def read_manifest(folder: Path) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
         raise IndexFormatError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    if isinstance(data.get("routes"), dict):
+        data["routes"] = _current_route_names(data["routes"])
     try:
         return from_dict(Manifest, data, where=str(path))
     except ConfigError as err:
         raise IndexFormatError(str(err)) from err
+
+
+def _current_route_names(routes: dict) -> dict:
+    """Routes of a manifest under their names in the one vocabulary: a collection written with the
+    older names (``text``, ``image_text_aligned`` …) opens as it is; its files keep their names
+    (``file``), so nothing on disk moves."""
+    out = {}
+    for old, info in routes.items():
+        name = canonical_route(old)
+        if name != old and isinstance(info, dict):
+            info = {**info, "file": info.get("file") or old}
+        out[name] = info
+    return out
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:

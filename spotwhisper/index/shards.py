@@ -74,18 +74,21 @@ def write_shard(
     metadata: pd.DataFrame,
     indexes: Mapping[str, faiss.Index],
     vectors: Mapping[str, np.ndarray],
+    files: Mapping[str, str] | None = None,
 ) -> ShardInfo:
     """Write a shard atomically (temporary folder renamed to ``shards/<shard_id>``) and describe it.
 
-    ``metadata`` holds the ``id`` column; ``vectors`` are the float32 copies to keep (may be empty).
+    ``metadata`` holds the ``id`` column; ``vectors`` are the float32 copies to keep (may be empty);
+    ``files`` names a route's files when they are not named by the route (:meth:`Manifest.file_names`).
     """
+    name = {**{r: r for r in indexes}, **(files or {})}
     tmp = temp_dir(Path(collection) / SHARDS, f".tmp-{shard_id}-")
     try:
         write_parquet(metadata.reset_index(drop=True), tmp / METADATA)
         for route, index in indexes.items():
-            faiss.write_index(index, str(tmp / f"{route}.faiss"))
+            faiss.write_index(index, str(tmp / f"{name[route]}.faiss"))
         for route, vec in vectors.items():
-            np.save(tmp / f"{route}.vectors.npy", np.ascontiguousarray(vec, dtype=np.float32))
+            np.save(tmp / f"{name[route]}.vectors.npy", np.ascontiguousarray(vec, dtype=np.float32))
         tmp.rename(shard_folder(collection, shard_id))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,10 +116,10 @@ def build_shard(
         indexes[route] = index
         if info.stored_vectors:
             copies[route] = vectors[route]
-    return write_shard(collection, shard_id, metadata, indexes, copies)
+    return write_shard(collection, shard_id, metadata, indexes, copies, {r: i.file or r for r, i in routes.items()})
 
 
-def load_shard(collection: Path, info: ShardInfo, routes: Sequence[str]) -> Shard:
+def load_shard(collection: Path, info: ShardInfo, routes: Mapping[str, str]) -> Shard:
     """Load a shard listed in the manifest (float32 copies are memory-mapped). A missing, truncated
     or corrupt file is an :class:`IndexFormatError` naming it."""
     folder = shard_folder(collection, info.id)
@@ -128,15 +131,15 @@ def load_shard(collection: Path, info: ShardInfo, routes: Sequence[str]) -> Shar
         raise IndexFormatError(f"{folder / METADATA}: unreadable shard metadata ({type(err).__name__}: {err}); "
                                "rebuild the collection (index build --overwrite)") from err
     indexes, vectors = {}, {}
-    for route in routes:
-        path = folder / f"{route}.faiss"
+    for route, file in routes.items():  # route → the name of its files (Manifest.file_names)
+        path = folder / f"{file}.faiss"
         if not path.is_file():
             raise IndexFormatError(f"{folder}: shard lacks {path.name} for route {route!r}")
         indexes[route] = read_faiss(path)
         if indexes[route].ntotal != len(metadata):
             raise IndexFormatError(f"{path}: holds {indexes[route].ntotal} vectors, its shard metadata "
                                    f"{len(metadata)}; the shard is damaged — rebuild the collection (index build --overwrite)")
-        copy = folder / f"{route}.vectors.npy"
+        copy = folder / f"{file}.vectors.npy"
         if copy.is_file():
             try:
                 vectors[route] = np.load(copy, mmap_mode="r")
@@ -180,7 +183,7 @@ def rewrite_without(
             index = empty_index(collection, info)
             index.add_with_ids(remaining, keep_ids)
         indexes[route] = index
-    return write_shard(collection, new_id, keep_meta, indexes, copies)
+    return write_shard(collection, new_id, keep_meta, indexes, copies, {r: i.file or r for r, i in routes.items()})
 
 
 def search_shards(

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from ..routes import canonical_route
 from ..names import check_name
 from .config import IndexConfig
 from .factory import (
@@ -47,11 +48,12 @@ def validated(
         if s.slide in seen:
             raise ValueError(f"slide {s.slide!r} is already in the collection (remove it first) or given twice")
         seen.add(s.slide)
-        missing = sorted(set(models) - set(s.vectors))
+        given = {canonical_route(r): v for r, v in s.vectors.items()}  # older route names (text …) too
+        missing = sorted(set(models) - set(given))
         if missing:
             raise KeyError(f"slide {s.slide!r} has no vectors for route(s) {missing} (has {sorted(s.vectors)})")
         vectors = {
-            r: as_unit_vectors(s.vectors[r], m.dim, f"slide {s.slide!r}, route {r!r} ({m})") for r, m in models.items()
+            r: as_unit_vectors(given[r], m.dim, f"slide {s.slide!r}, route {r!r} ({m})") for r, m in models.items()
         }
         out.append(SlideData(s.slide, s.metadata, vectors))
     return out

@@ -275,7 +275,8 @@ def _extract_zip_or_tar(archive: Path, tmp: Path) -> None:
                 odd = [m.name for m in members if not (m.isfile() or m.isdir())]
                 if odd:
                     raise FetchError(f"{archive}: links or special files are not extracted: {odd[:5]}")
-                tf.extractall(tmp, filter="data")
+                # members are checked above (names, no links); the "data" filter needs Python ≥ 3.11.4 / 3.10.12
+                tf.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         else:
             raise FetchError(f"{archive}: neither a zip nor a tar archive")
     except (zipfile.BadZipFile, tarfile.TarError) as err:

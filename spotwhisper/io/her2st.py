@@ -228,7 +228,7 @@ def read_her2st(
     join.update(_attach_labels(adata, root, section, matched))
     join.update(_attach_clusters(adata, root, section, matched))
     join.update(_attach_proportions(adata, root, section, matched))
-    adata.uns["her2st_join"] = join
+    adata.uns[keys.HER2ST_JOIN] = join
 
     spacing = estimate_spacing_px(adata.obsm[keys.SPATIAL])
     mpp = ST.spot_spacing_um / spacing
@@ -308,5 +308,5 @@ def read_her2st_collection(
     adatas = {s: read_her2st(data_dir, s, with_image=with_image) for s in sections}
     out = ad.concat(adatas, join=join, fill_value=0, uns_merge="first", merge="first")
     out.uns[keys.SPATIAL] = {s: a.uns[keys.SPATIAL][s] for s, a in adatas.items()}
-    out.uns["her2st_join"] = {s: a.uns["her2st_join"] for s, a in adatas.items()}
+    out.uns[keys.HER2ST_JOIN] = {s: a.uns[keys.HER2ST_JOIN] for s, a in adatas.items()}
     return out

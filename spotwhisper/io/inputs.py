@@ -137,7 +137,7 @@ def load_spot_table(
     name = name or Path(image).stem
     obs = pd.DataFrame({keys.SECTION: pd.Categorical([name] * len(xy))}, index=pd.Index(ids, dtype=str))
     if id_col is not None:
-        obs["barcode"] = ids
+        obs[keys.BARCODE] = ids
     adata = ad.AnnData(X=sparse.csr_matrix((len(xy), 0), dtype=np.float32), obs=obs)
     adata.obsm[keys.SPATIAL] = xy
     spacing = estimate_spacing_px(xy)

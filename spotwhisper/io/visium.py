@@ -392,9 +392,9 @@ def read_visium(
     adata.obs[keys.PATIENT] = patient or library_id
     adata.obs[keys.ARRAY_X] = pos["array_col"].to_numpy().astype(int)
     adata.obs[keys.ARRAY_Y] = pos["array_row"].to_numpy().astype(int)
-    adata.obs["barcode"] = matched.to_numpy()
+    adata.obs[keys.BARCODE] = matched.to_numpy()
     adata.obsm[keys.SPATIAL] = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(dtype=np.float64)
-    adata.uns["visium_join"] = join
+    adata.uns[keys.VISIUM_JOIN] = join
 
     tech = _technology(scalefactors)
     coords = adata.obsm[keys.SPATIAL]

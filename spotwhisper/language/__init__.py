@@ -17,7 +17,7 @@ from .captions import Caption, caption_spots, caption_table
 from .config import CaptionConfig, ModelConfig, TextConfig, TextEncoderConfig
 from .model import DEFAULT_MODEL_DIR, TextExpressionModel, clip_loss
 from .text_encoder import TextEncoder, UnreadableQueryWarning
-from .transcriptome_zeroshot import ZeroShotResult, default_model, embed, embed_queries_for_spots, score
+from .transcriptome_zeroshot import default_model, embed, embed_queries_for_spots, score
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -29,7 +29,6 @@ __all__ = [
     "TextEncoderConfig",
     "TextExpressionModel",
     "UnreadableQueryWarning",
-    "ZeroShotResult",
     "caption_spots",
     "caption_table",
     "clip_loss",

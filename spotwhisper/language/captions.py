@@ -31,9 +31,10 @@ import pandas as pd
 from scipy import sparse
 
 from .. import keys
+from ..genes import looks_like_counts
 from ..prompts import Vocabulary
 from .config import CaptionConfig, InputConfig
-from .expression_encoder import is_counts, log1p_panel, standardize
+from .expression_encoder import log1p_panel, standardize
 
 #: Cell-type names of the stereoscope major tier (her2st) in words.
 CELL_TYPE_WORDS = {
@@ -225,7 +226,7 @@ def caption_spots(
 def _gene_captions(
     out: list[list[Caption]], adata: ad.AnnData, genes: Sequence[str], groups: np.ndarray | None, cfg: CaptionConfig
 ) -> None:
-    if not is_counts(adata.X):
+    if not looks_like_counts(adata.X):
         raise ValueError("gene captions need raw counts in X (to test over-expression against the section)")
     cols = [adata.var_names.get_loc(g) for g in genes]
     x = adata.X
@@ -281,7 +282,7 @@ def pbmc_signatures(n_genes: int = 10) -> dict[str, list[str]]:
 
     pbmc = sc.datasets.pbmc68k_reduced()
     sc.tl.rank_genes_groups(pbmc, "bulk_labels", method="wilcoxon", use_raw=True, n_genes=n_genes)
-    names = pd.DataFrame(pbmc.uns["rank_genes_groups"]["names"])
+    names = pd.DataFrame(pbmc.uns[keys.RANK_GENES_GROUPS]["names"])
     return {PBMC_WORDS.get(c, c): [str(g) for g in names[c]] for c in names.columns}
 
 

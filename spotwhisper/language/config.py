@@ -6,12 +6,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .. import keys
+
 
 @dataclass
 class InputConfig:
     """How a spot's expression becomes the encoder input (one vector over the gene panel)."""
 
-    layer: str = "log1p"  #: layer with log1p(counts per 10k); made from raw counts in ``X`` when absent
+    layer: str = keys.LOG1P  #: layer with log1p(counts per 10k); made from raw counts in ``X`` when absent
     standardize: Literal["none", "center", "zscore"] = "zscore"  #: per gene, within each group of spots
     group_key: str = "section"  #: obs column naming the slide/section a spot belongs to (absent → one group)
     clip: float = 8.0  #: standardised values are clipped to ±clip

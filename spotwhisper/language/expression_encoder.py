@@ -18,17 +18,11 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ..genes import LOG1P_LAYER, log1p_normalize, panel_matrix
+from .. import keys
+from ..genes import log1p_normalize, looks_like_counts, panel_matrix
 from .config import ExpressionEncoderConfig, InputConfig
 
 log = logging.getLogger(__name__)
-
-
-def is_counts(x) -> bool:
-    """True when ``x`` (dense or sparse) looks like raw counts: non-negative integers."""
-    data = x.data if sparse.issparse(x) else np.asarray(x)
-    sample = np.asarray(data).ravel()[:100_000]
-    return bool(sample.size) and bool(np.all(sample >= 0)) and bool(np.allclose(sample, np.round(sample)))
 
 
 def standardize(x: np.ndarray, groups: np.ndarray | None, cfg: InputConfig) -> np.ndarray:
@@ -56,11 +50,11 @@ def log1p_panel(adata: ad.AnnData, genes: Sequence[str], cfg: InputConfig) -> tu
     """``(n, G)`` log1p values of the panel ``genes`` and the found-mask ``(G,)`` (see module docstring)."""
     if cfg.layer in adata.layers:
         layer = cfg.layer
-    elif is_counts(adata.X):
+    elif looks_like_counts(adata.X):
         work = ad.AnnData(X=adata.X, obs=adata.obs[[]], var=adata.var[[]])
-        log1p_normalize(work, layer=LOG1P_LAYER)
+        log1p_normalize(work, layer=keys.LOG1P)
         adata = work
-        layer = LOG1P_LAYER
+        layer = keys.LOG1P
     else:
         log.info("expression input: X holds non-integer values, read as log1p expression")
         layer = None

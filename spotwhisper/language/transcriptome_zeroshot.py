@@ -14,7 +14,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import anndata as ad
@@ -22,12 +21,13 @@ import numpy as np
 
 from .. import keys
 from ..prompts import Vocabulary, ensemble_text_embeddings, load_vocabulary
+from ..routes import TRANSCRIPTOME, ZeroShotScores
 from .model import TextExpressionModel
 
 log = logging.getLogger(__name__)
 
 #: route whose templates the transcriptome space uses (``configs/vocabulary.yaml``)
-ROUTE = "transcriptome"
+ROUTE = TRANSCRIPTOME  #: the route whose prompt templates (configs/vocabulary.yaml) embed spot queries
 #: name recorded in ``uns["embedding_models"]["text_emb"]`` (read by the index)
 MODEL_NAME = "spotwhisper-text"
 QUERY_CACHE_SIZE = 1024
@@ -48,36 +48,6 @@ def default_model() -> TextExpressionModel:
 def default_vocabulary() -> Vocabulary:
     """``configs/vocabulary.yaml``, read once per process."""
     return load_vocabulary()
-
-
-@dataclass
-class ZeroShotResult:
-    """Scores of ``n`` spots against ``Q`` queries.
-
-    ``similarity`` ``(n, Q)`` cosine in [-1, 1]; ``logits`` = similarity × ``logit_scale``;
-    ``probabilities`` ``(n, Q)`` softmax of the logits over the queries (rows sum to 1; all 1 for a
-    single query — rank spots by ``similarity`` then, or add contrast terms).
-    """
-
-    queries: list[str]
-    similarity: np.ndarray
-    probabilities: np.ndarray
-    logit_scale: float
-    obs_names: list[str]
-
-    @property
-    def logits(self) -> np.ndarray:
-        return self.similarity * self.logit_scale
-
-    def best(self) -> np.ndarray:
-        """Index of the most probable query per spot ``(n,)``."""
-        return self.probabilities.argmax(axis=1)
-
-    def to_frame(self, kind: str = "probabilities"):
-        """``pandas.DataFrame`` (spots × queries) of ``probabilities`` or ``similarity``."""
-        import pandas as pd
-
-        return pd.DataFrame(getattr(self, kind), index=self.obs_names, columns=self.queries)
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -183,7 +153,7 @@ def score(
     *,
     ensemble: bool = True,
     vocabulary: Vocabulary | None = None,
-) -> ZeroShotResult:
+) -> ZeroShotScores:
     """Zero-shot scores of every spot against ``queries`` (see the module docstring).
 
     ``adata``: an AnnData (measured counts, or inferred log1p expression in ``layers["log1p"]``/``X``;
@@ -199,7 +169,7 @@ def score(
             raise ValueError(f"spot embeddings of shape {emb.shape}: expected (n, {q.shape[1]})")
         names = [str(i) for i in range(len(emb))]
     sim = emb @ q.T
-    return ZeroShotResult(
+    return ZeroShotScores(
         queries=list(queries),
         similarity=sim,
         probabilities=softmax(sim * model.logit_scale),

@@ -24,7 +24,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .. import keys
-from ..genes import LOG1P_LAYER, TARGET_SUM
+from ..genes import TARGET_SUM, looks_like_counts
 from .config import ExpressionRouteConfig
 from .panel import ProteinPanel, ProteinPanelError, load_protein_panel
 from .scaling import scale_levels
@@ -45,15 +45,6 @@ class MarkerLevels:
     source: str
 
 
-def looks_like_counts(X, n_values: int = 10000) -> bool:
-    """True when the (first ``n_values``) non-zero entries of ``X`` are all non-negative integers."""
-    vals = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    vals = vals[vals != 0][:n_values]
-    if vals.size == 0:
-        return False
-    return bool(np.all(vals >= 0) and np.allclose(vals, np.round(vals)))
-
-
 def expression_for_proxies(
     adata: ad.AnnData, layer: str | None = None, integer_check_values: int = 10000
 ) -> tuple[ad.AnnData, str]:
@@ -69,8 +60,8 @@ def expression_for_proxies(
         if layer not in adata.layers:
             raise KeyError(f"no layer {layer!r} in the AnnData (layers: {list(adata.layers)})")
         return ad.AnnData(X=adata.layers[layer], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{layer!r}]"
-    if LOG1P_LAYER in adata.layers:
-        return ad.AnnData(X=adata.layers[LOG1P_LAYER], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{LOG1P_LAYER!r}]"
+    if keys.LOG1P in adata.layers:
+        return ad.AnnData(X=adata.layers[keys.LOG1P], obs=adata.obs[[]], var=adata.var[[]]), f"layers[{keys.LOG1P!r}]"
     if looks_like_counts(adata.X, integer_check_values):
         log.warning(
             "X holds raw counts (integer values): normalising with scanpy normalize_total(target_sum=%g) + log1p",

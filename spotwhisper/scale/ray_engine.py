@@ -39,6 +39,7 @@ from ..collection import (
 )
 from ..collection.staging import StagedSlide
 from ..config import load_config
+from ..extras import require
 from ..index import CollectionIndex, load_index_config, resolve_index_dir
 from ..pipeline import Models, PipelineConfig
 from .config import ScaleConfig, load_scale_config
@@ -99,7 +100,7 @@ def ray_session(cfg: ScaleConfig, num_cpus: int | None = None) -> Iterator[None]
     ``$RAY_ADDRESS``, or start a local instance of ``num_cpus`` (default ``cfg.num_cpus``) CPUs bound
     to 127.0.0.1 (:func:`start_local_ray`). Disconnects (and stops a local instance) only when it
     connected here."""
-    import ray
+    ray = require("ray", "the Ray engine (spotwhisper.scale)")
 
     if ray.is_initialized():
         yield

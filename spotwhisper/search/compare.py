@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..genes import expression_matrix
 from .. import keys
 from ..io.spatial import spot_spacing
 from .explain import Explanation, contrast_table, explain_spots
@@ -102,7 +103,7 @@ def separating_features(adata, only_a: np.ndarray, only_b: np.ndarray, top: int 
     if not only_a.any() or not only_b.any():
         return None
     keep = only_a | only_b
-    x = adata.layers["log1p"] if "log1p" in adata.layers else adata.X
+    x = expression_matrix(adata)
     x = x[keep]
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
     prot = np.asarray(adata.obsm[keys.PROTEINS])[keep] if keys.PROTEINS in adata.obsm else None

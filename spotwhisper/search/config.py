@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..routes import CONCH, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
+
 
 @dataclass
 class RelevanceConfig:
@@ -57,7 +59,7 @@ class SearchConfig:
     """Route weights, relevance, region rule and limits."""
 
     weights: dict[str, float] = field(
-        default_factory=lambda: {"transcriptome": 1.0, "image": 0.5, "protein": 0.75, "measured": 0.0, "plip": 0.5, "conch": 0.5}
+        default_factory=lambda: {TRANSCRIPTOME: 1.0, IMAGE: 0.5, PROTEIN: 0.75, MEASURED: 0.0, PLIP: 0.5, CONCH: 0.5}
     )  #: fused = weighted mean of the routes' relevance; 0 switches a route off
     relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)

@@ -32,6 +32,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..genes import expression_matrix
+from ..routes import PROTEIN, TRANSCRIPTOME
 from .. import keys
 from ..collection import DamagedSlideError, LiveCollection, OpenedCollection, SlideStore, open_collection
 from ..collection.store import MISSING
@@ -43,7 +45,7 @@ from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import load_vocabulary
 from .attribution import gene_attributions
 from .candidates import candidate_regions, unlearned_note, wants_candidates
-from .reading import reading, synonym_notes
+from .legibility import reading, synonym_notes
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
 from .fusion import fuse
@@ -185,10 +187,10 @@ class SearchEngine:
         text route — the slides holding the ``cfg.prefilter_k`` spots nearest the query (best first,
         at most ``prefilter_slides``; slides added in this session are always kept), with a note."""
         names, n = self.slide_names(), self.cfg.prefilter_slides
-        if self.index is None or not n or len(names) <= n or "text" not in self.index.routes():
+        if self.index is None or not n or len(names) <= n or TRANSCRIPTOME not in self.index.routes():
             return names, None
         q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]  # only the text route is indexed for this
-        found = self.index.search("text", q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
+        found = self.index.search(TRANSCRIPTOME, q[None], k=min(self.cfg.prefilter_k, len(self.index))).hits
         best = found.groupby("slide")["score"].max().sort_values(ascending=False).index
         keep = [s for s in best if s in set(names)][:n] + list(self._slides)
         keep = list(dict.fromkeys(keep))
@@ -204,7 +206,7 @@ class SearchEngine:
         return self.scorer.score("", adata, parsed, weights)[0]
 
     def reading(self, parsed: ParsedQuery) -> tuple[str | None, str | None]:
-        """``(cannot_read, reads_badly)`` of the query (:func:`spotwhisper.search.reading.reading`)."""
+        """``(cannot_read, reads_badly)`` of the query (:func:`spotwhisper.search.legibility.reading`)."""
         return reading(self.text, self.vocabulary, parsed)
 
     def search(self, query: str, slides: list[str] | None = None, weights: dict[str, float] | None = None,
@@ -245,7 +247,7 @@ class SearchEngine:
                          + "; rebuild them (`spotwhisper index build --add`) or remove them (`index remove-slide`).")
         if prefilter_note:
             notes.append(prefilter_note)
-        if parsed.markers and "protein" not in routes and not caveats:
+        if parsed.markers and PROTEIN not in routes and not caveats:
             notes.append("Protein route: the named markers have no transcript proxy or reference here, so it did not answer.")
         hits = [SlideHits(n, data[n], raw, rel, np.full(data[n].n_obs, np.nan), caveat=caveat)
                 for n, (raw, rel, caveat, _) in scored.items()]
@@ -391,7 +393,7 @@ class SearchEngine:
     def _contrast(self, a: ad.AnnData, spots: np.ndarray) -> Explanation:
         inside = np.zeros(a.n_obs, dtype=bool)
         inside[np.asarray(spots)] = True
-        x = a.layers["log1p"] if "log1p" in a.layers else a.X
+        x = expression_matrix(a)
         x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
         prot = np.asarray(a.obsm[keys.PROTEINS]) if keys.PROTEINS in a.obsm else None
         markers = [str(m) for m in a.uns.get(keys.PROTEIN_MARKERS, [])] or None

@@ -93,14 +93,18 @@ class SlideHits:
             table["label"] = self.adata.obs[keys.LABEL].astype(str).to_numpy()[order]
         return table
 
+    def region_ids(self) -> np.ndarray:
+        """Region id of every spot ``(n,)`` int64 (0 = in no region)."""
+        region = np.zeros(len(self.fused), dtype=np.int64)
+        for r in self.regions:
+            region[r.spots] = r.id
+        return region
+
     def spot_table(self) -> pd.DataFrame:
         """Every spot with its raw route scores, route relevance, fused relevance and region id (0 = none)."""
         xy = np.asarray(self.adata.obsm[keys.SPATIAL])
-        region = np.zeros(len(self.fused), dtype=int)
-        for r in self.regions:
-            region[r.spots] = r.id
         table = pd.DataFrame({"slide": self.slide, "spot": self.adata.obs_names, "x": xy[:, 0], "y": xy[:, 1],
-                              "fused": self.fused, "region": region})
+                              "fused": self.fused, "region": self.region_ids()})
         for r, s in self.routes.items():
             table[f"score_{r}"] = s
         for r, s in self.calibrated.items():

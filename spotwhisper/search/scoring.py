@@ -13,11 +13,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..genes import expression_matrix
 from .. import keys
 from ..language import TextExpressionModel
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import Vocabulary
 from ..proteins import find_marker, marker_qc
+from ..routes import CONCH, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
 from .config import SearchConfig
 from .protein_reference import ProteinReference, load_protein_reference
 from .query import MarkerMention, ParsedQuery
@@ -25,15 +27,15 @@ from .relevance import ReferencePrompts, level_relevance, text_relevance
 
 #: route → obsm key of its spot embeddings (the transcriptome–text space)
 EMBEDDING_ROUTES = {
-    "transcriptome": keys.TEXT_EMB,
-    "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned",
-    "measured": "text_emb_measured",
+    TRANSCRIPTOME: keys.TEXT_EMB,
+    IMAGE: keys.IMAGE_TEXT_EMB_ALIGNED,
+    MEASURED: keys.TEXT_EMB_MEASURED,
 }
 #: routes of search by example (``search --like``): route → obsm key of the spot vectors an example is
 #: compared in (its own spaces; ``image_vec`` is the pooled image vector, ``keys.IMAGE_VEC``)
 EXAMPLE_ROUTES = {"image_vec": keys.IMAGE_VEC, "transcriptome": keys.TEXT_EMB, "image": f"{keys.IMAGE_TEXT_EMB_PREFIX}aligned"}
 #: image–text models in their own spaces
-CLIP_ROUTES = {"plip": f"{keys.IMAGE_TEXT_EMB_PREFIX}plip", "conch": f"{keys.IMAGE_TEXT_EMB_PREFIX}conch"}
+CLIP_ROUTES = {route: f"{keys.IMAGE_TEXT_EMB_PREFIX}{route}" for route in (PLIP, CONCH)}
 _GENE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
 
 
@@ -118,10 +120,10 @@ class QueryScorer:
             rel[route] = text_relevance(sq, sims, syn, self.scale(space), negative=other)
         notes: list[str] = []
         caveat = None
-        if weights.get("protein", 0) > 0:
+        if weights.get(PROTEIN, 0) > 0:
             caveat, got = self._proteins(slide, adata, parsed, notes)
             if got is not None:
-                raw["protein"], rel["protein"] = got
+                raw[PROTEIN], rel[PROTEIN] = got
         gene_caveat = self._genes(slide, adata, parsed)
         return raw, rel, caveat or gene_caveat, notes
 
@@ -203,7 +205,7 @@ class QueryScorer:
         genes = named_genes(parsed.positive, adata.var_names)
         if not genes:
             return None
-        x = adata.layers["log1p"] if "log1p" in adata.layers else adata.X
+        x = expression_matrix(adata)
         flat = []
         for g in genes:
             col = x[:, adata.var_names.get_loc(g)]

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..routes import canonical_route
 from .config import ALL_ROUTES, ScopeSpec, TaskConfig
 from .context import RouteContext, RouteUnavailable
 from .metrics import auroc_table, bootstrap_intervals, sample_overall, summarize_long
-from .routes import ROUTES, route_scores
+from .registry import ROUTES, route_scores
 from .tasks import Sample, class_query
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class TaskResult:
 
 def scope_routes(scope: ScopeSpec, default: Sequence[str], only: Sequence[str] | None) -> list[str]:
     """Routes of ``scope`` (its own list, else ``default``), restricted to ``only``, in table order."""
-    wanted = list(scope.routes or default)
+    wanted = [canonical_route(r) for r in scope.routes or default]
+    only = None if only is None else [canonical_route(r) for r in only]  # older names (inferred …) read alike
     unknown = [r for r in [*wanted, *(only or [])] if r not in ROUTES]
     if unknown:
         raise ValueError(f"unknown route(s) {unknown}; choose from {list(ALL_ROUTES)}")
@@ -128,7 +130,7 @@ def run_scope(scope: ScopeSpec, samples: Sequence[Sample], task: TaskConfig, ctx
 def run_task(task: TaskConfig, samples: Sequence[Sample], ctx: RouteContext,
              routes: Sequence[str] | None = None) -> TaskResult:
     """Every scope of ``task`` on ``samples`` (``routes`` restricts the routes of every scope)."""
-    from .routes import fusion_settings
+    from .scorers import fusion_settings
 
     scopes = [r for sc in task.scopes if (r := run_scope(sc, samples, task, ctx, routes)) is not None]
     if not scopes:

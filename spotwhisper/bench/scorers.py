@@ -1,4 +1,6 @@
-"""The routes the benchmark compares, as a registry of small scorers.
+"""The routes the benchmark compares, as small scorers registered in :mod:`.registry` (route names:
+:mod:`spotwhisper.routes`; the search engine's routes keep their names here). Imported by the package's
+``__init__``, as :mod:`.heldout_routes` is.
 
 Each route maps a sample and the task's class queries to per-spot scores ``(n_obs, C)`` (higher =
 more likely that class; NaN = the route cannot score that class), or raises
@@ -10,14 +12,14 @@ route              score of class ``c`` on a spot
 measured           measured expression → text model (upper bound: needs sequencing); softmax over
                    the class queries (or cosine, ``score: similarity``); her2st patients other
                    than the shipped model's held-out ones use a leave-one-patient-out model
-inferred           H&E → out-of-fold inferred expression → shipped text model (same scoring)
-aligned            H&E → aligned image head (out of fold) → the text model's query embeddings
+transcriptome      H&E → out-of-fold inferred expression → shipped text model (same scoring)
+image              H&E → aligned image head (out of fold) → the text model's query embeddings
 plip / conch       H&E tile → PLIP / CONCH image–text model, prompt-ensembled queries (weights
                    given with ``--plip`` / ``--conch``)
-proteins           H&E → inferred expression → virtual proteins; mean level of the class's marker
+protein            H&E → inferred expression → virtual proteins; mean level of the class's marker
                    proteins (NaN when the class names no marker with a proxy)
 fused              the fused H&E search: the search engine's own scoring (absolute relevance of
-                   inferred / aligned, PLIP / CONCH when given, and protein levels, weighted as
+                   transcriptome / image, PLIP / CONCH when given, and protein levels, weighted as
                    configs/search.yaml says) on the sample's out-of-fold H&E view
 marker             mean marker-gene level of the class on *measured* expression (baseline)
 marker_inferred    the same on inferred expression (an H&E-only baseline)
@@ -28,95 +30,51 @@ chance             uniform random scores (empirical chance, AUROC ≈ 0.5)
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..genes import PanelMismatchError
 from ..language.baselines import chance_scores, marker_gene_scores
 from ..language.transcriptome_zeroshot import score
+from ..routes import CONCH, FUSED, IMAGE, MEASURED, PLIP, PROTEIN, TRANSCRIPTOME
 from .context import RouteContext, RouteUnavailable
+from .registry import register_route
 from .tasks import Sample
 from .text_models import held_out_check
 
-ScoreFn = Callable[[Sample, Sequence[str], RouteContext], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Route:
-    """A registered route: ``name`` (CLI / JSON), ``title`` (table column) and its scorer."""
-
-    name: str
-    title: str
-    fn: ScoreFn
-    he_only: bool  #: uses nothing but the H&E image at inference time
-
-
-ROUTES: dict[str, Route] = {}
-
-
-def register_route(name: str, title: str, he_only: bool = False) -> Callable[[ScoreFn], ScoreFn]:
-    """Decorator adding a scorer to :data:`ROUTES`."""
-
-    def wrap(fn: ScoreFn) -> ScoreFn:
-        ROUTES[name] = Route(name, title, fn, he_only)
-        return fn
-
-    return wrap
-
-
-def route_scores(route: str, sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    """Scores ``(n_obs, C)`` of ``route`` on ``sample``, cached in ``ctx.scores`` (a
-    :class:`RouteUnavailable` is cached and raised again)."""
-    if route not in ROUTES:
-        raise ValueError(f"unknown route {route!r}; choose from {list(ROUTES)}")
-    key = (route, sample.name)
-    if key not in ctx.scores:
-        try:
-            out = np.asarray(ROUTES[route].fn(sample, queries, ctx), dtype=np.float64)
-            if out.shape != (sample.adata.n_obs, len(queries)):
-                raise ValueError(f"route {route} returned {out.shape}, expected {(sample.adata.n_obs, len(queries))}")
-            ctx.scores[key] = out
-        except RouteUnavailable as err:
-            ctx.scores[key] = err
-    got = ctx.scores[key]
-    if isinstance(got, RouteUnavailable):
-        raise got
-    return got
-
-
-def _text(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | None) -> np.ndarray:
-    """Text-space scores of ``data`` (AnnData or embeddings): ``kind`` probability | similarity."""
+def text_scores(data, model, queries: Sequence[str], ctx: RouteContext, kind: str | None) -> np.ndarray:
+    """Text-space scores ``(n, C)`` of ``data`` (AnnData or embeddings): ``kind`` probability | similarity
+    (None = the harness's ``score``)."""
     res = score(data, list(queries), model, vocabulary=ctx.vocabulary)
     return res.probabilities if (kind or ctx.cfg.score) == "probability" else res.similarity
 
 
-@register_route("measured", "measured expr → text (upper bound)")
+@register_route(MEASURED, "measured expr → text (upper bound)")
 def measured(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     model = ctx.text_models.for_patient(sample.patient)
     held_out_check(model, sample.patient)
     try:
-        return _text(sample.adata, model, queries, ctx, None)
+        return text_scores(sample.adata, model, queries, ctx, None)
     except PanelMismatchError as err:
         raise RouteUnavailable(f"gene panel: {str(err).split(';')[0]}") from err
 
 
-@register_route("inferred", "H&E → inferred expr → text", he_only=True)
+@register_route(TRANSCRIPTOME, "H&E → inferred expr → text", he_only=True)
 def inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     data, model = ctx.inferred(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
-    return _text(data, model, queries, ctx, kind)
+    return text_scores(data, model, queries, ctx, kind)
 
 
-@register_route("aligned", "H&E → image–text (aligned head)", he_only=True)
+@register_route(IMAGE, "H&E → image–text (aligned head)", he_only=True)
 def aligned(sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None) -> np.ndarray:
     emb, model = ctx.aligned_embeddings(sample), ctx.text_models.shipped
     held_out_check(model, sample.patient)
-    return _text(emb, model, queries, ctx, kind)
+    return text_scores(emb, model, queries, ctx, kind)
 
 
-def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None
+def _imagetext_scores(name: str, sample: Sample, queries: Sequence[str], ctx: RouteContext, kind: str | None = None
                 ) -> np.ndarray:
     """PLIP / CONCH scores; tile embeddings are kept in ``sample.adata.obsm`` for later tasks."""
     from .. import keys
@@ -132,17 +90,17 @@ def _image_text(name: str, sample: Sample, queries: Sequence[str], ctx: RouteCon
     else:
         emb = embed_tiles(model, sample.adata, batch_size=ctx.cfg.image_batch_size, progress=ctx.progress)
     res = score_tiles(model, emb, list(queries), vocabulary=ctx.vocabulary)
-    return res.probs if (kind or ctx.cfg.score) == "probability" else res.cosine
+    return res.probabilities if (kind or ctx.cfg.score) == "probability" else res.similarity
 
 
-@register_route("plip", "PLIP", he_only=True)
+@register_route(PLIP, "PLIP", he_only=True)
 def plip(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    return _image_text("plip", sample, queries, ctx)
+    return _imagetext_scores("plip", sample, queries, ctx)
 
 
-@register_route("conch", "CONCH", he_only=True)
+@register_route(CONCH, "CONCH", he_only=True)
 def conch(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
-    return _image_text("conch", sample, queries, ctx)
+    return _imagetext_scores("conch", sample, queries, ctx)
 
 
 def class_proteins(query: str, ctx: RouteContext) -> list[str]:
@@ -154,7 +112,7 @@ def class_proteins(query: str, ctx: RouteContext) -> list[str]:
     return list(dict.fromkeys(m for m in found if m))
 
 
-@register_route("proteins", "H&E → virtual proteins", he_only=True)
+@register_route(PROTEIN, "H&E → virtual proteins", he_only=True)
 def proteins(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     from .. import keys
     from ..proteins import proteins_from_expression
@@ -172,7 +130,7 @@ def proteins(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.nd
     return out
 
 
-@register_route("fused", "fused H&E search", he_only=True)
+@register_route(FUSED, "fused H&E search", he_only=True)
 def fused(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     """The search engine's own fused relevance of each class query (:meth:`SearchEngine.search` on the
     sample's search view: inferred / aligned out of fold, proteins, PLIP / CONCH when given)."""
@@ -191,11 +149,7 @@ def fusion_settings(ctx: RouteContext) -> dict[str, float]:
     """Route weights of the search config (``configs/search.yaml``): the benchmark's fused column is the
     search engine's own scoring. A missing search config is an error, not a silent fallback."""
     if "fusion" not in ctx._cache:
-        from ..config import load_config
-        from ..search.config import SearchConfig
-
-        search = load_config(SearchConfig, ctx.cfg.search_config)
-        ctx._cache["fusion"] = {k: float(v) for k, v in search.weights.items()}
+        ctx._cache["fusion"] = {k: float(v) for k, v in ctx.search_config().weights.items()}
     return ctx._cache["fusion"]
 
 
@@ -213,5 +167,3 @@ def marker_inferred(sample: Sample, queries: Sequence[str], ctx: RouteContext) -
 def chance(sample: Sample, queries: Sequence[str], ctx: RouteContext) -> np.ndarray:
     return chance_scores(sample.adata.n_obs, len(queries), seed=ctx.cfg.seed + zlib.crc32(sample.name.encode()))
 
-
-from . import heldout_routes  # noqa: E402,F401  (registers measured_heldout, inferred_heldout, measured_para1-3)

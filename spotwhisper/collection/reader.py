@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..routes import TRANSCRIPTOME
 from ..index import CollectionIndex, RouteModel
 from ..index.from_anndata import TEXT_MODEL_NAME
 from ..language import TextExpressionModel
@@ -39,6 +40,6 @@ def open_collection(collection: str, index_dir: str | Path | None = None,
     ``ModelMismatchError`` when its text route was built with another model than ``text_model``."""
     text = text_model or TextExpressionModel.from_pretrained()
     index = CollectionIndex.open(collection, index_dir=index_dir)
-    if "text" in index.routes():
-        index.check_models({"text": RouteModel(TEXT_MODEL_NAME, text.config.embed_dim, text.fingerprint())})
+    if TRANSCRIPTOME in index.routes():
+        index.check_models({TRANSCRIPTOME: RouteModel(TEXT_MODEL_NAME, text.config.embed_dim, text.fingerprint())})
     return OpenedCollection(collection, index.folder, index, SlideStore(index.folder), text)

@@ -21,7 +21,7 @@ from .aligned import AlignedConfig, AlignedImageModel, fit_aligned
 log = logging.getLogger(__name__)
 
 #: code whose change changes the out-of-fold embeddings (part of their cache key)
-OOF_CODE = ("spotwhisper.imagetext.aligned", "spotwhisper.imagetext.aligned_pipeline", "spotwhisper.setmodel",
+OOF_CODE = ("spotwhisper.imagetext.aligned", "spotwhisper.imagetext.train", "spotwhisper.setmodel",
             "spotwhisper.io.her2st", "spotwhisper.tiles.views")
 
 

@@ -13,7 +13,7 @@ from ..language.config import TextConfig
 from .config import BenchConfig, TaskConfig
 from .context import ImageTextWeights, RouteContext
 from .report import write_report
-from .run import TaskResult, run_task
+from .evaluate import TaskResult, run_task
 from .tasks import Sample, h5ad_samples, her2st_samples, task_concepts, task_vocabulary
 from .text_models import TextModels
 
