@@ -208,3 +208,28 @@ def one_section_config(folder: str, labels: str, label_column: str | None, class
     base = base or ForeignBenchConfig()
     return ForeignBenchConfig([ForeignSection(folder, labels, label_column, mpp, list(absent))], mapping,
                               list(base.absent), [], list(base.nonsense), base.min_class_spots, base.out)
+
+
+def foreign_lead(path: str | Path) -> str:
+    """Markdown that opens a model card: the foreign-slide figures of a ``bench relevance --foreign``
+    result file (``foreign.json``), per section and present class, and the absent-concept rows."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    rows = pd.DataFrame(data["rows"])
+    num = lambda v: "–" if v is None or not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
+    lines = ["## Foreign slides (another lab, tissue and technology)", "",
+             f"Slides from another lab, tissue and technology, read through the whole pipeline as a user's would "
+             f"(`{data['command']}`): fused AUROC of the relevance against the labels, confident regions at the "
+             f"threshold ({data['threshold']:g}) and the low-confidence candidates shown instead on an unfamiliar slide.", "",
+             "| section | familiarity | query | positives / spots | fused AUROC | regions | candidate spots | candidate precision (prevalence) | candidate recall |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in rows[rows["kind"] == "present"].iterrows():
+        lines.append(f"| {r['section']} | {r['familiarity']} | {r['query']} | {int(r['positives'])} / {int(r['spots'])} | "
+                     f"{num(r['auroc_fused'])} | {int(r['regions'])} | {int(r['candidate_spots'])} | "
+                     f"{num(r['candidate_precision'])} ({num(r['prevalence'])}) | {100 * r['candidate_recall']:.0f} % |")
+    absent = rows[rows["kind"].isin(["absent", "nonsense"])]
+    if len(absent):
+        lines += ["", f"Absent concepts and nonsense: a region on {int(absent['found'].sum())} of {len(absent)} "
+                      f"(query, section) pairs, candidates on {int((absent['candidate_spots'] > 0).sum())}."]
+    return "\n".join(lines)

@@ -27,6 +27,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
                    help="a `spotwhisper bench expression` result (benchmarks/results/expression.json) whose figures "
                    "for this recipe open the model card")
+    p.add_argument("--foreign", type=Path, default=None, metavar="JSON",
+                   help="a `spotwhisper bench relevance --foreign` result (benchmarks/results/foreign.json) whose "
+                   "figures open the model card before the cross-patient ones")
     p.add_argument("--results", type=Path, default=None,
                    help="where --evaluate writes <results>.csv/.md (default <user data folder>/results/expression_train_loso)")
     p.add_argument("--no-progress", action="store_true")
@@ -108,6 +111,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         lead = cross_patient_lead(args.cross_patient, cfg.encoder)
         command += f" --cross-patient {args.cross_patient}"
+    if args.foreign is not None:
+        from ..bench.foreign import foreign_lead
+
+        lead = foreign_lead(args.foreign) + ("\n\n" + lead if lead else "")
+        command += f" --foreign {args.foreign}"
     out = model.save_pretrained(args.out or models_dir(cfg.name), card=model_card(model, table, command, lead))
     console.print(f"saved model to {out}")
     return 0

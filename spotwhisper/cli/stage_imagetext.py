@@ -27,6 +27,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluate", action="store_true", help="leave-one-section-out evaluation first")
     p.add_argument("--cross-patient", type=Path, default=None, metavar="JSON",
                    help="a `spotwhisper bench expression` result whose figures for this recipe open the model card")
+    p.add_argument("--foreign", type=Path, default=None, metavar="JSON",
+                   help="a `spotwhisper bench relevance --foreign` result whose figures open the model card first")
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
     p.set_defaults(func=cmd_train)
@@ -70,6 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         lead = cross_patient_lead(args.cross_patient, cfg.encoder, "aligned") + "\n\n## Model\n\n"
         command += f" --cross-patient {args.cross_patient}"
+    if args.foreign is not None:
+        from ..bench.foreign import foreign_lead
+
+        lead = foreign_lead(args.foreign) + "\n\n" + (lead or "## Model\n\n")
+        command += f" --foreign {args.foreign}"
     card = (
         "# SpotWhisper aligned image head (H&E → transcriptome-text space)\n\n" + lead +
         f"- Trained: {date.today().isoformat()} with `{command}`\n"
