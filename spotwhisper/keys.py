@@ -97,6 +97,7 @@ IMAGE_VEC = "image_vec"  # obsm[...]: pooled image vector per spot (search by ex
 SEARCH_RELEVANCE_PREFIX = "search_relevance_"  # obs["search_relevance_<route>"]: relevance of route <route>
 #: suffixes of the obs columns a search writes under ``key_added`` K: obs[K + suffix]
 FUSED_SUFFIX, REGION_SUFFIX, SCORE_SUFFIX, RELEVANCE_SUFFIX = "_fused", "_region", "_score_", "_relevance_"
+CANDIDATE_SUFFIX = "_candidate"  # obs[K + ...]: low-confidence candidate area id (0 = none; slides unlike the training ones)
 BARCODE = "barcode"  # obs[...]: 10x barcode of the spot
 LOG1P = "log1p"  # layers[...]: log1p(counts per 10k)
 UNCERTAINTY_ALEATORIC = "uncertainty_aleatoric"  # layers[...]: aleatoric variance of inferred expression

@@ -54,6 +54,14 @@ class Vocabulary:
                 return term
         return None
 
+    def related(self, names: Sequence[str], genes: Sequence[str] = (), proteins: Sequence[str] = ()) -> set[str]:
+        """Names of the terms ``names`` and of every term sharing a marker gene or protein with them or with
+        ``genes`` / ``proteins`` (a region and the cell types it holds: "immune infiltrate" and "B cells")."""
+        own = [self.terms[n] for n in names if n in self.terms]
+        g = {x for t in own for x in t.genes} | set(genes)
+        p = {x for t in own for x in t.proteins} | set(proteins)
+        return set(names) | {t.name for t in self.terms.values() if g & set(t.genes) or p & set(t.proteins)}
+
     def find_in(self, text: str) -> list[Term]:
         """Terms whose name or a synonym occurs as whole words inside ``text``, longest match first."""
         norm = f" {normalize_text(text)} "

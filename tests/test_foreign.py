@@ -121,6 +121,36 @@ def test_present_concept_gets_candidates_where_it_is_and_absent_ones_stay_empty(
     assert not calm.candidates and calm.confidence == "calibrated"
 
 
+def test_candidates_are_tested_against_the_other_learned_concepts(a1, ccrcc_dir, models):
+    """On a_1 the TLS candidates stand out for TLS at least as much as for any other learned concept, are
+    explained (genes and proteins of the candidate areas) and name the concepts the models cannot tell
+    apart; every learned query's candidates obey the rule, and a concept whose best-ranked areas stand out
+    more for others ("stromal cells" here) gets none, with the sentence that says why."""
+    from spotwhisper.search.engine import SearchEngine
+
+    engine = SearchEngine({"a_1": a1}, text_model=models.text)
+    margin = engine.cfg.candidates.rival_margin
+    res = engine.search(TLS)
+    hits = res.slides[0]
+    spec = hits.specificity
+    assert hits.candidates and spec is not None and spec.kept
+    assert spec.best_rival is None or spec.query >= spec.best_rival[1] - margin
+    assert not {"B cells", "T cells", "immune infiltrate"} & {n for n, _ in spec.rivals}  # its parts are not rivals
+    assert hits.explanation is not None and len(hits.explanation.genes)
+    assert spec.sentence(TLS) in hits.no_region_reason(res.threshold, TLS)
+    dropped = []
+    for query in ("breast glands", "stromal cells", "connective tissue", "invasive cancer", "B cells"):
+        h = engine.search(query).slides[0]
+        if h.regions:
+            continue
+        assert h.specificity is not None
+        assert bool(h.candidates) == h.specificity.kept
+        if not h.specificity.kept:
+            dropped.append(query)
+            assert "none is shown" in h.no_region_reason(res.threshold, query)
+    assert "stromal cells" in dropped
+
+
 def fam_of(adata) -> dict:
     return dict(adata.uns[keys.FAMILIARITY])
 

@@ -101,7 +101,8 @@ def viewer_payload(registry: ViewerRegistry, session: str, owner: str | None, en
         out["confidence"] = hits.confidence
         if hits.familiarity.get("sentence") and hits.confidence == "low" and not out["message"]:
             out["message"], out["info"] = f"{hits.slide}: {hits.familiarity['sentence']}" + (
-                "; the outlines are low-confidence candidates, not findings" if not hits.regions and marked else ""), True
+                "; the outlines are low-confidence candidates, not findings" if not hits.regions and marked else "") + (
+                f"; {hits.specificity.sentence(view.shown.query.positive)}" if hits.specificity is not None and not hits.regions else ""), True
     out["annotations"] = [annotation_mark(a, scale) for a in view.annotations if a.get("slide") == slide]
     return out
 

@@ -85,7 +85,11 @@ def search(adata: ad.AnnData, query: str | None = None, *, like=None, key_added:
     ``uns["K"]["threshold"]``), ``obs["K_region"]`` region id (0 = none), ``obs["K_score_<route>"]``
     raw score (cosine; protein level) and ``obs["K_relevance_<route>"]`` of every route that answered,
     and ``uns["K"]``: ``query``, ``threshold``, ``unit``, ``routes``, ``regions`` (table), ``explanation``
-    (genes and proteins of region 1 vs the rest), ``found``, ``message`` (why nothing matched), ``notes``.
+    (genes and proteins of region 1 vs the rest), ``found``, ``message`` (why nothing matched), ``notes``,
+    ``confidence`` (``"calibrated"``, or ``"low"`` on a slide unlike the training slides: ``uns["familiarity"]``).
+    On such a slide a learned concept with no region gets low-confidence candidate areas: ``obs["K_candidate"]``
+    (area id, 0 = none), ``uns["K"]["candidates"]`` (table) and ``uns["K"]["specificity"]`` (how much more they
+    stand out for the query than for the other learned concepts, and which ones the models cannot tell apart).
     Returns the :class:`~spotwhisper.search.result.SearchResult` (``.summary()`` says it in words).
     """
     if (query is None) == (like is None):
@@ -118,11 +122,13 @@ def write_search(adata: ad.AnnData, result: SearchResult, slide: str | None = No
     prefix = key_added + "_"
     for col in [c for c in adata.obs if c.startswith(prefix)]:
         del adata.obs[col]
-    region = np.zeros(adata.n_obs, dtype=np.int64)
-    for r in hits.regions:
-        region[r.spots] = r.id
+    candidate = np.zeros(adata.n_obs, dtype=np.int64)
+    for r in hits.candidates:
+        candidate[r.spots] = r.id
     adata.obs[key_added + keys.FUSED_SUFFIX] = np.asarray(hits.fused, dtype=np.float64)
-    adata.obs[key_added + keys.REGION_SUFFIX] = region
+    adata.obs[key_added + keys.REGION_SUFFIX] = hits.region_ids()
+    if hits.candidates:
+        adata.obs[key_added + keys.CANDIDATE_SUFFIX] = candidate
     for route, scores in hits.routes.items():
         adata.obs[key_added + keys.SCORE_SUFFIX + route] = np.asarray(scores, dtype=np.float64)
     for route, rel in hits.calibrated.items():
@@ -137,6 +143,9 @@ def write_search(adata: ad.AnnData, result: SearchResult, slide: str | None = No
         "genes": expl.genes if expl is not None else pd.DataFrame(),
         "message": "" if hits.found else hits.no_region_reason(result.threshold, q.text),
         "notes": list(result.notes), "example": _example_record(result),
+        "confidence": hits.confidence,
+        "candidates": pd.DataFrame(regions_table(hits.candidates)) if hits.candidates else pd.DataFrame(),
+        "specificity": hits.specificity.to_dict() if hits.specificity is not None else {},
     }
     return adata
 

@@ -88,6 +88,15 @@ def _auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y[ok], score[ok])) if 0 < y[ok].sum() < ok.sum() else float("nan")
 
 
+def _specificity_columns(hits) -> dict:
+    """The candidates' test against the other learned concepts (``search.candidates.specificity``)."""
+    spec = getattr(hits, "specificity", None)
+    if spec is None:
+        return {"standout": np.nan, "best_rival": "", "rival_standout": np.nan, "rivals": ""}
+    rival, z = spec.best_rival or ("", np.nan)
+    return {"standout": spec.query, "best_rival": rival, "rival_standout": z, "rivals": ", ".join(n for n, _ in spec.rivals)}
+
+
 def present_row(res, name: str, query: str, y: np.ndarray, familiarity: dict) -> dict:
     """Figures of one present class on one section (see the module docstring)."""
     hits = res.slides[0]
@@ -105,7 +114,7 @@ def present_row(res, name: str, query: str, y: np.ndarray, familiarity: dict) ->
            "recall": float(y[inside].sum() / max(y.sum(), 1)),
            "candidate_spots": int(cand.sum()), "candidate_precision": float(y[cand].mean()) if cand.any() else np.nan,
            "candidate_recall": float(y[cand].sum() / max(y.sum(), 1)),
-           "best_spot": hits.best_spot}
+           "best_spot": hits.best_spot, **_specificity_columns(hits)}
     for route, rel in hits.calibrated.items():
         row[f"auroc_{route}"] = _auroc(y, np.asarray(rel, dtype=float))
     return row
@@ -142,7 +151,7 @@ def run_foreign(cfg: ForeignBenchConfig, data_dir: str | Path | None, models=Non
                 rows.append({"section": inp.name, "kind": kind, "query": query, "found": hits.found,
                              "regions": len(hits.regions), "best_spot": hits.best_spot,
                              "candidate_spots": int(sum(len(r.spots) for r in getattr(hits, "candidates", []) or [])),
-                             "familiarity": familiarity.get("level", "")})
+                             "familiarity": familiarity.get("level", ""), **_specificity_columns(hits)})
     return pd.DataFrame(rows)
 
 
@@ -156,7 +165,8 @@ def foreign_markdown(rows: pd.DataFrame, command: str, threshold: float) -> str:
              "the class (target ≥ 2 × prevalence); recall = share of the class's spots inside a region; candidates = the "
              "low-confidence areas shown when no region is found.", "",
              "| section | familiarity | query | spots / positives | fused AUROC | routes AUROC | regions | precision "
-             "| prevalence | recall | candidate spots (precision, recall) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| prevalence | recall | candidate spots (precision, recall) | candidates stand out (best other concept) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     present = rows[rows["kind"] == "present"]
     for _, r in present.iterrows():
         routes = " / ".join(f"{c[6:]} {num(r[c])}" for c in present.columns
@@ -164,17 +174,32 @@ def foreign_markdown(rows: pd.DataFrame, command: str, threshold: float) -> str:
         lines.append(f"| {r['section']} | {r['familiarity']} ({r['distance_ratio']:.1f}×) | {r['query']} | "
                      f"{int(r['spots'])} / {int(r['positives'])} | {num(r['auroc_fused'])} | {routes} | {r['regions']} | "
                      f"{num(r['precision'])} | {num(r['prevalence'])} | {pct(r['recall'])} | "
-                     f"{int(r['candidate_spots'])} ({num(r['candidate_precision'])}, {pct(r['candidate_recall'])}) |")
+                     f"{int(r['candidate_spots'])} ({num(r['candidate_precision'])}, {pct(r['candidate_recall'])}) | "
+                     f"{_standout_cell(r)} |")
     lines += ["", "| queries | (query, section) pairs | with a region | with candidates |", "|---|---|---|---|"]
     for kind in ("absent", "absent, learned concept", "nonsense"):
         g = rows[rows["kind"] == kind]
         if len(g):
             lines.append(f"| {kind} | {len(g)} | {pct(float(g['found'].mean()))} | {pct(float((g['candidate_spots'] > 0).mean()))} |")
+    learned = rows[(rows["kind"] == "absent, learned concept") & rows["best_rival"].astype(bool)] if "best_rival" in rows else rows[:0]
+    if len(learned):
+        lines += ["", "Absent learned concepts, candidates tested against the other learned concepts (stand-out of the "
+                  "query; best other concept): " + "; ".join(
+                      f"'{r['query']}' on {r['section']}: {r['standout']:.2f} ({r['best_rival']} {r['rival_standout']:.2f}) "
+                      f"→ {'shown' if r['candidate_spots'] else 'not shown'}" for _, r in learned.iterrows()) + "."]
     found = rows[rows["kind"].isin(["absent", "absent, learned concept", "nonsense"]) & rows["found"].astype(bool)]
     if len(found):
         lines += ["", "Absent or nonsense queries with a region: "
                   + ", ".join(f"'{q}' on {s}" for q, s in found[["query", "section"]].itertuples(index=False)) + "."]
     return "\n".join(lines + [""])
+
+
+def _standout_cell(r) -> str:
+    z = r.get("standout", np.nan)
+    if not np.isfinite(z):
+        return "–"
+    rival = f" ({r['best_rival']} {r['rival_standout']:.2f})" if r.get("best_rival") else ""
+    return f"{z:.2f}{rival}"
 
 
 def write_foreign_report(rows: pd.DataFrame, out: str | Path, command: str, threshold: float) -> list[Path]:

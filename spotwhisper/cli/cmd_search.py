@@ -150,6 +150,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                        "spots_at_threshold": int((hits.fused >= result.threshold).sum()),
                        "regions": regions_table(hits.regions),
                        "candidates": regions_table(hits.candidates), "confidence": hits.confidence,
+                       "specificity": hits.specificity.to_dict() if hits.specificity is not None else None,
                        "familiarity": {k: v for k, v in hits.familiarity.items() if not isinstance(v, dict)} or None,
                        "no_region": None if hits.found else hits.no_region_reason(result.threshold, result.query.text),
                        "why": hits.explanation.sentence(6) if hits.explanation else None})

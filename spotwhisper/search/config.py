@@ -41,6 +41,9 @@ class CandidateConfig:
     max_regions: int = 20  #: at most this many candidate areas are kept (strongest first)
     listed: int = 3  #: … and this many described in the answer
     min_coverage: float = 0.5  #: a query is a learned concept when vocabulary names cover this share of its words
+    #: candidate areas must stand out for the query (standardised mean difference) no less than this below the
+    #: strongest other learned concept; concepts within it are named as ones the models cannot tell apart there
+    rival_margin: float = 0.5
 
 
 @dataclass

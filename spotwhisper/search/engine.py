@@ -44,7 +44,7 @@ from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import load_vocabulary
 from .attribution import gene_attributions
-from .candidates import candidate_regions, unlearned_note, wants_candidates
+from .candidates import candidate_regions, test_candidates, unlearned_note, wants_candidates
 from .legibility import reading, synonym_notes
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
@@ -275,7 +275,8 @@ class SearchEngine:
                                                                        self.vocabulary, self.text.genes):
                 hits.candidates = candidate_regions(fused, self.cfg.candidates,
                                                     lambda level, a=h.adata, f=fused: self.regions(a, f, level))
-            if explain and hits.regions:
+                test_candidates(hits, base.query, self.scorer, weights, self.cfg.candidates.rival_margin)
+            if explain and (hits.regions or hits.candidates):
                 self.explain_hits(hits, base.query, base.example)
             result.append(hits)
         result.sort(key=lambda s: -s.best)
@@ -360,14 +361,16 @@ class SearchEngine:
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
 
     def explain_hits(self, hits: SlideHits, parsed: ParsedQuery, example: ExampleQuery | None = None) -> None:
-        """Explain the strongest region of ``hits`` (region vs rest; gene attributions towards the query, or
+        """Explain the strongest region (else the candidate areas) of ``hits`` (spots vs rest; gene attributions towards the query, or
         towards an example's transcriptome prototype), in place."""
-        hits.explanation = self._contrast(hits.adata, hits.regions[0].spots)
+        # a slide without regions: its candidate areas together (each is small; together they are what is shown)
+        spots = hits.regions[0].spots if hits.regions else np.concatenate([r.spots for r in hits.candidates])
+        hits.explanation = self._contrast(hits.adata, spots)
         q = example.vector("transcriptome") if example is not None else None
         if keys.TEXT_EMB in hits.adata.obsm and (example is None or q is not None):
             if q is None:
                 q = embed_queries_for_spots(self.text, [parsed.positive], check=False)[0]
-            hits.attributions = gene_attributions(self.text, hits.adata, hits.regions[0].spots, q, self.cfg.top_genes,
+            hits.attributions = gene_attributions(self.text, hits.adata, spots, q, self.cfg.top_genes,
                                                   inputs=self._text_inputs(hits.slide, hits.adata))
 
     def _text_inputs(self, slide: str, adata: ad.AnnData) -> np.ndarray:

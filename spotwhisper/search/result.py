@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import keys
+from .candidates import Specificity
 from .explain import Explanation
 from .query import ParsedQuery
 from .regions import Region
@@ -35,6 +36,8 @@ class SlideHits:
     caveat: str | None = None
     #: low-confidence candidate areas (no region at the threshold on a slide unlike the training slides)
     candidates: list[Region] = field(default_factory=list)
+    #: the candidates tested against the slide's other learned concepts (``search.candidates.Specificity``)
+    specificity: Specificity | None = None
 
     @property
     def familiarity(self) -> dict:
@@ -74,12 +77,15 @@ class SlideHits:
         tail = (f"; {n_hot} isolated spot(s) reach the threshold but no group of adjacent spots does" if n_hot else "")
         head = "no confident region" if self.candidates else "no region"
         out = f"{head} of {self.slide}{what}: best spot {self.best_spot:.2f} (threshold {threshold:g}){tail}"
+        sentence = self.familiarity.get("sentence") or "this slide is unlike the slides the models learned from"
         if self.candidates:
             parts = [f"candidate {r.id}: {r.n_spots} spots, mean score {r.mean_score:.2f}" for r in self.candidates[:listed]]
-            sentence = self.familiarity.get("sentence") or "this slide is unlike the slides the models learned from"
             out += (f". {sentence[0].upper()}{sentence[1:]}, so the {len(self.candidates)} best-ranked area(s) are "
                     f"shown as low-confidence candidates, not findings — {'; '.join(parts)}"
                     + (f"; {len(self.candidates) - listed} more" if len(self.candidates) > listed else ""))
+        if self.specificity is not None:
+            out += (". " if self.candidates else f". {sentence[0].upper()}{sentence[1:]}; ") + \
+                self.specificity.sentence(query or "the query")
         return out
 
     def top_spots(self, n: int = 12) -> pd.DataFrame:

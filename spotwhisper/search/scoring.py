@@ -127,6 +127,40 @@ class QueryScorer:
         gene_caveat = self._genes(slide, adata, parsed)
         return raw, rel, caveat or gene_caveat, notes
 
+    # -- every learned concept at once (the rival test of low-confidence candidates) -------------------
+    def term_relevance(self, slide: str, adata: ad.AnnData, weights: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
+        """Every vocabulary term's relevance on ``adata`` as if it were the query: ``(names, (n, T))``, the
+        embedding routes of ``weights`` fused by weight (what :meth:`score` gives a query naming the term,
+        without the protein route). Read from the cached reference cosines; empty when the vocabulary is not
+        among the references (``relevance.use_vocabulary`` off)."""
+        names = [t.name for t in self.vocabulary.terms.values() if t.name in self.references.names]
+        spaces = self.spaces(adata, weights)
+        if not names or not spaces:
+            return [], np.zeros((adata.n_obs, 0))
+        idx = [self.references.names.index(n) for n in names]
+        total, wsum = np.zeros((adata.n_obs, len(idx))), 0.0
+        for route, (key, space) in spaces.items():
+            refs = self.references.embeddings(space, lambda ns, s=space: self.embed(s, ns), self.model_id(space))
+            sims = self.references.spot_sims((slide, id(adata), route), np.asarray(adata.obsm[key], dtype=np.float32), refs)
+            tau = self.cfg.relevance.synonym_similarity
+            for k, j in enumerate(idx):
+                syn = self.references.synonyms(refs, refs[j], tau, exclude=[self.references.names[j]])
+                total[:, k] += weights[route] * text_relevance(sims[:, j], sims, syn, self.scale(space))
+            wsum += weights[route]
+        return names, total / wsum
+
+    def related_terms(self, parsed: ParsedQuery, genes: pd.Index) -> set[str]:
+        """Vocabulary terms that are the query's own concept or part of it: terms named in it (a name or synonym)
+        or embedded within ``relevance.synonym_similarity`` of it in the transcriptome–text space, and every term
+        sharing a marker gene or protein with those or with the genes (of ``genes``) and markers it names."""
+        own = {t.name for t in self.vocabulary.find_in(parsed.positive)}
+        names = [t.name for t in self.vocabulary.terms.values() if t.name in self.references.names]
+        if names:
+            refs = self.references.embeddings("text", lambda ns: self.embed("text", ns), self.model_id("text"))
+            close = refs @ self.embed("text", [parsed.positive])[0] >= self.cfg.relevance.synonym_similarity
+            own |= {n for n in names if close[self.references.names.index(n)]}
+        return self.vocabulary.related(sorted(own), named_genes(parsed.positive, genes), [m.marker for m in parsed.markers])
+
     # -- proteins -----------------------------------------------------------------------------------
     def _qc_table(self, slide: str, adata: ad.AnnData) -> pd.DataFrame:
         key = (slide, id(adata))
