@@ -61,7 +61,9 @@ def test_the_query_own_terms_are_not_rivals_and_areas_that_do_not_stand_out_are_
 def test_record_is_plain_and_writable():
     rec = Specificity(1.23456, ("a", 1.0), [("a", 1.0)], True).to_dict()
     assert rec == {"query_standout": 1.235, "kept": True, "best_rival": "a", "best_rival_standout": 1.0,
-                   "rivals": ["a"], "rivals_standout": [1.0]}
+                   "rivals": ["a"], "rivals_standout": [1.0], "areas": "candidates"}
+    regions = Specificity(0.2, ("a", 1.5), [("a", 1.5)], False, areas="regions").sentence("q")
+    assert "these regions stand out more for 'a'" in regions and "none is shown" not in regions
 
 
 def test_a_region_and_the_cell_types_it_holds_are_related_by_their_markers():

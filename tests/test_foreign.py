@@ -149,6 +149,11 @@ def test_candidates_are_tested_against_the_other_learned_concepts(a1, ccrcc_dir,
             dropped.append(query)
             assert "none is shown" in h.no_region_reason(res.threshold, query)
     assert "stromal cells" in dropped
+    # regions found at the threshold on this unfamiliar slide are kept, and say which concepts stand out as much
+    res = engine.search("plasma cells")
+    h = res.slides[0]
+    assert h.regions and h.specificity is not None and h.specificity.areas == "regions"
+    assert h.specificity.sentence("plasma cells") in res.summary()
 
 
 def fam_of(adata) -> dict:

@@ -109,26 +109,30 @@ class Specificity:
     query: float
     best_rival: tuple[str, float] | None = None
     rivals: list[tuple[str, float]] = field(default_factory=list)
-    kept: bool = True
+    kept: bool = True  #: passed the test (candidates that fail it are not shown; regions always are)
+    areas: str = "candidates"  #: what was tested: "candidates", or "regions" (found at the threshold)
 
     def sentence(self, query: str) -> str:
         """One plain sentence for the answer."""
         if not self.kept:
             other = self.rivals or ([self.best_rival] if self.best_rival else [])
             names = ", ".join(f"'{n}'" for n, _ in other[:3])
+            if self.areas == "regions":
+                return (f"these regions stand out more for {names} than for '{query}': on this slide the models may "
+                        "not tell them apart")
             return (f"its best-ranked areas stand out more for {names} than for '{query}', so none is shown: the models "
                     "see no sign of it on this slide they can point to")
         if self.rivals:
             names = ", ".join(f"'{n}'" for n, _ in self.rivals[:3])
-            return f"these areas stand out about as much for {names}: the models cannot tell these apart on this slide"
-        return f"these areas stand out for '{query}' more than for any other concept the models learned"
+            return f"these {self.areas} stand out about as much for {names}: the models cannot tell these apart on this slide"
+        return f"these {self.areas} stand out for '{query}' more than for any other concept the models learned"
 
     def to_dict(self) -> dict:
         """Plain record (JSON- and ``.h5ad``-writable): standardised mean differences rounded to 3 decimals."""
         best, z = self.best_rival or ("", float("nan"))
         return {"query_standout": round(self.query, 3), "kept": self.kept, "best_rival": best,
                 "best_rival_standout": round(z, 3), "rivals": [n for n, _ in self.rivals],
-                "rivals_standout": [round(v, 3) for _, v in self.rivals]}
+                "rivals_standout": [round(v, 3) for _, v in self.rivals], "areas": self.areas}
 
 
 def standout(values: np.ndarray, inside: np.ndarray) -> float:
@@ -161,21 +165,26 @@ def specificity(query_relevance: np.ndarray, terms: Sequence[str], term_relevanc
     return Specificity(z, best, rivals, kept)
 
 
-def test_candidates(hits, parsed: ParsedQuery, scorer, weights: dict[str, float], margin: float) -> None:
-    """Run :func:`specificity` on ``hits.candidates`` (a :class:`~spotwhisper.search.result.SlideHits`) with the
-    query's and every vocabulary term's relevance over the embedding routes of ``scorer``
-    (:class:`~spotwhisper.search.scoring.QueryScorer`); sets ``hits.specificity`` and drops the candidates
-    that fail it, in place."""
+def test_areas(hits, parsed: ParsedQuery, scorer, weights: dict[str, float], margin: float) -> None:
+    """Run :func:`specificity` on the areas shown on an unfamiliar slide — its regions, else its candidates — of
+    ``hits`` (a :class:`~spotwhisper.search.result.SlideHits`) with the query's and every vocabulary term's
+    relevance over the embedding routes of ``scorer`` (:class:`~spotwhisper.search.scoring.QueryScorer`); sets
+    ``hits.specificity`` and drops candidates that fail it, in place. Regions (at the calibrated threshold) are
+    never dropped: their test only says which concepts the models cannot tell from the query there."""
     from .fusion import fuse
 
-    terms, table = scorer.term_relevance(hits.slide, hits.adata, weights)
+    areas = hits.regions or hits.candidates
     text_routes = {r: v for r, v in hits.calibrated.items() if r in scorer.spaces(hits.adata, weights)}
-    if not terms or not text_routes or not hits.candidates:
+    if not areas or not text_routes:
+        return
+    terms, table = scorer.term_relevance(hits.slide, hits.adata, weights)
+    if not terms:
         return
     inside = np.zeros(hits.adata.n_obs, dtype=bool)
-    for r in hits.candidates:
+    for r in areas:
         inside[np.asarray(r.spots)] = True
     hits.specificity = specificity(fuse(text_routes, weights), terms, table, inside,
                                    scorer.related_terms(parsed, hits.adata.var_names), margin)
-    if not hits.specificity.kept:
+    hits.specificity.areas = "regions" if hits.regions else "candidates"
+    if not hits.specificity.kept and not hits.regions:
         hits.candidates = []

@@ -44,7 +44,7 @@ from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import load_vocabulary
 from .attribution import gene_attributions
-from .candidates import candidate_regions, test_candidates, unlearned_note, wants_candidates
+from .candidates import candidate_regions, test_areas, unlearned_note, wants_candidates
 from .legibility import reading, synonym_notes
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
@@ -271,11 +271,13 @@ class SearchEngine:
             fused = fuse(h.calibrated, weights) if answered else np.full(h.adata.n_obs, np.nan)
             hits = SlideHits(h.slide, h.adata, h.routes, h.calibrated, fused, caveat=h.caveat)
             hits.regions = [] if h.caveat else self.regions(h.adata, fused, threshold)
-            if not hits.regions and not h.caveat and wants_candidates(h.adata, base.query, self.cfg.candidates,
-                                                                       self.vocabulary, self.text.genes):
+            unsure = not h.caveat and wants_candidates(h.adata, base.query, self.cfg.candidates, self.vocabulary,
+                                                       self.text.genes)  # a learned concept on an unfamiliar slide
+            if unsure and not hits.regions:
                 hits.candidates = candidate_regions(fused, self.cfg.candidates,
                                                     lambda level, a=h.adata, f=fused: self.regions(a, f, level))
-                test_candidates(hits, base.query, self.scorer, weights, self.cfg.candidates.rival_margin)
+            if unsure:
+                test_areas(hits, base.query, self.scorer, weights, self.cfg.candidates.rival_margin)
             if explain and (hits.regions or hits.candidates):
                 self.explain_hits(hits, base.query, base.example)
             result.append(hits)

@@ -164,6 +164,8 @@ class SearchResult:
         for hits in self.slides:
             if not hits.regions:
                 lines.append(f"{hits.slide}: {hits.no_region_reason(self.threshold, self.what().strip(chr(39)))}.")
+                if hits.candidates and hits.explanation is not None:
+                    lines.append(f"  why (candidate areas vs rest of slide): {hits.explanation.sentence(5)}.")
                 continue
             n_hot = int(np.nansum(hits.fused >= self.threshold))
             parts = [f"region {r.id}: {r.n_spots} spots, {r.area_um2 / 1e6:.2f} mm², mean score {r.mean_score:.2f}"
@@ -173,7 +175,8 @@ class SearchResult:
             if hits.explanation is not None:
                 lines.append(f"  why (region 1 vs rest of slide): {hits.explanation.sentence(5)}.")
             if hits.confidence == "low":
-                lines.append(f"  {hits.slide}: {hits.familiarity.get('sentence', '')}.")
+                lines.append(f"  {hits.slide}: {hits.familiarity.get('sentence', '')}"
+                             + (f"; {hits.specificity.sentence(self.what().strip(chr(39)))}." if hits.specificity else "."))
         missing = self.without_regions()
         if len(self.slides) > 1:
             lines.append(f"No region matches {self.what()} on {len(missing)} of {len(self.slides)} slides: {', '.join(missing)}."
