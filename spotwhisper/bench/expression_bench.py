@@ -142,6 +142,14 @@ def cross_patient_models(data_dir: str | Path | None, cfg: ExpressionBenchConfig
     return CrossPatientModels(pairs, text, limit, time.time() - t0)
 
 
+def _tiles_record() -> dict:
+    """The tile settings the training features are read with (``configs/tiles.yaml``: stain normalisation, QC …),
+    part of the cached models' keys: models trained on other features are other models."""
+    from ..tiles.config import TileConfig
+
+    return to_dict(load_config(TileConfig, "tiles"))
+
+
 def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, coarse: bool, progress: bool) -> ModelPair:
     """One recipe's expression model, aligned head (cached) and baselines, fitted on ``train_sections``."""
     from ..expression.baselines import MeanBaseline, RidgeBaseline
@@ -157,7 +165,7 @@ def _model_pair(data_dir: str | Path | None, cfg: ExpressionBenchConfig, text, c
     parts, _, genes, tile_um, augmented = load_sections(data_dir, ecfg, progress)
     plain = training_set(parts, cfg.train_sections)
     ridge, mean = RidgeBaseline().fit(plain.inputs, plain.log1p), MeanBaseline().fit(plain.inputs, plain.log1p)
-    key = cache_key("bench-expression", to_dict(ecfg), to_dict(acfg), text.fingerprint(),
+    key = cache_key("bench-expression", to_dict(ecfg), to_dict(acfg), text.fingerprint(), _tiles_record(),
                     sections_fingerprint(data_dir, cfg.train_sections), code_fingerprint(*MODEL_CODE))
     folder = cache_dir("bench") / "expression" / key
     try:
@@ -237,7 +245,7 @@ def loso_table(data_dir: str | Path | None, cfg: ExpressionBenchConfig, progress
     from ..io import sections_fingerprint
 
     ecfg, _ = _recipe(cfg, cfg.loso_sections)
-    key = cache_key("bench-expression-loso", to_dict(ecfg), sections_fingerprint(data_dir, cfg.loso_sections),
+    key = cache_key("bench-expression-loso", to_dict(ecfg), _tiles_record(), sections_fingerprint(data_dir, cfg.loso_sections),
                     code_fingerprint(*MODEL_CODE))
     path = cache_dir("bench") / "expression" / f"loso-{key}.csv"
     if path.exists():
