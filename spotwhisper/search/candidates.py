@@ -148,24 +148,25 @@ def standout(values: np.ndarray, inside: np.ndarray) -> float:
 
 
 def specificity(query_relevance: np.ndarray, terms: Sequence[str], term_relevance: np.ndarray, inside: np.ndarray,
-                exclude: set[str], margin: float) -> Specificity:
-    """Test candidate areas ``inside`` (bool ``(n,)``) of a query with relevance ``query_relevance`` ``(n,)``
-    against every vocabulary term (``term_relevance`` ``(n, T)``, columns named ``terms``) but those in
-    ``exclude`` (the query's own terms and their parts, ``QueryScorer.related_terms``): kept unless the areas stand out less for the query than ``margin``
-    below the strongest rival, or not at all; rivals = terms within ``margin`` of the query or above it."""
+                exclude: set[str], margin: float, areas: str = "candidates") -> Specificity:
+    """Test the areas ``inside`` (bool ``(n,)``) of a query with relevance ``query_relevance`` ``(n,)`` against
+    every vocabulary term (``term_relevance`` ``(n, T)``, columns named ``terms``) but those in ``exclude`` (the
+    query's own terms and their parts, ``QueryScorer.related_terms``): kept unless the areas stand out less for
+    the query than ``margin`` below the strongest rival, or not at all; rivals = terms within ``margin`` of the
+    query or above it. ``areas`` names what is tested ("candidates" or "regions") for the answer's sentence."""
     z = standout(query_relevance, inside)
     scores = sorted(((t, standout(term_relevance[:, k], inside)) for k, t in enumerate(terms) if t not in exclude),
                     key=lambda p: -np.nan_to_num(p[1], nan=-np.inf))
     scores = [(t, s) for t, s in scores if np.isfinite(s)]
     best = scores[0] if scores else None
     if not np.isfinite(z):
-        return Specificity(float("nan"), best, [], kept=True)
+        return Specificity(float("nan"), best, [], kept=True, areas=areas)
     rivals = [(t, s) for t, s in scores if s >= z - margin][:MAX_RIVALS]
     kept = z > 0 and (best is None or z >= best[1] - margin)
-    return Specificity(z, best, rivals, kept)
+    return Specificity(z, best, rivals, kept, areas)
 
 
-def test_areas(hits, parsed: ParsedQuery, scorer, weights: dict[str, float], margin: float) -> None:
+def check_areas(hits, parsed: ParsedQuery, scorer, weights: dict[str, float], margin: float) -> None:
     """Run :func:`specificity` on the areas shown on an unfamiliar slide — its regions, else its candidates — of
     ``hits`` (a :class:`~spotwhisper.search.result.SlideHits`) with the query's and every vocabulary term's
     relevance over the embedding routes of ``scorer`` (:class:`~spotwhisper.search.scoring.QueryScorer`); sets
@@ -184,7 +185,7 @@ def test_areas(hits, parsed: ParsedQuery, scorer, weights: dict[str, float], mar
     for r in areas:
         inside[np.asarray(r.spots)] = True
     hits.specificity = specificity(fuse(text_routes, weights), terms, table, inside,
-                                   scorer.related_terms(parsed, hits.adata.var_names), margin)
-    hits.specificity.areas = "regions" if hits.regions else "candidates"
+                                   scorer.related_terms(parsed, hits.adata.var_names), margin,
+                                   "regions" if hits.regions else "candidates")
     if not hits.specificity.kept and not hits.regions:
         hits.candidates = []

@@ -44,7 +44,7 @@ from ..language.expression_encoder import expression_input
 from ..language.transcriptome_zeroshot import embed_queries_for_spots
 from ..prompts import load_vocabulary
 from .attribution import gene_attributions
-from .candidates import candidate_regions, test_areas, unlearned_note, wants_candidates
+from .candidates import candidate_regions, check_areas, unlearned_note, wants_candidates
 from .legibility import reading, synonym_notes
 from .config import SearchConfig
 from .explain import Explanation, explain_spots
@@ -277,7 +277,7 @@ class SearchEngine:
                 hits.candidates = candidate_regions(fused, self.cfg.candidates,
                                                     lambda level, a=h.adata, f=fused: self.regions(a, f, level))
             if unsure:
-                test_areas(hits, base.query, self.scorer, weights, self.cfg.candidates.rival_margin)
+                check_areas(hits, base.query, self.scorer, weights, self.cfg.candidates.rival_margin)
             if explain and (hits.regions or hits.candidates):
                 self.explain_hits(hits, base.query, base.example)
             result.append(hits)
