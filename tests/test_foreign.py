@@ -118,7 +118,7 @@ def test_present_concept_gets_candidates_where_it_is_and_absent_ones_stay_empty(
     familiar = a1.copy()
     familiar.uns[keys.FAMILIARITY] = {**fam_of(a1), "level": "familiar"}
     calm = SearchEngine({"a_1": familiar}, text_model=models.text).search(TLS).slides[0]
-    assert not calm.candidates and calm.confidence == "calibrated"
+    assert not calm.candidates and calm.confidence == "calibrated" and calm.specificity is None
 
 
 def test_candidates_are_tested_against_the_other_learned_concepts(a1, ccrcc_dir, models):
