@@ -203,3 +203,47 @@ def test_a_space_ranger_folder_is_a_collection_input(ccrcc_dir):
     first = spec_identity(str(ccrcc_dir / "a_1"), None)
     assert first.startswith("spaceranger:") and first == spec_identity(str(ccrcc_dir / "a_1"), None)
     assert first != spec_identity(str(ccrcc_dir / "b_1"), None)
+
+
+def test_candidates_reach_the_notebook_the_cli_and_the_ui(a1, models, tmp_path, capsys):
+    """On the foreign slide the TLS answer's candidates, confidence and rival test are written by sw.tl.search
+    (and survive .h5ad), reported by `spotwhisper search --json` with a GeoJSON of the candidates, and outlined
+    in the UI's viewer with a message that says how sure it is."""
+    import anndata as ad
+
+    import spotwhisper as sw
+    from spotwhisper.cli import main
+    from spotwhisper.collection import index_slides
+    from spotwhisper.search.engine import SearchEngine
+    from spotwhisper.ui import handlers as h
+    from spotwhisper.ui.config import load_ui_config
+    from spotwhisper.ui.screen import viewer_payload
+    from spotwhisper.ui.viewer import ViewerRegistry
+
+    adata = a1.copy()
+    engine = SearchEngine({"a_1": adata}, text_model=models.text)
+    sw.tl.search(adata, TLS, engine=engine)
+    info = adata.uns["search"]
+    assert info["confidence"] == "low" and not info["found"] and len(info["candidates"])
+    assert (adata.obs["search_candidate"] > 0).sum() == info["candidates"]["spots"].sum()
+    assert info["specificity"]["kept"] and "low-confidence candidates" in info["message"]
+    adata.write_h5ad(tmp_path / "a1.h5ad")
+    back = ad.read_h5ad(tmp_path / "a1.h5ad")
+    assert back.uns["search"]["specificity"]["areas"] == "candidates"
+
+    index_dir = tmp_path / "indexes"
+    index_slides([a1], "kidney", index_dir=index_dir)
+    out = tmp_path / "out"
+    assert main(["search", TLS, "--collection", "kidney", "--index-dir", str(index_dir), "--json",
+                 "--out-dir", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)["slides"][0]
+    assert report["confidence"] == "low" and report["candidates"] and report["specificity"]["kept"]
+    geo = json.loads((out / "a_1_tertiary_lymphoid_structures.geojson").read_text())
+    assert len(geo["features"]) == len(report["candidates"]) and "low-confidence" in json.dumps(geo)
+
+    cfg = load_ui_config()
+    _, view = h.run_search(engine, h.new_view(engine, cfg), TLS, cfg)
+    pay = viewer_payload(ViewerRegistry(), "s1", None, engine, view)
+    hits = view.hits()
+    assert len(pay["regions"]) == len(hits.candidates) and pay["layer"] is not None
+    assert "low-confidence candidates" in pay["message"] and hits.specificity.sentence(TLS) in pay["message"]
