@@ -167,3 +167,25 @@ def test_macenko_maps_stains_to_the_reference():
     assert (cos > src_cos).all()
     with pytest.raises(RuntimeError, match="fit"):
         MacenkoNormalizer().transform(img)
+
+
+def test_macenko_without_rescaling_keeps_the_slides_densities():
+    """scale_concentrations=False swaps the stain colours only: a slide stained twice as strongly stays twice as
+    dense after normalisation (with Macenko's rescaling both end at the reference's 99th percentile)."""
+    from dataclasses import replace as dc_replace
+
+    rng = np.random.default_rng(1)
+    he = np.asarray(StainConfig().reference_he) / np.linalg.norm(StainConfig().reference_he, axis=0)
+    conc = np.stack([rng.gamma(2, 0.3, 20000), rng.gamma(2, 0.2, 20000)])
+
+    def slide(k):
+        return np.clip(240 * np.exp(-(he @ (k * conc)).T), 0, 255).reshape(100, 200, 3).astype(np.uint8)
+
+    def density(img):
+        return -np.log(np.maximum(img.astype(float), 1) / 240).mean()
+
+    light, dark = slide(0.5), slide(1.0)
+    for scale, ratio in ((True, (0.9, 1.1)), (False, (1.7, 2.3))):
+        cfg = dc_replace(StainConfig(), scale_concentrations=scale)
+        a, b = (MacenkoNormalizer(cfg).fit(x).transform(x) for x in (light, dark))
+        assert ratio[0] < density(b) / density(a) < ratio[1]

@@ -230,7 +230,8 @@ def _cache_parts(slide: Slide, layout: TileLayout, encoder: ImageEncoder, tile_c
         "side_px": round(layout.side_px, 2),
         "subtile_grid": layout.subtile_grid if cfg.with_subtiles else 0,
         "centres": array_fingerprint(layout.centres),
-        "stain": {"io": stain.io, "alpha": stain.alpha, "beta": stain.beta, "ref": stain.reference_he, "max_c": stain.reference_max_c}
+        "stain": {"io": stain.io, "alpha": stain.alpha, "beta": stain.beta, "ref": stain.reference_he, "max_c": stain.reference_max_c,
+                  **({} if stain.scale_concentrations else {"scale_concentrations": False})}
         if stain.normalize
         else False,
         **({"tile_mpp": encoder.spec.tile_mpp} if encoder.spec.tile_mpp else {}),

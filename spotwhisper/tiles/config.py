@@ -61,6 +61,9 @@ class StainConfig:
         default_factory=lambda: [[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]]
     )  #: reference stain vectors (RGB OD, columns H and E), Macenko et al. 2009
     reference_max_c: list[float] = field(default_factory=lambda: [1.9705, 1.0308])
+    #: also rescale each stain's concentrations so the slide's 99th percentile meets ``reference_max_c``
+    #: (Macenko's recipe); False keeps the slide's own densities and swaps only the stain colours
+    scale_concentrations: bool = True
 
 
 @dataclass

@@ -70,6 +70,7 @@ class MacenkoNormalizer:
         h, w, _ = tile.shape
         od = _optical_density(tile, self.cfg.io)
         conc = np.linalg.lstsq(self.source.he, od.T, rcond=None)[0]
-        conc *= (self.reference.max_c / self.source.max_c)[:, None]
+        if self.cfg.scale_concentrations:
+            conc *= (self.reference.max_c / self.source.max_c)[:, None]
         out = self.cfg.io * np.exp(-self.reference.he @ conc)
         return np.clip(out.T, 0, 255).reshape(h, w, 3).astype(np.uint8)
