@@ -28,6 +28,9 @@ class Term:
     synonyms: list[str] = field(default_factory=list)
     genes: list[str] = field(default_factory=list)
     proteins: list[str] = field(default_factory=list)
+    #: terms that are kinds of this one ("T cells" are "immune cells"): a spot one of them describes is
+    #: described by this term too, so search counts them with it (they do not compete with it)
+    narrower: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -54,13 +57,24 @@ class Vocabulary:
                 return term
         return None
 
+    def counted_with(self, text: str) -> list[str]:
+        """Names of the terms a query ``text`` stands for: every term it names exactly — by its own name or a
+        synonym (case- and punctuation-insensitive; "immune cells" names the term "immune cells" and, as a
+        synonym, "immune infiltrate") — and the terms that are kinds of those (``narrower``: "T cells",
+        "B cells" …). Search counts their reference descriptions with the query, not against it."""
+        key = normalize_text(text)
+        named = [t for t in self.terms.values() if any(normalize_text(n) == key for n in t.names)]
+        return list(dict.fromkeys([t.name for t in named] + [n for t in named for n in t.narrower]))
+
     def related(self, names: Sequence[str], genes: Sequence[str] = (), proteins: Sequence[str] = ()) -> set[str]:
-        """Names of the terms ``names`` and of every term sharing a marker gene or protein with them or with
-        ``genes`` / ``proteins`` (a region and the cell types it holds: "immune infiltrate" and "B cells")."""
+        """Names of the terms ``names``, their ``narrower`` terms, and every term sharing a marker gene or protein
+        with them or with ``genes`` / ``proteins`` (a region and the cell types it holds: "immune infiltrate"
+        and "B cells")."""
         own = [self.terms[n] for n in names if n in self.terms]
         g = {x for t in own for x in t.genes} | set(genes)
         p = {x for t in own for x in t.proteins} | set(proteins)
-        return set(names) | {t.name for t in self.terms.values() if g & set(t.genes) or p & set(t.proteins)}
+        kinds = {n for t in own for n in t.narrower}
+        return set(names) | kinds | {t.name for t in self.terms.values() if g & set(t.genes) or p & set(t.proteins)}
 
     def find_in(self, text: str) -> list[Term]:
         """Terms whose name or a synonym occurs as whole words inside ``text``, longest match first."""
@@ -90,6 +104,10 @@ def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
     with open(p) as fh:
         raw = yaml.safe_load(fh)
     terms = {name: Term(name=name, **(spec or {})) for name, spec in raw.get("terms", {}).items()}
+    for term in terms.values():
+        unknown = [n for n in term.narrower if n not in terms or n == term.name]
+        if unknown:
+            raise ValueError(f"{p}: '{term.name}' lists narrower terms that are not other terms of the vocabulary: {unknown}")
     return Vocabulary(terms=terms, templates={k: list(v) for k, v in raw.get("templates", {}).items()})
 
 

@@ -69,6 +69,33 @@ def test_a_labelled_class_present_in_the_section_finds_its_region(measured, b1):
     assert "B1: " in res.summary() and "region(s)" in res.summary()
 
 
+def test_the_kinds_of_a_concept_count_with_it(measured, b1):
+    """"immune cells" names two terms ("immune cells", and "immune infiltrate" by synonym) and has kinds ("T cells",
+    "B cells" …, vocabulary ``narrower``): their reference descriptions count with the query, so its relevance
+    is at least what it is without them, higher where they describe the spot; "T cells" itself is unchanged."""
+    engine, weights = measured
+    assert engine.vocabulary.counted_with("immune cells")[:2] == ["immune infiltrate", "immune cells"]
+    plain = SearchEngine({"B1": b1}, text_model=engine.text)
+    plain.vocabulary.terms["immune cells"].narrower = []
+    assert "T cells" not in plain.vocabulary.counted_with("immune cells")
+
+    def relevance(e, q):
+        return e.search(q, weights=weights, explain=False).slides[0].calibrated["measured"]
+
+    kinds, without = relevance(engine, "immune cells"), relevance(plain, "immune cells")
+    assert (kinds >= without - 1e-9).all() and (kinds > without + 0.1).any()
+    np.testing.assert_allclose(relevance(engine, "T cells"), relevance(plain, "T cells"))
+
+
+def test_a_vocabulary_names_only_its_own_terms_as_narrower(tmp_path):
+    from spotwhisper.prompts import load_vocabulary
+
+    bad = tmp_path / "vocabulary.yaml"
+    bad.write_text("terms:\n  immune cells:\n    narrower: [T cells]\n")
+    with pytest.raises(ValueError, match="narrower terms that are not other terms"):
+        load_vocabulary(bad)
+
+
 def test_a_present_class_is_found_on_the_he_slide(mini_slide):
     res = SearchEngine({"C2": mini_slide}).search("invasive cancer", explain=False)
     assert res.found and res.slides[0].regions[0].mean_score >= res.threshold

@@ -6,7 +6,9 @@ CellWhisperer recipe: at each spot, the probability that the query rather than o
 of *reference descriptions* (every vocabulary term plus generic tissue descriptions,
 ``configs/search.yaml`` ``relevance.background``) is the spot's caption, with the model's own
 temperature. Reference descriptions the model cannot tell from the query (cosine between their
-embeddings ≥ ``synonym_similarity``) count with the query, not against it. The calibrated score is
+embeddings ≥ ``synonym_similarity``) count with the query, not against it, and so do the terms the
+vocabulary says the query stands for (``Vocabulary.counted_with``: the terms it names by name or synonym,
+and the kinds of those, ``narrower``: "T cells" count with "immune cells"). The calibrated score is
 the log-odds of that probability::
 
     T = logsumexp(scale · [cos(q), cos(b) for b ∈ syn(q)]) − logsumexp(scale · [cos(b) for b ∉ syn(q)])

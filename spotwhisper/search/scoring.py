@@ -107,10 +107,12 @@ class QueryScorer:
             sims = self.references.spot_sims((slide, id(adata), route), emb, refs)
             sq = emb @ pos[space]
             tau = self.cfg.relevance.synonym_similarity
-            syn = self.references.synonyms(refs, pos[space], tau, exclude=[parsed.positive])
+            syn = self.references.synonyms(refs, pos[space], tau,
+                                           exclude=[parsed.positive, *self.vocabulary.counted_with(parsed.positive)])
             other = None
             if neg is not None:
-                syn_b = self.references.synonyms(refs, neg[space], tau, exclude=[parsed.negative])
+                syn_b = self.references.synonyms(refs, neg[space], tau,
+                                                 exclude=[parsed.negative, *self.vocabulary.counted_with(parsed.negative)])
                 syn = syn & ~syn_b
                 sn = emb @ neg[space]
                 other = sn[:, None]
@@ -144,7 +146,8 @@ class QueryScorer:
             sims = self.references.spot_sims((slide, id(adata), route), np.asarray(adata.obsm[key], dtype=np.float32), refs)
             tau = self.cfg.relevance.synonym_similarity
             for k, j in enumerate(idx):
-                syn = self.references.synonyms(refs, refs[j], tau, exclude=[self.references.names[j]])
+                name = self.references.names[j]
+                syn = self.references.synonyms(refs, refs[j], tau, exclude=[name, *self.vocabulary.counted_with(name)])
                 total[:, k] += weights[route] * text_relevance(sims[:, j], sims, syn, self.scale(space))
             wsum += weights[route]
         return names, total / wsum
