@@ -46,6 +46,7 @@ from ..tiles import (
 from ..tiles.config import SpotTileConfig
 from ..tiles.tissue import tissue_mask_from_rgb
 from .feature_cache import FeatureCache, array_fingerprint, make_key, slide_fingerprint
+from .backends import RuntimeConfig
 from .registry import DEFAULT_ENCODER, ImageEncoder, create_encoder
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class FeatureConfig:
     num_threads: int | None = None  #: torch CPU threads for the CLI (None = torch default)
     hash_chunk_mb: float = 1.0  #: large slides are fingerprinted by their first/last chunk (MB)
     full_hash_max_mb: float = 64.0  #: slides up to this size (MB) are hashed in full
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  #: where the forward pass runs (torch, ONNX Runtime, OpenVINO)
 
 
 def feature_key(model: str) -> str:
@@ -234,6 +236,8 @@ def _cache_parts(slide: Slide, layout: TileLayout, encoder: ImageEncoder, tile_c
         if stain.normalize
         else False,
         **({"tile_mpp": encoder.spec.tile_mpp} if encoder.spec.tile_mpp else {}),
+        # fp32 runtimes agree with torch to ~1e-6 and share its entries; lossy precisions get their own
+        **({"runtime": encoder.runtime_id} if encoder.precision != "fp32" else {}),
     }
 
 
@@ -316,7 +320,7 @@ def _setup(encoder: str | ImageEncoder, tile_cfg: TileConfig | None, cfg: Featur
     cfg = dataclasses.replace(cfg or load_config(FeatureConfig, "encoders"), **{k: v for k, v in overrides.items() if v is not None})
     tile_cfg = tile_cfg or load_config(TileConfig, "tiles")
     if isinstance(encoder, str):
-        encoder = create_encoder(encoder, weights=cfg.weights.get(encoder))
+        encoder = create_encoder(encoder, weights=cfg.weights.get(encoder), runtime=cfg.runtime)
     return encoder, tile_cfg, cfg
 
 
