@@ -114,6 +114,12 @@ def tile_px(layout: TileLayout, encoder: ImageEncoder) -> int:
 
 def _log_resampling(layout: TileLayout, encoder: ImageEncoder, with_subtiles: bool) -> str:
     tile_mpp = encoder.spec.tile_mpp
+    if encoder.spec.pooled_grid:
+        g = encoder.spec.pooled_grid
+        note = resampling_note(layout, encoder.image_size, encoder.spec.trained_mpp).split("; ")[0] + (
+            f"; {g}×{g} sub-tiles pooled from one pass over the tile" if with_subtiles else "")
+        log.info("%s: %s", encoder.name, note)
+        return note
     if tile_mpp:
         px, g = tile_px(layout, encoder), layout.subtile_grid
         note = (f"slide at {layout.mpp:.3f} µm/px; {layout.side_um:.0f} µm tiles read at {layout.side_um / px:.2f} µm/px "
@@ -196,12 +202,18 @@ def _encode_layout(
         out["subtiles"] = np.zeros((n, g2, d), np.float32)
     px = tile_px(layout, encoder)
     crops = bool(encoder.spec.tile_mpp) and cfg.with_subtiles  # sub-tiles cut from the tile, not re-read
+    pooled = encoder.spec.pooled_grid  # sub-tiles pooled from one pass over the tile
+    if pooled and pooled != layout.subtile_grid:
+        raise ValueError(f"{encoder.name} pools {pooled}×{pooled} sub-tiles; the layout has {layout.subtile_grid}×{layout.subtile_grid}")
     # tiles read at a fixed µm/px are shrunk as a scanner's downsampled image would be (Lanczos)
-    batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size, with_subtiles=cfg.with_subtiles and not crops,
-                                normalizer=normalizer, progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear")
+    batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size,
+                                with_subtiles=cfg.with_subtiles and not crops and not pooled, normalizer=normalizer,
+                                progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear")
     with tqdm(total=n, desc=f"{encoder.name} features", unit="tile", disable=not progress) as bar:
         for b in _prefetched(batches, cfg.prefetch):
-            if crops:
+            if pooled:
+                emb = encoder.encode(b.tiles, cfg.forward_batch).reshape(len(b.indices), 1 + g2, d)
+            elif crops:
                 g, s = layout.subtile_grid, px // layout.subtile_grid
                 subs = b.tiles.reshape(len(b.indices), g, s, g, s, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, s, s, 3)
                 emb = np.concatenate([encoder.encode(b.tiles, cfg.forward_batch)[:, None],

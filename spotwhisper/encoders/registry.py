@@ -78,6 +78,9 @@ class EncoderSpec:
     tile_mpp: float | None = None
     #: runtimes whose features were checked against torch on real tiles; ``runtime.use: auto`` picks among these
     runtimes: tuple[str, ...] = ("torch",)
+    #: ``g`` > 0: the backbone returns the tile's features and its ``g × g`` sub-tiles' pooled from one pass
+    #: (``(B, (1 + g*g) * D)``, :mod:`spotwhisper.encoders.onepass`); 0: one ``(B, D)`` row per image
+    pooled_grid: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, ``.h5ad``-writable description (no loader, no ``None`` values)."""
@@ -99,6 +102,8 @@ class EncoderSpec:
             out["trained_mpp"] = self.trained_mpp
         if self.tile_mpp is not None:
             out["tile_mpp"] = self.tile_mpp
+        if self.pooled_grid:
+            out["pooled_grid"] = self.pooled_grid
         return out
 
 
@@ -152,6 +157,8 @@ class ImageEncoder(nn.Module):
         if spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.embed_dim = int(loaded.embed_dim)
+        #: numbers per image that :meth:`encode` returns: ``embed_dim``, times ``1 + g*g`` for one-pass sub-tiles
+        self.out_dim = self.embed_dim * (1 + spec.pooled_grid**2)
         self.weights_id = loaded.weights_id
         self.image_size = int(loaded.image_size or spec.input_size)
         self.mean = tuple(loaded.mean or spec.mean)
@@ -222,12 +229,12 @@ class ImageEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 tiles ``(N, H, W, 3)`` → features ``(N, D)`` float32 numpy, ``batch_size`` per pass,
-        on the runtime :meth:`set_backend` chose."""
+        """uint8 tiles ``(N, H, W, 3)`` → features ``(N, out_dim)`` float32 numpy (``out_dim`` = ``D``, or
+        ``(1 + g*g) * D`` for one-pass sub-tiles), ``batch_size`` per pass, on the runtime :meth:`set_backend` chose."""
         arr = np.asarray(images)
         if arr.ndim == 3:
             arr = arr[None]
-        out = np.empty((len(arr), self.embed_dim), dtype=np.float32)
+        out = np.empty((len(arr), self.out_dim), dtype=np.float32)
         for start in range(0, len(arr), batch_size):
             chunk = arr[start : start + batch_size]
             out[start : start + len(chunk)] = self._forward_batch(self.preprocess(chunk))
