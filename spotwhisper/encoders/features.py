@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +40,8 @@ from ..tiles import (
     iter_tile_batches,
     spot_layout,
 )
-from ..tiles.config import SpotTileConfig
+from ..tiles.blocks import prefetched
+from ..tiles.config import ReadConfig, SpotTileConfig
 from ..tiles.tissue import tissue_mask_from_rgb
 from .feature_cache import FeatureCache, array_fingerprint, make_key, slide_fingerprint
 from .backends import RuntimeConfig
@@ -143,50 +141,6 @@ def _log_resampling(layout: TileLayout, encoder: ImageEncoder, with_subtiles: bo
     return note
 
 
-_END = object()
-
-
-def _prefetched(batches: Iterator[Any], enabled: bool) -> Iterator[Any]:
-    """Yield from ``batches``, producing the next item in a background thread when ``enabled``."""
-    if not enabled:
-        yield from batches
-        return
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in batches:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
-            put(err)
-
-    thread = threading.Thread(target=work, name="tile-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 def _encode_layout(
     encoder: ImageEncoder,
     slide: Slide,
@@ -194,6 +148,7 @@ def _encode_layout(
     cfg: FeatureConfig,
     normalizer: MacenkoNormalizer | None,
     progress: bool,
+    read: ReadConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``encoder`` over every tile (and sub-tile) of ``layout`` → ``features``, ``subtiles``, ``blur``."""
     n, d, g2 = len(layout), encoder.embed_dim, layout.subtile_grid**2
@@ -208,9 +163,10 @@ def _encode_layout(
     # tiles read at a fixed µm/px are shrunk as a scanner's downsampled image would be (Lanczos)
     batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size,
                                 with_subtiles=cfg.with_subtiles and not crops and not pooled, normalizer=normalizer,
-                                progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear")
+                                progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear",
+                                block_px=read.block_px if read else 0, workers=read.workers if read else 1)
     with tqdm(total=n, desc=f"{encoder.name} features", unit="tile", disable=not progress) as bar:
-        for b in _prefetched(batches, cfg.prefetch):
+        for b in prefetched(batches, cfg.prefetch):
             if pooled:
                 emb = encoder.encode(b.tiles, cfg.forward_batch).reshape(len(b.indices), 1 + g2, d)
             elif crops:
@@ -287,7 +243,7 @@ def _features_for_layout(
     if tile_cfg.stain.normalize:
         tissue_px = thumb[tissue.mask]
         normalizer = MacenkoNormalizer(tile_cfg.stain).fit(tissue_px[None] if len(tissue_px) else thumb)
-    arrays = _encode_layout(encoder, slide, layout, cfg, normalizer, progress)
+    arrays = _encode_layout(encoder, slide, layout, cfg, normalizer, progress, tile_cfg.read)
     if use_cache:
         path = store.save(encoder.name, key, arrays, parts)
         log.info("%s features: cached in %s", encoder.name, path)
