@@ -51,7 +51,7 @@ def run_local(specs: list[str], threads: int) -> dict:
     import torch
 
     from spotwhisper.collection import process_slides
-    from spotwhisper.collection.staging import peak_rss_mb
+    from spotwhisper.timing import peak_rss_mb
     from spotwhisper.pipeline import Models
 
     torch.set_num_threads(threads)

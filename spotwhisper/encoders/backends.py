@@ -1,6 +1,6 @@
 """Where an image encoder's forward pass runs: torch, ONNX Runtime or OpenVINO, chosen and logged.
 
-:func:`attach_runtime` exports the encoder's backbone to ONNX (:mod:`.export`, cached per weights
+:func:`attach_runtime` exports the encoder's backbone to ONNX (:mod:`.onnx_export`, cached per weights
 and code), builds a :class:`OnnxRuntimeBackend` or :class:`OpenVinoBackend` on it and hands it to the
 :class:`~spotwhisper.encoders.registry.ImageEncoder`, whose ``encode`` then runs the backbone there.
 Preprocessing stays in torch, so every runtime sees the same input tensor; torch stays the reference
@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, exported_dir
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, exported_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """int8 static post-training quantisation of an exported encoder, calibrated on her2st tiles.
 
 :func:`quantized_onnx` runs ``onnxruntime.quantization.quantize_static`` on the fp32 ONNX file of
-:mod:`.export`: QDQ format (which both ONNX Runtime and OpenVINO execute with int8 kernels — VNNI on
+:mod:`.onnx_export`: QDQ format (which both ONNX Runtime and OpenVINO execute with int8 kernels — VNNI on
 this CPU), int8 weights (per output channel by default), uint8 activations whose ranges come from
 real tiles: the spot tiles and 3 × 3 sub-tiles of ``calibration.spots_per_section`` spots of each
 calibration section (default C3–C6, so features can be judged on C2 and B4, which it never saw).
@@ -22,7 +22,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..cache import cache_key
 from .backends import CalibrationConfig
-from .export import INPUT_NAME
+from .onnx_export import INPUT_NAME
 from .registry import ImageEncoder
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ such as TF "SAME" padding is traced at it), so encoders that read tiles at any s
 so every runtime sees the same input tensor as torch does.
 
 Files live in ``<cache root>/exported/<encoder>/<fingerprint>.onnx`` — never in the checkout or the
-installed package. The fingerprint (:func:`model_fingerprint`) hashes the module's parameters and
+installed package. The fingerprint (:func:`export_fingerprint`) hashes the module's parameters and
 buffers, its input size, the opset, the torch version and the source of this module and of
 :mod:`.runtime`, so new weights, a new export or a new torch never reuse a stale file. Files are
 written atomically, so two processes exporting the same model at once both end with a valid file.
@@ -39,7 +39,7 @@ def exported_dir() -> Path:
     return cache_dir("exported")
 
 
-def model_fingerprint(encoder: ImageEncoder, opset: int) -> str:
+def export_fingerprint(encoder: ImageEncoder, opset: int) -> str:
     """24-hex fingerprint of what an export of ``encoder`` depends on (see the module docstring).
 
     Hashes every parameter and buffer (name, shape, dtype, bytes): ~15 ms for EfficientNet-Lite0's
@@ -68,7 +68,7 @@ def export_onnx(encoder: ImageEncoder, opset: int = 17, folder: Path | None = No
                            f"(input size {encoder.image_size or 'any'}, device {encoder.device})")
     root = Path(folder) if folder is not None else exported_dir()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder.name)
-    path = root / safe / f"{model_fingerprint(encoder, opset)}.onnx"
+    path = root / safe / f"{export_fingerprint(encoder, opset)}.onnx"
     if path.is_file():
         return path
     if importlib.util.find_spec("onnx") is None:
