@@ -136,3 +136,34 @@ def test_gpu_half_precision_agrees_with_cpu_fp32(real_tiles, torch_features):
     enc = create_encoder("efficientnet_lite0", device="cuda", runtime=RuntimeConfig(gpu_precision="fp16"))
     assert enc.runtime_id == "torch-fp16"
     assert _cosine(enc.encode(real_tiles), torch_features).min() >= MIN_COSINE
+
+
+def test_ivf_training_uses_faiss_gpus_when_present(monkeypatch, caplog):
+    import faiss
+
+    from spotwhisper.index import factory
+
+    moved = []
+    monkeypatch.setattr(factory, "gpus_available", lambda: 2)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
+    sample = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    sample /= np.linalg.norm(sample, axis=1, keepdims=True)
+    with caplog.at_level(logging.INFO, logger="spotwhisper.index.factory"):
+        index = factory.train_index("IVF8,Flat", 16, sample, gpu="auto")
+    assert index.is_trained and len(moved) == 1 and "training 8 inverted lists on 2 GPU(s)" in caplog.text
+    factory.train_index("IVF8,Flat", 16, sample, gpu="off")
+    assert len(moved) == 1  # "off": the CPU, whatever faiss sees
+
+
+@pytest.mark.skipif(not hasattr(__import__("faiss"), "StandardGpuResources"), reason="needs faiss-gpu (the [gpu] extra)")
+def test_faiss_gpu_trains_and_searches():
+    from spotwhisper.index.factory import gpus_available, to_search_device, train_index
+
+    if gpus_available() == 0:
+        pytest.skip("faiss-gpu sees no GPU")
+    x = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = train_index("IVF16,Flat", 32, x, gpu="auto")
+    index.add(x)
+    _, ids = to_search_device(index, "auto").search(x[:5], 1)
+    assert ids[:, 0].tolist() == list(range(5))
