@@ -16,13 +16,14 @@ Pooling is two matrix products, so the module exports to ONNX like its backbone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .backbones import VALIDATED_RUNTIMES, load_efficientnet_lite
+from .backbones import load_efficientnet_lite
 from .registry import EncoderSpec, LoadedBackbone, get_spec, register_model
 
 #: sub-tiles per side read from the feature map (the DeepSpot 3 × 3 layout of configs/tiles.yaml)
@@ -70,21 +71,6 @@ def load_onepass(spec: EncoderSpec, weights: str | None, pretrained: bool, local
 @register_model
 def efficientnet_lite0_onepass() -> EncoderSpec:
     base = get_spec("efficientnet_lite0")
-    return EncoderSpec(
-        name="efficientnet_lite0_onepass",
-        family=base.family,
-        arch=base.arch,
-        arch_kwargs={"base": base.name},
-        embed_dim=base.embed_dim,
-        input_size=base.input_size,
-        mean=base.mean,
-        std=base.std,
-        interpolation=base.interpolation,
-        weights=base.weights,
-        licence=base.licence,
-        loader=load_onepass,
-        reference=base.reference + "; sub-tiles pooled from one pass (spotwhisper.encoders.onepass)",
-        channels_last=True,
-        runtimes=VALIDATED_RUNTIMES,
-        pooled_grid=GRID,
-    )
+    return replace(base, name="efficientnet_lite0_onepass", arch_kwargs={"base": base.name}, loader=load_onepass,
+                   reference=base.reference + "; sub-tiles pooled from one pass (spotwhisper.encoders.onepass)",
+                   pooled_grid=GRID)
