@@ -46,7 +46,7 @@ def test_blockwise_reads_give_the_tiles_of_single_reads(tiff_slide, out_px, subt
     layout = visium_layout(1536, 100.0, 200.0)
     single = _by_index(iter_tile_batches(tiff_slide, layout, out_px, 16, with_subtiles=subtiles, progress=False))
     blocks = _by_index(iter_tile_batches(tiff_slide, layout, out_px, 16, with_subtiles=subtiles, progress=False,
-                                         block_px=512, workers=2))
+                                         block_tiles=2.5, workers=2))
     assert sorted(blocks) == sorted(single) == list(range(len(layout)))
     for i, (tile, subs, blur) in single.items():
         np.testing.assert_array_equal(blocks[i][0], tile)
@@ -68,15 +68,15 @@ def test_overlapping_tiles_are_read_about_once(tiff_slide, monkeypatch):
     list(iter_tile_batches(tiff_slide, layout, 64, 16, progress=False))
     one_by_one = read_px["n"]
     read_px["n"] = 0
-    list(iter_tile_batches(tiff_slide, layout, 64, 16, progress=False, block_px=1024))
+    list(iter_tile_batches(tiff_slide, layout, 64, 16, progress=False, block_tiles=5))
     assert read_px["n"] < one_by_one / 3  # 200 µm tiles on a 100 µm hexagonal lattice overlap ~4.6×
 
 
 def test_sparse_tiles_are_not_read_as_a_block():
     origins = np.array([[0, 0], [900, 900], [10, 0]])
-    groups = block_groups(origins, np.arange(3), n=50, block_px=1024)
+    groups = block_groups(origins, np.arange(3), n=50, block_tiles=20)
     assert sorted(map(len, groups)) == [1, 1, 1]  # bounding box mostly empty: single reads
-    assert [len(g) for g in block_groups(origins[[0, 2]], np.arange(2), 50, 1024)] == [2]
+    assert [len(g) for g in block_groups(origins[[0, 2]], np.arange(2), 50, 20)] == [2]
     assert [g.tolist() for g in block_groups(origins, np.array([2, 0]), 50, 0)] == [[2], [0]]  # 0: order kept
 
 
@@ -87,7 +87,7 @@ def test_in_memory_slide_and_order_without_blocks(he_image):
     seen = [int(i) for b in iter_tile_batches(slide, layout, 32, 8, indices=order, progress=False) for i in b.indices]
     assert seen == order.tolist()  # tile by tile: the order asked for
     single = _by_index(iter_tile_batches(slide, layout, 32, 8, progress=False))
-    blocks = _by_index(iter_tile_batches(slide, layout, 32, 8, progress=False, block_px=256, workers=3))
+    blocks = _by_index(iter_tile_batches(slide, layout, 32, 8, progress=False, block_tiles=2.5, workers=3))
     assert all(np.array_equal(blocks[i][0], t) and np.array_equal(blocks[i][1], s) for i, (t, s, _) in single.items())
 
 

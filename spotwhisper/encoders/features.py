@@ -164,7 +164,7 @@ def _encode_layout(
     batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size,
                                 with_subtiles=cfg.with_subtiles and not crops and not pooled, normalizer=normalizer,
                                 progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear",
-                                block_px=read.block_px if read else 0, workers=read.workers if read else 1)
+                                block_tiles=read.block_tiles if read else 0, workers=read.workers if read else 1)
     with tqdm(total=n, desc=f"{encoder.name} features", unit="tile", disable=not progress) as bar:
         for b in prefetched(batches, cfg.prefetch):
             if pooled:

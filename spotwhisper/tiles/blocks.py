@@ -2,8 +2,8 @@
 
 A Visium spot tile read with the 200 µm geometry of the models overlaps its neighbours (100 µm pitch):
 read one by one, every pixel of a pyramidal TIFF is decoded about four times. :func:`iter_blockwise`
-groups the tiles into blocks of about ``block_px`` pixels of the pyramid level they are read from,
-reads each block's bounding box once and cuts the tiles out of it — the same pixels as
+groups the tiles into blocks ``block_tiles`` tile sides across (in pixels of the pyramid level they are
+read from), reads each block's bounding box once and cuts the tiles out of it — the same pixels as
 :func:`~spotwhisper.tiles.extract.read_tile` would read (tested). Blocks are read and cut in
 ``workers`` threads (TIFF decoding, resizing and the blur measure release the GIL), and come in
 block order, so :class:`TileBatch` es carry their layout ``indices``.
@@ -44,12 +44,13 @@ def tile_origins(slide: Slide, layout: TileLayout, level: int) -> np.ndarray:
     return np.round(x0y0 / slide.level_downsamples[level]).astype(np.int64)
 
 
-def block_groups(origins: np.ndarray, indices: np.ndarray, n: int, block_px: int) -> list[np.ndarray]:
-    """``indices`` grouped by the ``block_px`` cell of their origin, cells in raster order; a group whose
-    bounding box would hold more than :data:`MAX_BLOCK_WASTE` × its tiles' pixels is split into single tiles."""
-    if block_px <= 0 or len(indices) == 0:
+def block_groups(origins: np.ndarray, indices: np.ndarray, n: int, block_tiles: float) -> list[np.ndarray]:
+    """``indices`` grouped by the cell of ``block_tiles × n`` pixels their origin lies in, cells in raster order
+    (``block_tiles`` ≤ 0: one tile a group, in the order given); a group whose bounding box would hold more than
+    :data:`MAX_BLOCK_WASTE` × its tiles' pixels is split into single tiles."""
+    if block_tiles <= 0 or len(indices) == 0:
         return [np.asarray([i]) for i in indices]
-    cells = origins[indices] // max(block_px, n)
+    cells = origins[indices] // max(1, int(round(block_tiles * n)))
     order = np.lexsort((cells[:, 0], cells[:, 1]))
     keys = cells[order]
     breaks = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
@@ -78,14 +79,14 @@ def iter_blockwise(
     cut: Any,
     indices: np.ndarray,
     with_subtiles: bool,
-    block_px: int,
+    block_tiles: float,
     workers: int = 1,
 ) -> Iterator[tuple[int, Any]]:
     """``(index, cut(region))`` for every tile of ``indices``, block by block (see the module docstring);
     ``cut`` turns a tile's ``(n, n, 3)`` region into what the caller keeps (run in the worker threads)."""
     level, n = tile_geometry(slide, layout, out_px, with_subtiles)
     origins = tile_origins(slide, layout, level)
-    groups = block_groups(origins, np.asarray(indices, dtype=np.int64), n, block_px)
+    groups = block_groups(origins, np.asarray(indices, dtype=np.int64), n, block_tiles)
 
     def work(group: np.ndarray) -> list[tuple[int, Any]]:
         return [(int(i), cut(r)) for i, r in zip(group, read_group(slide, level, n, origins, group))]
@@ -98,7 +99,7 @@ def iter_blockwise(
         pending: list = []
         for group in groups:
             pending.append(pool.submit(work, group))
-            if len(pending) > 2 * workers:  # bounded look-ahead: memory stays a few blocks
+            if len(pending) > workers:  # bounded look-ahead: memory stays a few blocks
                 yield from pending.pop(0).result()
         for fut in pending:
             yield from fut.result()

@@ -85,7 +85,7 @@ class AugmentConfig:
 class ReadConfig:
     """How tiles are read from a slide (:mod:`spotwhisper.tiles.blocks`)."""
 
-    block_px: int = 2048  #: tiles are read in blocks of about this many pixels, overlapping tiles' pixels once (0 = one by one)
+    block_tiles: float = 3.0  #: tiles are read in blocks this many tile sides across, overlapping tiles' pixels once (0 = one by one)
     workers: int = 2  #: threads reading and cutting blocks while the model runs
 
 

@@ -87,12 +87,12 @@ def iter_tile_batches(
     progress: bool = True,
     desc: str = "tiles",
     resample: str = "bilinear",
-    block_px: int = 0,
+    block_tiles: float = 0.0,
     workers: int = 1,
 ) -> Iterator[TileBatch]:
     """Yield :class:`TileBatch` es over ``indices`` (default: every tile) of ``layout``.
 
-    ``block_px`` > 0 reads tiles block by block, each block's pixels once (overlapping tiles share
+    ``block_tiles`` > 0 reads tiles block by block (blocks that many tile sides across), each block's pixels once (overlapping tiles share
     them), and the batches follow block order (their ``indices`` say which tiles they hold); 0 reads
     tile by tile in the order of ``indices``. ``workers`` threads read and cut (see :mod:`.blocks`).
     """
@@ -106,7 +106,7 @@ def iter_tile_batches(
         return tile, subs, blur_variance(tile)
 
     bar = tqdm(total=len(order), desc=desc, unit="tile", disable=not progress, leave=False)
-    items = iter_blockwise(slide, layout, out_px, cut, order, with_subtiles, block_px, workers)
+    items = iter_blockwise(slide, layout, out_px, cut, order, with_subtiles, block_tiles, workers)
     try:
         while True:
             chunk = list(itertools.islice(items, batch_size))
