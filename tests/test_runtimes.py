@@ -77,7 +77,7 @@ def test_missing_runtime_falls_back_to_torch_naming_the_package(monkeypatch, cap
         enc = create_encoder("efficientnet_lite0", runtime=RuntimeConfig(use="openvino"))
     assert enc.runtime == "torch" and enc.backend is None
     assert "pip install openvino" in caplog.text and "falls back to torch" in caplog.text
-    np.testing.assert_array_equal(enc.encode(real_tiles[:4]), torch_features[:4])
+    np.testing.assert_allclose(enc.encode(real_tiles[:4]), torch_features[:4], atol=1e-4)  # torch, another batch size
 
 
 def test_auto_keeps_unvalidated_encoders_on_torch():
