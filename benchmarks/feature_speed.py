@@ -1,7 +1,10 @@
 """Feature extraction speed on this CPU: spots/s (spot tile + 3×3 sub-tiles) and tiles/s, split into
 tile reading and model time, for one her2st section (default C2, efficientnet_lite0).
 
-    python benchmarks/feature_speed.py --data-dir ../shared/data [--spots 48] [--threads 1]
+    python benchmarks/feature_speed.py --data-dir ../shared/data [--spots 48] [--threads 1] [--runtime openvino]
+
+``--runtime`` picks the encoder runtime (default: ``runtime.use`` of configs/encoders.yaml); runtimes side by
+side with per-tile fidelity: ``benchmarks/runtime_speed.py``; the whole command: ``benchmarks/extract_speed.py``.
 
 Prints figures only; the cache is not used.
 """
@@ -27,6 +30,7 @@ def main() -> None:
     ap.add_argument("--section", default="C2")
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--spots", type=int, default=0, help="first N spots (0 = all)")
+    ap.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx", "openvino"])
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (2 OpenMP threads are much slower on a busy 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -37,7 +41,9 @@ def main() -> None:
     slide, scale = open_source_slide(adata)
     layout = spot_layout(adata, slide, scale, tile_cfg.spot)
     n = len(layout) if args.spots <= 0 else min(args.spots, len(layout))
-    encoder = create_encoder(args.model)
+    encoder = create_encoder(args.model, runtime=args.runtime)
+    if encoder.spec.pooled_grid:
+        raise SystemExit(f"{args.model} reads sub-tiles from one pass; time it with benchmarks/extract_speed.py")
     px, g2 = encoder.image_size, layout.subtile_grid**2
 
     t0 = time.perf_counter()
@@ -57,7 +63,8 @@ def main() -> None:
 
     n_img = len(images)
     total = t_read + t_model
-    print(f"{args.section}: {n} spots × (1 + {g2}) = {n_img} tiles of {px} px, model {args.model}, {args.threads} thread(s)")
+    print(f"{args.section}: {n} spots × (1 + {g2}) = {n_img} tiles of {px} px, model {args.model} on {encoder.runtime_id}, "
+          f"{args.threads} thread(s)")
     print(f"  slide decode (once)   {t_open:7.2f} s")
     print(f"  tile reading          {t_read:7.2f} s   {n / t_read:8.1f} spots/s   {n_img / t_read:8.1f} tiles/s")
     print(f"  model (forward)       {t_model:7.2f} s   {n / t_model:8.1f} spots/s   {n_img / t_model:8.1f} tiles/s")

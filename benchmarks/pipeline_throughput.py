@@ -1,4 +1,23 @@
-"""Pipeline throughput, local engine vs Ray, on real her2st sections: spots per second.
+"""Pipeline throughput: synthetic Visium-size and whole slides per runtime side by side (issue 22), or
+local engine vs Ray on real her2st sections.
+
+**Synthetic slides** (``--slide visium|wsi``, built from her2st tissue by ``benchmarks/synthetic_slides.py``):
+every variant runs ``spotwhisper -v index build`` on the same slide — tiles → features → inferred expression
+→ proteins → embeddings → FAISS index — in its own process with an empty feature cache, one after the
+other in this run, so ratios to the first variant stand on a busy machine. Per variant: wall time, CPU
+time (user + system, all threads) and peak RSS of the process (``os.wait4``), and per stage the figures
+the pipeline logs (:mod:`spotwhisper.timing`). Variants: ``today`` (another install's ``spotwhisper``,
+``--today-python``: e.g. a venv of main before issue 22), ``torch`` / ``onnx`` / ``openvino`` (this
+checkout, ``runtime.use``), ``onepass`` (the default runtime with the one-pass models of ``--onepass-models``).
+
+    nice python benchmarks/pipeline_throughput.py --slide visium --spots 5000 --variants openvino onepass
+    nice python benchmarks/pipeline_throughput.py --slide visium --spots 500 --variants today torch openvino onepass \
+        --today-python /path/to/main-venv/bin/python --onepass-models DIR --out benchmarks/results/throughput_visium.md
+    nice python benchmarks/pipeline_throughput.py --slide wsi --tissue-cm2 2 --variants onepass --onepass-models DIR
+
+The whole-slide grid is 200 µm tiles at 100 µm stride (``grid.overlap: 0.5``): 2 cm² of tissue ≈ 20,000 tiles.
+
+**her2st** (``--slide her2st``, the default; local engine vs Ray):
 
 Each engine runs the whole pipeline (tiles → features → inferred expression → proteins →
 embeddings) on the same sections twice: **cold** (an empty feature cache: image features are
@@ -32,6 +51,9 @@ import numpy as np
 from spotwhisper import keys
 from spotwhisper.io import read_her2st, write_h5ad
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput_variants import add_synthetic_arguments, measure_synthetic  # noqa: E402
+
 
 def write_specs(data_dir: str, sections: list[str], max_spots: int, folder: Path) -> list[str]:
     """Each section as an .h5ad; with ``max_spots`` the spots nearest the section's centre (a disc)."""
@@ -51,7 +73,7 @@ def run_local(specs: list[str], threads: int) -> dict:
     import torch
 
     from spotwhisper.collection import process_slides
-    from spotwhisper.collection.staging import peak_rss_mb
+    from spotwhisper.timing import peak_rss_mb
     from spotwhisper.pipeline import Models
 
     torch.set_num_threads(threads)
@@ -78,6 +100,8 @@ def run_ray(specs: list[str], work: Path, name: str, cfg) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("SPOTWHISPER_DATA_DIR", "../shared/data"))
+    ap.add_argument("--slide", choices=["her2st", "visium", "wsi"], default="her2st")
+    add_synthetic_arguments(ap)
     ap.add_argument("--sections", nargs="+", default=["C2", "C3"], help="her2st sections with H&E (C2–C6)")
     ap.add_argument("--max-spots", type=int, default=60, help="spots per section (0 = all)")
     ap.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray"])
@@ -89,7 +113,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="sw-throughput-"))
     try:
-        measure(args, work)
+        if args.slide == "her2st":
+            measure(args, work)
+        else:
+            measure_synthetic(args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -32,6 +32,7 @@ from .io.inputs import SlideInput
 from .language import TextExpressionModel
 from .proteins import proteins_from_expression
 from .tiles.config import SpotTileConfig, TileConfig
+from .timing import stage
 
 log = logging.getLogger(__name__)
 #: a slide's X is embedded as measured expression only with at least this many genes (a panel, not a few markers)
@@ -184,16 +185,33 @@ def spots_with_features(inp: SlideInput, encoder: str, progress: bool = True, ge
     return extract_features(inp.adata, enc, slide=inp.slide, scale=inp.scale, tile_cfg=tile_cfg, progress=progress, copy=True)
 
 
-def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True) -> ad.AnnData:
-    """Run every stage on one slide → AnnData over its spots (see the module docstring)."""
+def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = None, progress: bool = True,
+                  timings: dict[str, dict[str, float]] | None = None) -> ad.AnnData:
+    """Run every stage on one slide → AnnData over its spots (see the module docstring). Each stage's wall
+    time, CPU time and peak memory are logged (:mod:`spotwhisper.timing`) and added to ``timings`` when given."""
     cfg = cfg or load_config(PipelineConfig, "pipeline")
     expression, aligned, which = models.for_slide(inp.slide.mpp if inp.slide is not None else None, inp.name)
-    spots = spots_with_features(inp, expression.encoder, progress, expression.tile_config())
-    out = expression.predict(spots)
-    if expression.familiarity is not None:
-        out.uns[keys.FAMILIARITY] = familiarity_of(spots, out, expression, inp)
-        log.info("%s: %s", inp.name, out.uns[keys.FAMILIARITY]["sentence"])
-    proteins_from_expression(out)
+    with stage("features", inp.name, timings):
+        spots = spots_with_features(inp, expression.encoder, progress, expression.tile_config())
+    with stage("expression", inp.name, timings):
+        out = expression.predict(spots)
+        if expression.familiarity is not None:
+            out.uns[keys.FAMILIARITY] = familiarity_of(spots, out, expression, inp)
+            log.info("%s: %s", inp.name, out.uns[keys.FAMILIARITY]["sentence"])
+    with stage("proteins", inp.name, timings):
+        proteins_from_expression(out)
+    with stage("embeddings", inp.name, timings):
+        _embed(out, inp, models, aligned, expression.encoder, cfg, progress)
+    if keys.SECTION not in out.obs:
+        out.obs[keys.SECTION] = inp.name
+    out.uns[keys.PIPELINE] = models.describe(which)
+    return out
+
+
+def _embed(out: ad.AnnData, inp: SlideInput, models: Models, aligned: AlignedImageModel | None, encoder: str,
+           cfg: PipelineConfig, progress: bool) -> None:
+    """The embedding stage of :func:`process_slide`: transcriptome–text, aligned image, image–text models,
+    measured expression, pooled image vectors; then drops the image features unless ``keep_features``."""
     from .language import embed
 
     embed(out, models.text)
@@ -208,14 +226,10 @@ def process_slide(inp: SlideInput, models: Models, cfg: PipelineConfig | None = 
         out.uns.setdefault(keys.EMBEDDING_MODELS, {})[keys.TEXT_EMB_MEASURED] = {
             **out.uns[keys.EMBEDDING_MODELS][keys.TEXT_EMB]}
     if cfg.image_vec_dim:
-        add_image_vectors(out, expression.encoder, cfg.image_vec_dim, cfg.image_vec_seed)
+        add_image_vectors(out, encoder, cfg.image_vec_dim, cfg.image_vec_seed)
     if not cfg.keep_features:
         for k in [k for k in out.obsm if k.startswith(keys.FEATURES_PREFIX)]:
             del out.obsm[k]
-    if keys.SECTION not in out.obs:
-        out.obs[keys.SECTION] = inp.name
-    out.uns[keys.PIPELINE] = models.describe(which)
-    return out
 
 
 def familiarity_of(spots: ad.AnnData, predicted: ad.AnnData, expression: ExpressionModel, inp: SlideInput) -> dict:

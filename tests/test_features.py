@@ -26,7 +26,7 @@ from spotwhisper.encoders import (
     feature_key,
     subtile_key,
 )
-from spotwhisper.encoders.features import _prefetched
+from spotwhisper.tiles.blocks import prefetched
 from spotwhisper.io import ArraySlide, read_h5ad, write_h5ad
 from spotwhisper.tiles import SpotTileConfig, TileConfig, read_tile, spot_layout
 from tests.conftest import synthetic_he
@@ -192,14 +192,14 @@ def test_resampling_far_from_the_training_resolution_warns(spots, cfg, caplog):
 
 
 def test_prefetch_keeps_order_and_raises_reader_errors():
-    assert list(_prefetched(iter(range(5)), True)) == list(range(5))
+    assert list(prefetched(iter(range(5)), True)) == list(range(5))
 
     def broken():
         yield 1
         raise OSError("tile read failed")
 
     with pytest.raises(OSError, match="tile read failed"):
-        list(_prefetched(broken(), True))
+        list(prefetched(broken(), True))
 
 
 def test_cli_models_and_grid_extract(tmp_path, capsys):

@@ -25,7 +25,7 @@ FOLDERS = {PACKAGE: ("spotwhisper",), **{path: tuple(name.split(".")) for name, 
 #: proteins and language both read the inferred transcriptome through the shared gene panel and
 #: never each other (siblings), and so do scale/search and bench/ui.
 TIERS: list[list[str]] = [
-    ["__init__", "keys", "atomic", "cache", "datadir", "config", "configs", "names", "extras", "userdata", "routes"],  # plumbing, no stage
+    ["__init__", "keys", "atomic", "cache", "datadir", "config", "configs", "names", "extras", "userdata", "routes", "timing"],  # plumbing, no stage
     ["prompts", "genes", "setmodel"],  # shared model pieces: vocabulary, gene panel, set trunk
     ["io"],
     ["tiles"],

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-subtiles", action="store_true", help="skip the 3×3 sub-tiles")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default $SPOTWHISPER_CACHE_DIR or ~/.cache/…)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx", "openvino"], default=None,
+                   help="where the encoder runs (default: runtime.use in --config, auto = the fastest installed; "
+                   "a missing runtime falls back to torch with a message)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
+                   help="CPU precision of onnx/openvino (default: runtime.precision in --config, fp32; bf16 and int8 "
+                   "lose fidelity, see benchmarks/results/runtime_speed.md)")
     add_config(p, "encoders", "feature settings")
     add_config(p, "tiles", "tile settings", flag="--tiles-config")
     p.set_defaults(func=extract)
@@ -52,6 +58,7 @@ def extract(args: argparse.Namespace) -> int:
         extract_features,
         extract_grid_features,
     )
+    from ..encoders.backends import runtime_config
     from ..io import write_h5ad
     from ..io.inputs import load_input
     from ..tiles import TileConfig
@@ -65,7 +72,10 @@ def extract(args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.num_threads)
     tile_cfg = load_config(TileConfig, args.tiles_config)
     inp = load_input(args.slide, args.data_dir, mpp=args.mpp)
-    encoder = create_encoder(cfg.model, weights=args.weights or cfg.weights.get(cfg.model))
+    cfg.runtime = runtime_config(cfg.runtime, args.precision)
+    if args.runtime:
+        cfg.runtime.use = args.runtime
+    encoder = create_encoder(cfg.model, weights=args.weights or cfg.weights.get(cfg.model), runtime=cfg.runtime)
     if args.grid or inp.adata is None:
         adata = extract_grid_features(inp.slide, encoder, library_id=inp.name, tile_cfg=tile_cfg, cfg=cfg)
     else:
@@ -76,7 +86,7 @@ def extract(args: argparse.Namespace) -> int:
     info = adata.uns[keys.FEATURES_UNS][encoder.name]
     shapes = ", ".join(f"{k} {adata.obsm[k].shape}" for k in info["obsm_keys"])
     Console().print(
-        f"{inp.slide}\n{adata.n_obs} {info['layout']} tiles, {encoder.name} ({encoder.weights_id})\n"
+        f"{inp.slide}\n{adata.n_obs} {info['layout']} tiles, {encoder.name} ({encoder.weights_id}) on {encoder.runtime_id}\n"
         f"{info['resampling']}\n{shapes}\ncache key {info['cache_key']}\nwrote {out}"
     )
     return 0

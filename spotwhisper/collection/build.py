@@ -49,6 +49,7 @@ from .staging import (
     stage_slide,
     staging_folder,
 )
+from ..timing import stage
 from .store import SlideStore
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ def commit_build(items: Sequence[StagedSlide], collection: str, root: Path, mode
                  progress: bool = True) -> CollectionIndex:
     """Commit the staged slides of a build (:func:`.publish.publish`), then clear their staging
     folder unless ``keep_staging``. Shared by the local and Ray engines."""
-    coll = publish(items, collection, root, mode, cfg, progress=progress)
+    with stage("index", collection):
+        coll = publish(items, collection, root, mode, cfg, progress=progress)
     if not cfg.keep_staging:
         clear_staging(staging_folder(collection, root, cfg))
     return coll

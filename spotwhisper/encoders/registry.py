@@ -76,6 +76,11 @@ class EncoderSpec:
     #: read tiles at this many µm per pixel, at whatever size in pixels that gives (``input_size`` 0),
     #: and sub-tiles as crops of the tile; ``None`` = every tile resized to ``input_size``
     tile_mpp: float | None = None
+    #: runtimes whose features were checked against torch on real tiles; ``runtime.use: auto`` picks among these
+    runtimes: tuple[str, ...] = ("torch",)
+    #: ``g`` > 0: the backbone returns the tile's features and its ``g × g`` sub-tiles' pooled from one pass
+    #: (``(B, (1 + g*g) * D)``, :mod:`spotwhisper.encoders.onepass`); 0: one ``(B, D)`` row per image
+    pooled_grid: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, ``.h5ad``-writable description (no loader, no ``None`` values)."""
@@ -97,6 +102,8 @@ class EncoderSpec:
             out["trained_mpp"] = self.trained_mpp
         if self.tile_mpp is not None:
             out["tile_mpp"] = self.tile_mpp
+        if self.pooled_grid:
+            out["pooled_grid"] = self.pooled_grid
         return out
 
 
@@ -150,6 +157,8 @@ class ImageEncoder(nn.Module):
         if spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.embed_dim = int(loaded.embed_dim)
+        #: numbers per image that :meth:`encode` returns: ``embed_dim``, times ``1 + g*g`` for one-pass sub-tiles
+        self.out_dim = self.embed_dim * (1 + spec.pooled_grid**2)
         self.weights_id = loaded.weights_id
         self.image_size = int(loaded.image_size or spec.input_size)
         self.mean = tuple(loaded.mean or spec.mean)
@@ -158,6 +167,22 @@ class ImageEncoder(nn.Module):
         self._resize = v2.Resize((self.image_size, self.image_size), interpolation=interp, antialias=True) if self.image_size else None
         self._normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
         self.eval()
+        self.set_backend(None)
+
+    def set_backend(self, backend: Any = None, gpu_precision: str = "fp32", pin_memory: bool = False) -> None:
+        """Run the backbone through ``backend`` (a :class:`~spotwhisper.encoders.backends.Backend`: ONNX
+        Runtime, OpenVINO) in :meth:`encode`, or on torch (``None``) — on a GPU with ``gpu_precision``
+        autocast (``fp32``/``fp16``/``bf16``) and page-locked batches when ``pin_memory``."""
+        self.backend = backend
+        self.runtime = "torch" if backend is None else backend.name
+        self.precision = gpu_precision if backend is None and self.device.type == "cuda" else (
+            "fp32" if backend is None else backend.precision)
+        self._pin = bool(pin_memory and self.device.type == "cuda")
+
+    @property
+    def runtime_id(self) -> str:
+        """Where features come from, e.g. ``"torch-fp32"``, ``"openvino-fp32"``, ``"onnx-int8"``."""
+        return f"{self.runtime}-{self.precision}"
 
     @property
     def name(self) -> str:
@@ -189,16 +214,30 @@ class ImageEncoder(nn.Module):
             raise RuntimeError(f"{self.name}: backbone returned shape {tuple(out.shape)}, expected (B, D)")
         return out.float()
 
+    def _forward_batch(self, x: torch.Tensor) -> np.ndarray:
+        """Normalised CPU batch ``(B, 3, S, S)`` → ``(B, D)`` float32 numpy on the chosen runtime."""
+        if self.backend is not None:
+            return self.backend.run(x.numpy())
+        if self.device.type != "cuda":
+            return self(x).numpy()
+        if self._pin:
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=self._pin)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self(x).float().cpu().numpy()
+
     @torch.inference_mode()
     def encode(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 tiles ``(N, H, W, 3)`` → features ``(N, D)`` float32 numpy, ``batch_size`` per pass."""
+        """uint8 tiles ``(N, H, W, 3)`` → features ``(N, out_dim)`` float32 numpy (``out_dim`` = ``D``, or
+        ``(1 + g*g) * D`` for one-pass sub-tiles), ``batch_size`` per pass, on the runtime :meth:`set_backend` chose."""
         arr = np.asarray(images)
         if arr.ndim == 3:
             arr = arr[None]
-        out = np.empty((len(arr), self.embed_dim), dtype=np.float32)
+        out = np.empty((len(arr), self.out_dim), dtype=np.float32)
         for start in range(0, len(arr), batch_size):
             chunk = arr[start : start + batch_size]
-            out[start : start + len(chunk)] = self(self.preprocess(chunk)).cpu().numpy()
+            out[start : start + len(chunk)] = self._forward_batch(self.preprocess(chunk))
         return out
 
 
@@ -215,6 +254,7 @@ def create_encoder(
     local_files_only: bool | None = None,
     device: str | torch.device = "auto",
     fold_bn: bool = True,
+    runtime: str | Any | None = None,
     **model_kwargs: Any,
 ) -> ImageEncoder:
     """Build encoder ``name`` with ``weights`` (``None`` = its default source, a local file or
@@ -223,7 +263,10 @@ def create_encoder(
     architecture arguments (e.g. a smaller ``depth`` in tests). Returns an :class:`ImageEncoder`
     in eval mode on ``device`` (``"auto"``: a CUDA GPU when torch sees one, else the CPU), with
     BatchNorm folded into the convolutions before it (``fold_bn``; same features to ~1e-5, ~30 %
-    faster on CPU for EfficientNet-Lite0; no-op for ViTs).
+    faster on CPU for EfficientNet-Lite0; no-op for ViTs). ``runtime`` picks where the forward pass runs
+    (:func:`~spotwhisper.encoders.backends.attach_runtime`): a name (``"auto"``, ``"torch"``, ``"onnx"``,
+    ``"openvino"``), a :class:`~spotwhisper.encoders.backends.RuntimeConfig`, or ``None`` for the
+    ``runtime:`` section of ``configs/encoders.yaml``; the choice is logged and kept in ``encoder.runtime``.
     """
     device = resolve_device(device)
     spec = get_spec(name)
@@ -232,4 +275,8 @@ def create_encoder(
     encoder = ImageEncoder(spec, loaded)
     if fold_bn:
         fold_batchnorm(encoder.model)
-    return encoder.to(device)
+    encoder = encoder.to(device)
+    from .backends import attach_runtime, runtime_config  # the runtimes import this module
+
+    attach_runtime(encoder, runtime_config(runtime))
+    return encoder

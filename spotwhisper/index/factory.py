@@ -57,8 +57,11 @@ def new_index(factory: str, dim: int) -> faiss.Index:
     return index
 
 
-def train_index(factory: str, dim: int, sample: np.ndarray, *, seed: int = 0) -> faiss.Index:
-    """An empty index of ``factory`` trained on ``sample`` ``(n, dim)`` unit float32 (no-op for Flat)."""
+def train_index(factory: str, dim: int, sample: np.ndarray, *, seed: int = 0, gpu: str = "off") -> faiss.Index:
+    """An empty index of ``factory`` trained on ``sample`` ``(n, dim)`` unit float32 (no-op for Flat).
+
+    With ``gpu == "auto"`` and faiss-gpu seeing a GPU, the k-means of the inverted lists assigns on all GPUs
+    (faiss's ``clustering_index``); the trained index is a CPU index either way (logged)."""
     index = new_index(factory, dim)
     if index.is_trained:
         return index
@@ -71,6 +74,12 @@ def train_index(factory: str, dim: int, sample: np.ndarray, *, seed: int = 0) ->
             raise ValueError(
                 f"{factory}: {ivf.nlist} inverted lists need at least as many training vectors, got {len(sample)}"
             )
+        if gpu == "auto" and gpus_available() > 0:
+            try:
+                ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d))
+                log.info("%s: training %d inverted lists on %d GPU(s)", factory, ivf.nlist, gpus_available())
+            except (RuntimeError, AttributeError) as err:
+                log.warning("%s: training on the CPU: faiss could not use the GPU (%s)", factory, err)
     index.train(sample)
     return index
 

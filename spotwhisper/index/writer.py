@@ -94,7 +94,7 @@ def fill(
             pool = np.zeros((0, model.dim), np.float32)
         t0 = time.perf_counter()
         sample = training_sample(pool, fac, model.dim, cfg.factory, cfg.seed)
-        template = train_index(fac, model.dim, sample, seed=cfg.seed)
+        template = train_index(fac, model.dim, sample, seed=cfg.seed, gpu=cfg.gpu)
         info = RouteInfo(model=model.name, dim=model.dim, factory=fac, model_version=model.version)
         info.n_train, info.train_seconds = len(sample), round(time.perf_counter() - t0, 3)
         info.lossy = is_lossy(template)

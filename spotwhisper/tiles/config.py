@@ -85,6 +85,14 @@ class AugmentConfig:
 
 
 @dataclass
+class ReadConfig:
+    """How tiles are read from a slide (:mod:`spotwhisper.tiles.blocks`)."""
+
+    block_tiles: float = 3.0  #: tiles are read in blocks this many tile sides across, overlapping tiles' pixels once (0 = one by one)
+    workers: int = 2  #: threads reading and cutting blocks while the model runs
+
+
+@dataclass
 class TileConfig:
     """Everything the tiles stage needs."""
 
@@ -93,4 +101,5 @@ class TileConfig:
     tissue: TissueConfig = field(default_factory=TissueConfig)
     qc: QCConfig = field(default_factory=QCConfig)
     stain: StainConfig = field(default_factory=StainConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
     batch_size: int = 32  #: tiles per streamed batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io.slide import Slide
+from .blocks import iter_blockwise, normalized, tile_geometry
 from .layout import TileLayout
 from .stain import MacenkoNormalizer
 from .tissue import blur_variance
@@ -36,6 +38,24 @@ def _resize(img: np.ndarray, px: int, resample: str = "bilinear") -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((px, px), FILTERS[resample]))
 
 
+def cut_tile(region: np.ndarray, out_px: int, subtile_grid: int = 0, normalizer: MacenkoNormalizer | None = None,
+             resample: str = "bilinear") -> tuple[np.ndarray, np.ndarray | None]:
+    """A tile's ``(n, n, 3)`` region → the tile ``(P, P, 3)`` and its sub-tiles ``(g*g, P, P, 3)`` (``None``
+    when ``subtile_grid`` is 0), normalised (``normalizer``) and resized with ``resample``."""
+    region = normalized(region, normalizer)
+    tile = _resize(region, out_px, resample)
+    if not subtile_grid:
+        return tile, None
+    g, n = subtile_grid, region.shape[0]
+    edges = np.linspace(0, n, g + 1).round().astype(int)
+    subs = [
+        _resize(np.ascontiguousarray(region[edges[r] : edges[r + 1], edges[c] : edges[c + 1]]), out_px, resample)
+        for r in range(g)
+        for c in range(g)
+    ]
+    return tile, np.stack(subs)
+
+
 def read_tile(
     slide: Slide,
     layout: TileLayout,
@@ -50,25 +70,10 @@ def read_tile(
     The region is read once, from the coarsest pyramid level that keeps sub-tiles at ``out_px``,
     and resized with the ``resample`` filter (``"bilinear"`` or ``"lanczos"``, see :data:`FILTERS`).
     """
-    g = layout.subtile_grid if with_subtiles else 1
-    side = layout.side_px
-    level = slide.best_level_for_downsample(side / (g * out_px))
-    ds = slide.level_downsamples[level]
-    n = max(g, int(round(side / ds)))
-    x0, y0 = layout.centres[i] - side / 2
+    level, n = tile_geometry(slide, layout, out_px, with_subtiles)
+    x0, y0 = layout.centres[i] - layout.side_px / 2
     region = slide.read_region((int(round(x0)), int(round(y0))), level, (n, n))
-    if normalizer is not None:
-        region = normalizer.transform(region)
-    tile = _resize(region, out_px, resample)
-    if not with_subtiles:
-        return tile, None
-    edges = np.linspace(0, n, g + 1).round().astype(int)
-    subs = [
-        _resize(np.ascontiguousarray(region[edges[r] : edges[r + 1], edges[c] : edges[c + 1]]), out_px, resample)
-        for r in range(g)
-        for c in range(g)
-    ]
-    return tile, np.stack(subs)
+    return cut_tile(region, out_px, layout.subtile_grid if with_subtiles else 0, normalizer, resample)
 
 
 def iter_tile_batches(
@@ -82,27 +87,38 @@ def iter_tile_batches(
     progress: bool = True,
     desc: str = "tiles",
     resample: str = "bilinear",
+    block_tiles: float = 0.0,
+    workers: int = 1,
 ) -> Iterator[TileBatch]:
-    """Yield :class:`TileBatch` es over ``indices`` (default: every tile) of ``layout``."""
+    """Yield :class:`TileBatch` es over ``indices`` (default: every tile) of ``layout``.
+
+    ``block_tiles`` > 0 reads tiles block by block (blocks that many tile sides across), each block's pixels once (overlapping tiles share
+    them), and the batches follow block order (their ``indices`` say which tiles they hold); 0 reads
+    tile by tile in the order of ``indices``. ``workers`` threads read and cut (see :mod:`.blocks`).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     order = np.arange(len(layout)) if indices is None else np.asarray(indices, dtype=np.int64)
+    g = layout.subtile_grid if with_subtiles else 0
+
+    def cut(region: np.ndarray) -> tuple:
+        tile, subs = cut_tile(region, out_px, g, normalizer, resample)
+        return tile, subs, blur_variance(tile)
+
     bar = tqdm(total=len(order), desc=desc, unit="tile", disable=not progress, leave=False)
+    items = iter_blockwise(slide, layout, out_px, cut, order, with_subtiles, block_tiles, workers)
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            tiles, subs, blur = [], [], []
-            for i in idx:
-                t, s = read_tile(slide, layout, int(i), out_px, with_subtiles, normalizer, resample)
-                tiles.append(t)
-                subs.append(s)
-                blur.append(blur_variance(t))
-            bar.update(len(idx))
+        while True:
+            chunk = list(itertools.islice(items, batch_size))
+            if not chunk:
+                return
+            bar.update(len(chunk))
             yield TileBatch(
-                indices=idx,
-                tiles=np.stack(tiles),
-                subtiles=np.stack(subs) if with_subtiles else None,
-                blur=np.asarray(blur, dtype=np.float32),
+                indices=np.asarray([i for i, _ in chunk], dtype=np.int64),
+                tiles=np.stack([c[0] for _, c in chunk]),
+                subtiles=np.stack([c[1] for _, c in chunk]) if with_subtiles else None,
+                blur=np.asarray([c[2] for _, c in chunk], dtype=np.float32),
             )
     finally:
+        items.close()
         bar.close()
