@@ -363,8 +363,8 @@ class SearchEngine:
         return find_regions(coords, fused, threshold, spacing, spacing, mpp, self.cfg.link, self.cfg.min_region_spots)
 
     def explain_hits(self, hits: SlideHits, parsed: ParsedQuery, example: ExampleQuery | None = None) -> None:
-        """Explain the strongest region (else the candidate areas) of ``hits`` (spots vs rest; gene attributions towards the query, or
-        towards an example's transcriptome prototype), in place."""
+        """Explain the strongest region (else the candidate areas) of ``hits`` (spots vs rest; gene attributions
+        towards the query, or towards an example's transcriptome prototype), in place."""
         # a slide without regions: its candidate areas together (each is small; together they are what is shown)
         spots = hits.regions[0].spots if hits.regions else np.concatenate([r.spots for r in hits.candidates])
         hits.explanation = self._contrast(hits.adata, spots)

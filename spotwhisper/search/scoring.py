@@ -141,10 +141,10 @@ class QueryScorer:
             return [], np.zeros((adata.n_obs, 0))
         idx = [self.references.names.index(n) for n in names]
         total, wsum = np.zeros((adata.n_obs, len(idx))), 0.0
+        tau = self.cfg.relevance.synonym_similarity
         for route, (key, space) in spaces.items():
             refs = self.references.embeddings(space, lambda ns, s=space: self.embed(s, ns), self.model_id(space))
             sims = self.references.spot_sims((slide, id(adata), route), np.asarray(adata.obsm[key], dtype=np.float32), refs)
-            tau = self.cfg.relevance.synonym_similarity
             for k, j in enumerate(idx):
                 name = self.references.names[j]
                 syn = self.references.synonyms(refs, refs[j], tau, exclude=[name, *self.vocabulary.counted_with(name)])
