@@ -46,23 +46,36 @@ class NetConfig:
 @dataclass
 class SpotInputs:
     """Model inputs for ``n`` spots: ``spot`` ``(n, d)``, ``sub`` ``(n, s, d)`` or None,
-    ``neigh`` ``(n, k, d)`` neighbour features and ``neigh_mask`` ``(n, k)`` bool (True = present)."""
+    ``neigh`` ``(n, k, d)`` neighbour features and ``neigh_mask`` ``(n, k)`` bool (True = present).
+
+    With ``ring`` ``(n, k)`` (rows of ``spot``, -1 = none) the neighbour features are not held: :meth:`index`
+    gathers them for the rows it picks, so a batched pass over a whole slide never holds ``(n, k, d)``."""
 
     spot: torch.Tensor
     sub: torch.Tensor | None
     neigh: torch.Tensor | None
     neigh_mask: torch.Tensor | None
+    ring: torch.Tensor | None = None
 
     def index(self, idx: torch.Tensor) -> SpotInputs:
+        """The spots ``idx`` (neighbour features gathered when held as a ``ring``)."""
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        if self.ring is not None:
+            ring = self.ring[idx]
+            return SpotInputs(self.spot[idx], pick(self.sub), self.spot[ring.clamp(min=0)], ring >= 0)
         return SpotInputs(self.spot[idx], pick(self.sub), pick(self.neigh), pick(self.neigh_mask))
+
+    def gathered(self) -> SpotInputs:
+        """The same inputs with neighbour features held (a no-op unless they are a ``ring``)."""
+        return self if self.ring is None else self.index(torch.arange(len(self)))
 
     def __len__(self) -> int:
         return self.spot.shape[0]
 
     @staticmethod
     def concat(parts: Sequence[SpotInputs]) -> SpotInputs:
-        """The spots of several sections stacked (neighbour features were already gathered per section)."""
+        """The spots of several sections stacked (neighbour features gathered per section first)."""
+        parts = [p.gathered() for p in parts]
         cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
         return SpotInputs(cat([p.spot for p in parts]), cat([p.sub for p in parts]), cat([p.neigh for p in parts]),
                           cat([p.neigh_mask for p in parts]))
@@ -138,15 +151,16 @@ class MissingFeaturesError(KeyError):
         return str(self.args[0])
 
 
-def inputs_for(adata: ad.AnnData, encoder: str, net: NetConfig) -> SpotInputs:
+def inputs_for(adata: ad.AnnData, encoder: str, net: NetConfig, ring: bool = False) -> SpotInputs:
     """The inputs a set network configured by ``net`` reads (see :func:`inputs_from_adata`)."""
-    return inputs_from_adata(adata, encoder, net.use_subtiles, net.use_neighbours, net.slide_standardize)
+    return inputs_from_adata(adata, encoder, net.use_subtiles, net.use_neighbours, net.slide_standardize, ring)
 
 
 def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True, use_neighbours: bool = True,
-                      per_slide: bool = False) -> SpotInputs:
+                      per_slide: bool = False, ring: bool = False) -> SpotInputs:
     """Spot, sub-tile and neighbour features of ``encoder`` stored by ``encoders.extract_features``;
-    with ``per_slide`` standardised by the slide's own statistics (:func:`slide_standardize`)."""
+    with ``per_slide`` standardised by the slide's own statistics (:func:`slide_standardize`); with ``ring``
+    the neighbours as rows (:attr:`SpotInputs.ring`: gathered per batch, for inference over a whole slide)."""
     fkey, skey = f"{keys.FEATURES_PREFIX}{encoder}", f"{keys.FEATURES_PREFIX}{encoder}{keys.FEATURES_SUB_SUFFIX}"
     if fkey not in adata.obsm:
         have = [k for k in adata.obsm if k.startswith(keys.FEATURES_PREFIX)]
@@ -167,8 +181,9 @@ def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True
     sub = None if sub is None else torch.as_tensor(sub)
     neigh = mask = None
     if use_neighbours:
-        ring = np.asarray(adata.uns[keys.FEATURES_UNS][encoder]["neighbours"], dtype=np.int64)
-        mask_np = ring >= 0
-        neigh = torch.as_tensor(spot[np.where(mask_np, ring, 0)])
-        mask = torch.as_tensor(mask_np)
+        rows = np.asarray(adata.uns[keys.FEATURES_UNS][encoder]["neighbours"], dtype=np.int64)
+        if ring:
+            return SpotInputs(torch.as_tensor(spot), sub, None, None, torch.as_tensor(rows))
+        neigh = torch.as_tensor(spot[np.where(rows >= 0, rows, 0)])
+        mask = torch.as_tensor(rows >= 0)
     return SpotInputs(torch.as_tensor(spot), sub, neigh, mask)

@@ -75,6 +75,24 @@ def test_epistemic_variance_grows_out_of_distribution():
     assert ens.predict(far).epistemic.mean() > 5 * ens.predict(x).epistemic.mean()
 
 
+def test_neighbours_held_as_rows_give_the_same_predictions_batch_by_batch():
+    """Inference over a whole slide keeps the neighbour ring as rows (no (n, k, d) array) and gathers per batch."""
+    x, y = synthetic(n=90)
+    ring = torch.stack([(torch.arange(90) + k) % 90 for k in (1, 2, 3)], dim=1)
+    ring[:5, 2] = -1
+    lazy = SpotInputs(x.spot, x.sub, None, None, ring)
+    assert torch.equal(lazy.gathered().neigh, x.neigh) and torch.equal(lazy.gathered().neigh_mask, x.neigh_mask)
+    picked = lazy.index(torch.tensor([4, 0, 77]))  # neighbours come from the whole slide, not the batch
+    assert torch.equal(picked.neigh, x.neigh[[4, 0, 77]]) and torch.equal(picked.neigh_mask, x.neigh_mask[[4, 0, 77]])
+    ens = fit_ensemble(TrainingData(x, y), small_cfg(), progress=False)
+    want = ens.predict(x, batch_size=1000)
+    got = ens.predict(lazy, batch_size=7)  # batches smaller than the ring's reach
+    np.testing.assert_allclose(got.mean, want.mean, atol=1e-5)
+    np.testing.assert_allclose(got.epistemic, want.epistemic, atol=1e-6)
+    both = SpotInputs.concat([lazy, x])
+    assert both.ring is None and torch.equal(both.neigh[:90], x.neigh)
+
+
 def test_negative_binomial_head():
     rng = np.random.default_rng(0)
     x, _ = synthetic(n=200, genes=6)

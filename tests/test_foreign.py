@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from spotwhisper import keys
+from spotwhisper.expression import familiarity
 from spotwhisper.expression.familiarity import FamiliarityConfig, FeatureReference, slide_familiarity
 
 TLS = "tertiary lymphoid structures"
@@ -49,7 +50,7 @@ def _tls(adata, ccrcc_dir) -> np.ndarray:
     return np.isin(values, ["TLS", "T_agg"])
 
 
-def test_reference_distance_is_one_for_training_like_features_and_grows_with_a_shift():
+def test_reference_distance_is_one_for_training_like_features_and_grows_with_a_shift(monkeypatch):
     rng = np.random.default_rng(0)
     cov = rng.normal(size=(12, 12))
     sections = {f"s{i}": rng.normal(size=(300, 12)) @ cov + rng.normal(scale=0.1, size=12) for i in range(4)}
@@ -61,6 +62,9 @@ def test_reference_distance_is_one_for_training_like_features_and_grows_with_a_s
     assert same["level"] == "familiar" and same["distance_ratio"] < 1.5
     assert shifted["level"] != "familiar" and shifted["distance_ratio"] > 2 * same["distance_ratio"]
     assert "less certain" in shifted["sentence"]
+    whole = ref.distance(new)
+    monkeypatch.setattr(familiarity, "DISTANCE_CHUNK", 7)  # a whole slide is measured chunk by chunk: same distances
+    np.testing.assert_allclose(ref.distance(new), whole, rtol=1e-12)
 
 
 def test_shipped_reference_tells_a_restained_section_from_itself(c2):

@@ -246,3 +246,27 @@ def test_held_out_concept_model_never_reads_a_caption_naming_its_class(c1, g2, d
     for name in ["immune infiltrate", "immune cells", "lymphocytes", "tumour-infiltrating lymphocytes", "leukocytes"]:
         assert concept.named_in(name)
     assert not concept.named_in("plasma cells") and not concept.named_in("adipose tissue")
+
+
+def test_input_standardisation_per_group_and_for_one_slide_in_place():
+    """Per-gene z-scores within each group, clipped; one group (a slide) is computed in place, same values."""
+    from spotwhisper.language.config import InputConfig
+    from spotwhisper.language.expression_encoder import standardize
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, size=(200, 5)).astype(np.float32)
+    x[:, 4] = 2.0  # a constant gene
+    x[3, 0] = 500.0  # an outlier beyond the clip
+    cfg = InputConfig(standardize="zscore")
+
+    def reference(block):
+        z = (block - block.mean(0)) / np.maximum(block.std(0), cfg.min_std)
+        return np.clip(z, -cfg.clip, cfg.clip)
+
+    one = standardize(x.copy(), None, cfg)
+    assert one.dtype == np.float32 and np.allclose(one, reference(x), atol=1e-6)
+    assert one[3, 0] == cfg.clip and np.all(one[:, 4] == 0)
+    groups = np.repeat(["a", "b"], 100)
+    two = standardize(x, groups, cfg)
+    assert np.allclose(two[:100], reference(x[:100]), atol=1e-6) and np.allclose(two[100:], reference(x[100:]), atol=1e-6)
+    assert not np.allclose(two, one)  # the groups are standardised apart

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 FILENAME = "familiarity.npz"
 LEVELS = ("familiar", "unusual", "foreign")
+#: spots whose distance is computed at once (float64 copies of ``(chunk, d)``: bounded memory on a whole slide)
+DISTANCE_CHUNK = 4096
 
 
 @dataclass
@@ -72,10 +74,13 @@ class FeatureReference:
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         """D ``(n,)`` of spot features ``x`` ``(n, d)`` (≈ 1 for a typical training spot)."""
-        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
-        proj = z @ self.axes.T
-        resid = ((z - proj @ self.axes) ** 2).sum(1)
-        d2 = (proj**2 / self.eigvals).sum(1) + resid / max(self.residual, 1e-12)
+        x = np.asarray(x)
+        d2 = np.empty(len(x))
+        for start in range(0, len(x), DISTANCE_CHUNK):  # float64 copies of one chunk at a time (whole slides)
+            z = (x[start:start + DISTANCE_CHUNK].astype(np.float64) - self.mean) / self.scale
+            proj = z @ self.axes.T
+            resid = ((z - proj @ self.axes) ** 2).sum(1)
+            d2[start:start + DISTANCE_CHUNK] = (proj**2 / self.eigvals).sum(1) + resid / max(self.residual, 1e-12)
         return np.sqrt(d2 / (len(self.eigvals) + 1))
 
     @property

@@ -119,13 +119,14 @@ class Ensemble(nn.Module):
     def predict(self, x: SpotInputs, batch_size: int = 512) -> Prediction:
         """Ensemble prediction for raw (unstandardised) inputs."""
         self.eval()
-        means, alea, epi = [], [], []
-        for start in range(0, len(x), batch_size):
-            xb = self.standardize(x.index(torch.arange(start, min(start + batch_size, len(x)))))
+        n, genes = len(x), self.gene_mean.shape[0]
+        mean, alea, epi = (np.empty((n, genes), np.float32) for _ in range(3))  # filled batch by batch: no copies
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            xb = self.standardize(x.index(torch.arange(rows.start, rows.stop)))
             ms, vs = zip(*(self.member_moments(m, xb) for m in self.members))
             stack = torch.stack(ms)
-            means.append(stack.mean(0))
-            alea.append(torch.stack(vs).mean(0))
-            epi.append(stack.var(0, unbiased=False))
-        cat = lambda parts: torch.cat(parts).numpy().astype(np.float32)  # noqa: E731
-        return Prediction(cat(means), cat(alea), cat(epi))
+            mean[rows] = stack.mean(0).numpy()
+            alea[rows] = torch.stack(vs).mean(0).numpy()
+            epi[rows] = stack.var(0, unbiased=False).numpy()
+        return Prediction(mean, alea, epi)

@@ -104,7 +104,7 @@ class ExpressionModel:
 
     def predict_arrays(self, adata: ad.AnnData) -> Prediction:
         """Prediction for an AnnData holding this model's image features (``encoders.extract_features``)."""
-        x = inputs_for(adata, self.encoder, self.cfg.net)
+        x = inputs_for(adata, self.encoder, self.cfg.net, ring=True)
         if x.spot.shape[1] != self.in_dim:
             raise ValueError(f"features have {x.spot.shape[1]} dimensions; the model expects {self.in_dim} ({self.encoder})")
         info = adata.uns.get(keys.FEATURES_UNS, {}).get(self.encoder, {})

@@ -160,7 +160,7 @@ class AlignedImageModel:
     def embed(self, adata: ad.AnnData, store: bool = True) -> np.ndarray:
         """Spot embeddings ``(n, D)`` from the image features in ``adata``; with ``store`` they go to
         ``obsm["image_text_emb_aligned"]`` and the model record to ``uns["embedding_models"]``."""
-        x = inputs_for(adata, self.encoder, self.cfg.net)
+        x = inputs_for(adata, self.encoder, self.cfg.net, ring=True)
         if x.spot.shape[1] != self.head.feat_mean.shape[0]:
             raise ValueError(f"features have {x.spot.shape[1]} dimensions; the aligned head expects {self.head.feat_mean.shape[0]}")
         emb = self.head.embed(x)

@@ -29,21 +29,25 @@ def standardize(x: np.ndarray, groups: np.ndarray | None, cfg: InputConfig) -> n
     """Per-gene centring / z-scoring of ``x`` ``(n, G)`` within each group of rows; clipped to ±``cfg.clip``."""
     if cfg.standardize == "none":
         return x.astype(np.float32, copy=False)
-    out = np.empty_like(x, dtype=np.float32)
     groups = np.zeros(len(x), dtype=int) if groups is None else np.asarray(groups)
-    for g in np.unique(groups):
+    labels = np.unique(groups)
+    out = None if len(labels) == 1 else np.empty_like(x, dtype=np.float32)
+    for g in labels:
         rows = groups == g
         if rows.sum() < cfg.min_group_spots:
             log.warning(
                 "standardising %d spot(s) of group %r on their own (fewer than %d): per-gene %s needs a whole "
                 "section or slide; pass all its spots together", rows.sum(), g, cfg.min_group_spots, cfg.standardize,
             )
-        block = x[rows]
-        centred = block - block.mean(axis=0, keepdims=True)
+        block = x if out is None else x[rows]
+        centred = block - block.mean(axis=0, keepdims=True)  # the one copy of the block; the rest in place
         if cfg.standardize == "zscore":
-            centred = centred / np.maximum(block.std(axis=0, keepdims=True), cfg.min_std)
+            centred /= np.maximum(block.std(axis=0, keepdims=True), cfg.min_std)
+        np.clip(centred, -cfg.clip, cfg.clip, out=centred)
+        if out is None:  # one group (a slide): no second (n, G) array
+            return centred.astype(np.float32, copy=False)
         out[rows] = centred
-    return np.clip(out, -cfg.clip, cfg.clip)
+    return out
 
 
 def log1p_panel(adata: ad.AnnData, genes: Sequence[str], cfg: InputConfig) -> tuple[np.ndarray, np.ndarray]:
