@@ -179,11 +179,12 @@ def inputs_from_adata(adata: ad.AnnData, encoder: str, use_subtiles: bool = True
                         SLIDE_STATS_MIN_SPOTS)
         spot, sub = slide_standardize(spot, sub)
     sub = None if sub is None else torch.as_tensor(sub)
-    neigh = mask = None
+    neigh = mask = held_as_rows = None
     if use_neighbours:
         rows = np.asarray(adata.uns[keys.FEATURES_UNS][encoder]["neighbours"], dtype=np.int64)
         if ring:
-            return SpotInputs(torch.as_tensor(spot), sub, None, None, torch.as_tensor(rows))
-        neigh = torch.as_tensor(spot[np.where(rows >= 0, rows, 0)])
-        mask = torch.as_tensor(rows >= 0)
-    return SpotInputs(torch.as_tensor(spot), sub, neigh, mask)
+            held_as_rows = torch.as_tensor(rows)
+        else:
+            neigh = torch.as_tensor(spot[np.where(rows >= 0, rows, 0)])
+            mask = torch.as_tensor(rows >= 0)
+    return SpotInputs(torch.as_tensor(spot), sub, neigh, mask, held_as_rows)

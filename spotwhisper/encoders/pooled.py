@@ -34,14 +34,6 @@ def projection(d_in: int, dim: int, seed: int = 0) -> np.ndarray:
     return q if d_in >= dim else q.T
 
 
-def standardised(x: np.ndarray) -> np.ndarray:
-    """``x`` ``(n, d)`` with every column at mean 0 and standard deviation 1 over the rows (constant
-    columns at 0; NaN ignored); float64."""
-    x = np.asarray(x, dtype=np.float64)
-    sd = np.nanstd(x, axis=0)
-    return (x - np.nanmean(x, axis=0)) / np.where(sd > MIN_STD, sd, 1.0)
-
-
 def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every column of ``x`` ``(n, d)`` over its rows, NaN ignored (float64;
     accumulated :data:`SUBTILE_CHUNK` rows at a time, two passes: no float64 copy of ``x``). A column
@@ -74,9 +66,10 @@ def pooled_image_vectors(features: np.ndarray, subtiles: np.ndarray | None, dim:
     """Per-spot image vectors ``(n, dim)`` float32, L2-normalised, from tile features ``(n, d)`` and
     sub-tile features ``(n, g*g, d)`` (``None``: the tile features alone). See the module docstring.
 
-    Equal to ``nan_to_num(hstack([standardised(features), standardised(subtile_means)])) @ projection``,
-    computed block by block (each part's rows a chunk at a time): a 20,000-tile slide costs its sub-tile
-    means ``(n, d)`` beyond its inputs, not float64 copies of everything."""
+    Equal to ``nan_to_num(hstack([z(features), z(subtile_means)])) @ projection``, with ``z`` the float64
+    z-score of every column over the spots (constant columns at 0), computed block by block (each part's
+    rows a chunk at a time): a 20,000-tile slide costs its sub-tile means ``(n, d)`` beyond its inputs, not
+    float64 copies of everything."""
     feats = np.asarray(features)
     if feats.ndim != 2 or len(feats) == 0:
         raise ValueError(f"expected tile features of shape (n, d) with n ≥ 1, got {feats.shape}")
